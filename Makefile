@@ -1,0 +1,20 @@
+# sd-hw: `make demo` and `make test` set everything up on first use.
+VENV := .venv
+RUN := . $(VENV)/bin/activate &&
+
+.PHONY: setup demo test bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(RUN) sd-hw demo --report docs/digits-results.md
+
+test: setup
+	$(RUN) python -m pytest -W error -n 2
+
+bench: setup
+	$(RUN) python bench/bench_decompose.py --out docs/bench-decompose.md
+
+clean:
+	rm -rf build
