@@ -54,13 +54,13 @@ def integerise_decomposed(decomposed, *, code_bits, per_layer_scale=False):
     mantissa, exp = np.frexp(ce)
     if np.any(present & (np.abs(mantissa) != 0.5)):
         raise SdHwError("integerise: coefficients must be signed powers of two")
-    exp = exp - 1  # |c| == 2**exp
+    exp = exp.astype(np.int64) - 1  # |c| == 2**exp
     block = np.arange(rows) // block_rows
 
     # Largest exponent per (channel, block); empty blocks get 0.
     lowest = np.iinfo(np.int64).min
-    e_max = np.full((m, n_blocks), lowest, dtype=np.int64)
-    np.maximum.at(e_max, (slice(None), block), np.where(present, exp, lowest).max(axis=2))
+    row_max = np.where(present, exp, lowest).max(axis=2)
+    e_max = np.maximum.reduceat(row_max, np.arange(0, rows, block_rows), axis=1)
     empty = e_max == lowest
     e_max[empty] = 0
     e_min = e_max - (2 ** code_bits - 1)
