@@ -1,0 +1,46 @@
+"""Bit layouts shared by the datapath blocks, their tests and drivers.
+
+Each layout is a function of the :class:`~sd_hw.config.AcceleratorConfig`,
+defined once here; nothing else writes bit offsets by hand.
+"""
+
+from amaranth.hdl import signed, unsigned
+from amaranth.lib import data
+
+
+__all__ = ["coefficient_layout", "row_layout", "basis_layout", "vector3_layout",
+           "block_layout"]
+
+
+def coefficient_layout(config):
+    """One Ce coefficient code, as the weight file stores it: offset, then sign."""
+    return data.StructLayout({"exponent": unsigned(config.code_bits), "negative": 1})
+
+
+def row_layout(config):
+    """One decoded Ce row.
+
+    ``present`` bit ``j`` says column ``j`` has a coefficient (0: the row is
+    zero and can be skipped); absent coefficients read as zero. ``last``
+    marks the block's last row.
+    """
+    return data.StructLayout({
+        "present": 3,
+        "coefficients": data.ArrayLayout(coefficient_layout(config), 3),
+        "last": 1,
+    })
+
+
+def basis_layout(config):
+    """A 3x3 basis, ``basis[j][c]``: row ``j`` multiplies coefficient ``j``."""
+    return data.ArrayLayout(data.ArrayLayout(signed(config.basis_bits), 3), 3)
+
+
+def vector3_layout(width):
+    """Three signed values: a weight row, an activation row or basis products."""
+    return data.ArrayLayout(signed(width), 3)
+
+
+def block_layout(config):
+    """A block command for the coefficient decoder: how many rows it has."""
+    return data.StructLayout({"rows": unsigned((config.block_rows).bit_length())})

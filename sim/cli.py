@@ -1,0 +1,226 @@
+"""The ``sd-hw`` command."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from sd_hw.errors import SdHwError, ParameterError
+
+
+def _prune_option(text):
+    """``0.5`` (every decomposed layer) or ``LAYER=0.5``."""
+    name, _, value = text.rpartition("=")
+    try:
+        fraction = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected FRACTION or LAYER=FRACTION, got {text!r}") from None
+    return (name or None, fraction)
+
+
+def _add_decompose_options(parser):
+    group = parser.add_argument_group("decomposition")
+    group.add_argument("--block-rows", type=int, default=192,
+                       help="Ce rows per basis block (default 192 = 64 channels x 3 kernel rows)")
+    group.add_argument("--code-bits", type=int, default=3,
+                       help="exponent bits per coefficient code; a code is sign + these bits "
+                            "(default 3)")
+    group.add_argument("--theta", type=float, default=1e-3,
+                       help="coefficients below this magnitude become zero (default 1e-3)")
+    group.add_argument("--iterations", type=int, default=30,
+                       help="alternating-minimisation iterations per block (default 30)")
+    group.add_argument("--no-vector-wise", dest="vector_wise", action="store_false",
+                       help="do not zero whole Ce rows with small L1 norm")
+    group.add_argument("--prune", type=_prune_option, action="append", default=[],
+                       metavar="[LAYER=]FRACTION",
+                       help="structured sparsity: fraction of Ce rows (3x3) or input channels "
+                            "(1x1, linear) removed per group of 32 output filters; repeatable")
+    group.add_argument("--dense", action="append", default=[], metavar="LAYER",
+                       help="keep this layer as dense int8; repeatable")
+
+
+def _compress_options(args):
+    from sim.compress import CompressOptions
+    from sim.golden.decompose import DecomposeParams
+    params = DecomposeParams(block_rows=args.block_rows, code_bits=args.code_bits,
+                             theta=args.theta, iterations=args.iterations,
+                             vector_wise=args.vector_wise)
+    per_layer = {name: fraction for name, fraction in args.prune if name is not None}
+    default = [fraction for name, fraction in args.prune if name is None]
+    return CompressOptions(decompose=params, prune=per_layer,
+                           default_prune=default[-1] if default else 0.0,
+                           dense=frozenset(args.dense))
+
+
+def _load_array(path, what):
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise SdHwError(f"{path}: no such file ({what})") from None
+    except (ValueError, OSError) as error:
+        raise SdHwError(f"{path}: not a readable .npy array ({what}): {error}") from None
+
+
+def cmd_train(args):
+    from sim.golden.digits import DEFAULT_CNN, DEFAULT_MLP, load_digits_split
+    from sim.golden.model_file import save_model
+    from sim.golden.nn import accuracy
+    from sim.golden.train import train_float
+    network = {"cnn": DEFAULT_CNN, "mlp": DEFAULT_MLP}[args.model]
+    data = load_digits_split(seed=args.seed)
+    params = train_float(network, data, epochs=args.epochs, seed=args.seed)
+    x_test, _ = data.inputs_for(network, "test")
+    print(f"float test accuracy: {accuracy(network, params, x_test, data.y_test):.4f}")
+    x_cal, _ = data.inputs_for(network, "train")
+    save_model(args.output, network, params, calibration=x_cal[:256])
+    print(f"wrote {args.output}")
+
+
+def cmd_compress(args):
+    from sd_hw import weight_file
+    from sd_hw.storage import storage_report
+    from sim.flow import compress_model
+    from sim.golden.model_file import check_inputs, load_model
+    model = load_model(args.model)
+    if args.calibration is not None:
+        model.calibration = check_inputs(model.network, _load_array(args.calibration,
+                                                                    "calibration inputs"),
+                                         source=str(args.calibration))
+    result = compress_model(model, _compress_options(args), retrain=args.retrain,
+                            epochs=args.epochs, log=print)
+    weight_file.save(result.integer_network, args.output)
+    report = storage_report(result.integer_network)
+    print(report.format_table())
+    print(f"wrote {args.output} ({Path(args.output).stat().st_size} bytes)")
+
+
+def cmd_inspect(args):
+    from sd_hw import weight_file
+    from sd_hw.storage import storage_report
+    net = weight_file.load(args.file)
+    report = storage_report(net)
+    if args.json:
+        print(json.dumps({"network": net.network.to_dict(), "code_bits": net.code_bits,
+                          "block_rows": net.block_rows, "input_scale": net.input_scale,
+                          "accumulator_bits": net.accumulator_bits,
+                          "storage": report.to_dict()}, indent=1))
+        return
+    print(f"{args.file}: sd-hw weight file")
+    print(f"  input shape {tuple(net.network.input_shape)}, input scale {net.input_scale:.6g}, "
+          f"code bits {net.code_bits}, block rows {net.block_rows}, "
+          f"accumulator {net.accumulator_bits} bits")
+    for index, spec in enumerate(net.network.layers):
+        line = f"  {index:2d} {spec.kind:9s} {spec.name:12s} -> {net.network.output_shape_of(index)}"
+        if spec.is_compute:
+            layer = net.layers[spec.name]
+            form = "decomposed" if layer.decomposed else "dense int8"
+            extra = f", {layer.weights.n_blocks} blocks/channel" if layer.decomposed else ""
+            line += f"  [{form}{extra}{', final (int32 logits)' if layer.final else ''}]"
+        print(line)
+    print(report.format_table())
+
+
+def cmd_evaluate(args):
+    from sd_hw import weight_file
+    from sim.golden.model_file import check_inputs
+    from sim.golden.reference import run
+    net = weight_file.load(args.file)
+    x = _load_array(args.inputs, "inputs")
+    if x.dtype == np.int8:
+        x_int = check_inputs(net.network, x, source=str(args.inputs)).astype(np.int8)
+    else:
+        x_int = net.quantize_input(check_inputs(net.network, x, source=str(args.inputs)))
+    logits = run(net, x_int, dataflow=args.dataflow)
+    if logits.ndim == 2:
+        predictions = np.argmax(logits, axis=1)
+        if args.labels is not None:
+            labels = _load_array(args.labels, "labels")
+            if labels.shape != predictions.shape:
+                raise SdHwError(f"{args.labels}: {labels.shape[0] if labels.ndim else 0} labels "
+                                f"for {len(predictions)} inputs")
+            print(f"accuracy: {np.mean(predictions == labels):.4f} "
+                  f"({int(np.sum(predictions == labels))}/{len(labels)})")
+        else:
+            print(" ".join(map(str, predictions.tolist())))
+    if args.output:
+        np.save(args.output, logits)
+        print(f"wrote {args.output}")
+
+
+def cmd_demo(args):
+    from sim.demo import run_demo
+    run_demo(model=args.model, retrain=args.retrain, out_dir=Path(args.out),
+             report_path=Path(args.report) if args.report else None)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="sd-hw", description="SmartDeal accelerator generator: compress networks into "
+                                  "SmartDeal weight files and run them on the golden model.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="train, decompose, retrain and pack the bundled "
+                                            "digits model, and report accuracy and storage")
+    demo.add_argument("--model", choices=("cnn", "mlp"), default="cnn",
+                      help="bundled network (default cnn)")
+    demo.add_argument("--retrain", choices=("ste", "projection"), default="ste",
+                      help="SmartDeal retraining method (default ste)")
+    demo.add_argument("--out", default="build/demo", help="output folder (default build/demo)")
+    demo.add_argument("--report", help="also write the results as markdown to this file")
+    demo.set_defaults(func=cmd_demo)
+
+    train = commands.add_parser("train", help="train a bundled float network on the 8x8 digits")
+    train.add_argument("--model", choices=("cnn", "mlp"), default="cnn")
+    train.add_argument("--epochs", type=int, default=30)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("-o", "--output", required=True, help="model file to write (.npz)")
+    train.set_defaults(func=cmd_train)
+
+    compress = commands.add_parser(
+        "compress", help="decompose a float model (.npz) and write a SmartDeal weight file")
+    compress.add_argument("model", help="float model: .npz with the network description "
+                                        "(docs/model-format.md)")
+    compress.add_argument("-o", "--output", required=True, help="weight file to write")
+    compress.add_argument("--calibration", help=".npy float inputs for activation scales "
+                                                "(default: the model's 'calibration' array)")
+    compress.add_argument("--retrain", choices=("none", "projection", "ste"), default="none",
+                          help="SmartDeal retraining on the bundled digits data "
+                               "(for models with digits-shaped input)")
+    compress.add_argument("--epochs", type=int, default=10, help="retraining epochs")
+    _add_decompose_options(compress)
+    compress.set_defaults(func=cmd_compress)
+
+    inspect = commands.add_parser("inspect", help="print a weight file's layers and storage")
+    inspect.add_argument("file")
+    inspect.add_argument("--json", action="store_true", help="machine-readable output")
+    inspect.set_defaults(func=cmd_inspect)
+
+    evaluate = commands.add_parser("evaluate", help="run the golden integer model of a weight "
+                                                    "file on inputs")
+    evaluate.add_argument("file")
+    evaluate.add_argument("--inputs", required=True,
+                          help=".npy inputs (N, *input_shape): float (quantised with the "
+                               "file's input scale) or int8")
+    evaluate.add_argument("--labels", help=".npy integer labels: print the accuracy")
+    evaluate.add_argument("--dataflow", choices=("rebuild", "factored"), default="rebuild")
+    evaluate.add_argument("-o", "--output", help="write the outputs (logits) as .npy")
+    evaluate.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except SdHwError as error:
+        print(f"sd-hw: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

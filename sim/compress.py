@@ -1,0 +1,104 @@
+"""From a float model to a packed SmartDeal network.
+
+The steps, each usable on its own:
+
+1. :func:`prune_masks` fixes SmartDeal's group-structured sparsity per layer;
+2. :func:`decompose` factors every decomposed layer into Ce and B, and
+   :func:`project` turns float parameters into their SmartDeal
+   reconstruction (the projection used by retraining);
+3. :func:`calibrate` picks activation scales on sample inputs;
+4. :func:`integerise` builds the exact integer network that the weight file
+   stores and the accelerator runs.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sd_hw.errors import ParameterError, check_range
+from sim.golden.decompose import DecomposeParams, decompose_weight, group_prune_mask
+from sim.golden.integerise import activation_scale, build_integer_network
+from sim.golden.nn import layer_inputs
+from sim.golden.reference import rebuild_weight
+
+
+__all__ = ["CompressOptions", "prune_masks", "decompose", "project", "calibrate",
+           "integerise"]
+
+
+@dataclass(frozen=True)
+class CompressOptions:
+    """What to decompose and how.
+
+    ``prune`` maps layer names to the fraction of Ce rows (3x3 conv) or
+    input channels (1x1 conv, linear) removed per group of output filters;
+    ``default_prune`` applies to decomposed layers not named there. Layers in
+    ``dense`` keep int8 weights.
+    """
+
+    decompose: DecomposeParams = field(default_factory=DecomposeParams)
+    prune: dict = field(default_factory=dict)
+    default_prune: float = 0.0
+    dense: frozenset = frozenset()
+    accumulator_bits: int = 32
+
+    def __post_init__(self):
+        check_range("default_prune", self.default_prune, 0.0, 0.99, kind=float)
+        for name, fraction in self.prune.items():
+            check_range(f"prune[{name}]", fraction, 0.0, 0.99, kind=float)
+        check_range("accumulator_bits", self.accumulator_bits, 16, 48)
+        object.__setattr__(self, "dense", frozenset(self.dense))
+
+    def check_layers(self, network):
+        """Refuse options that name layers the network does not have."""
+        names = {layer.name for layer in network.compute_layers}
+        for option, given in (("prune", set(self.prune)), ("dense", set(self.dense))):
+            unknown = sorted(given - names)
+            if unknown:
+                raise ParameterError(
+                    f"{option}: no linear or conv2d layer named {', '.join(map(repr, unknown))}; "
+                    f"the network has {', '.join(sorted(names))}")
+
+    def decomposed_layers(self, network):
+        return [layer for layer in network.compute_layers if layer.name not in self.dense]
+
+    def prune_fraction(self, name):
+        return self.prune.get(name, self.default_prune)
+
+
+def prune_masks(network, params, options):
+    """Kept-weight masks of every decomposed layer (fixed for retraining)."""
+    options.check_layers(network)
+    return {layer.name: group_prune_mask(params[f"{layer.name}.weight"],
+                                         options.prune_fraction(layer.name),
+                                         group=options.decompose.group)
+            for layer in options.decomposed_layers(network)}
+
+
+def decompose(network, params, masks, options):
+    """SmartDeal factors of every masked layer."""
+    return {name: decompose_weight(params[f"{name}.weight"] * mask, options.decompose)
+            for name, mask in masks.items()}
+
+
+def project(params, decomposed):
+    """``params`` with each decomposed weight replaced by its reconstruction."""
+    projected = dict(params)
+    for name, factors in decomposed.items():
+        projected[f"{name}.weight"] = factors.reconstruct()
+    return projected
+
+
+def calibrate(network, params, x):
+    """Input scale of every compute layer, from float activations on ``x``."""
+    inputs = layer_inputs(network, params, x)
+    return {layer.name: activation_scale(inputs[layer.name])
+            for layer in network.compute_layers}
+
+
+def integerise(network, params, decomposed, scales, options, *, metadata=None):
+    return build_integer_network(
+        network, params, decomposed, scales,
+        code_bits=options.decompose.code_bits, block_rows=options.decompose.block_rows,
+        accumulator_bits=options.accumulator_bits, rebuild=rebuild_weight,
+        metadata=metadata)
