@@ -89,7 +89,7 @@ def cmd_compress(args):
         model.calibration = check_inputs(model.network, _load_array(args.calibration,
                                                                     "calibration inputs"),
                                          source=str(args.calibration))
-    result = compress_model(model, _compress_options(args), retrain=args.retrain,
+    result = compress_model(model, _compress_options(args), retrain_method=args.retrain,
                             epochs=args.epochs, log=print)
     weight_file.save(result.integer_network, args.output)
     report = storage_report(result.integer_network)
@@ -152,7 +152,7 @@ def cmd_evaluate(args):
 
 def cmd_demo(args):
     from sim.demo import run_demo
-    run_demo(model=args.model, retrain=args.retrain, out_dir=Path(args.out),
+    run_demo(model=args.model, retrain_method=args.retrain, out_dir=Path(args.out),
              report_path=Path(args.report) if args.report else None)
 
 

@@ -1,0 +1,79 @@
+"""The compression flow: float model in, integer SmartDeal network out.
+
+:func:`compress_model` chains the steps of :mod:`sim.compress` with optional
+SmartDeal retraining; :mod:`sim.demo` runs the same steps on the bundled
+digits model and measures accuracy after each.
+"""
+
+from dataclasses import dataclass, field
+
+from sd_hw.errors import SdHwError
+from sim.compress import calibrate, decompose, integerise, project, prune_masks
+
+
+__all__ = ["CompressionResult", "compress_model", "retrain", "RETRAIN_METHODS"]
+
+RETRAIN_METHODS = ("none", "projection", "ste")
+
+
+@dataclass(eq=False)
+class CompressionResult:
+    params: dict            # float parameters the factors were taken from
+    decomposed: dict        # layer name -> DecomposedWeight
+    integer_network: object  # IntegerNetwork
+    history: list = field(default_factory=list)
+
+
+def retrain(network, params, data, masks, options, *, method, epochs, seed=0, log=None):
+    """SmartDeal retraining with the sparsity masks held fixed.
+
+    ``projection``: train an epoch in float, project every weight onto its
+    SmartDeal reconstruction, validate, repeat. ``ste``: train through the
+    projection with a straight-through gradient. Returns the best validated
+    projected parameters and the per-epoch validation accuracy.
+    """
+    from sim.golden.train import retrain_projection, retrain_ste
+
+    def to_smartdeal(current):
+        return project(current, decompose(network, current, masks, options))
+
+    if method == "projection":
+        run = retrain_projection
+    elif method == "ste":
+        run = retrain_ste
+    else:
+        raise SdHwError(f"retraining method must be one of projection, ste; got {method!r}")
+    best, history = run(network, params, data, to_smartdeal, epochs=epochs, seed=seed)
+    if log:
+        log(f"retraining ({method}): validation accuracy per epoch "
+            + " ".join(f"{a:.3f}" for a in history))
+    return best, history
+
+
+def _digits_data(network):
+    from sim.golden.digits import load_digits_split
+    if tuple(network.input_shape) not in ((64,), (1, 8, 8)) or network.output_shape != (10,):
+        raise SdHwError(
+            "retraining needs labelled training data; sd-hw bundles the 8x8 digits set only, "
+            f"which fits networks with input (64,) or (1, 8, 8) and 10 outputs, not input "
+            f"{tuple(network.input_shape)} with output {network.output_shape}")
+    return load_digits_split()
+
+
+def compress_model(model, options, *, retrain_method="none", epochs=10, seed=0, log=None):
+    """Decompose (and optionally retrain) ``model``; return the integer network."""
+    network, params = model.network, model.params
+    if model.calibration is None:
+        raise SdHwError("activation scales need calibration inputs: the model has no "
+                        "'calibration' array; pass --calibration X.npy")
+    masks = prune_masks(network, params, options)
+    history = []
+    if retrain_method != "none":
+        data = _digits_data(network)
+        params, history = retrain(network, params, data, masks, options,
+                                  method=retrain_method, epochs=epochs, seed=seed, log=log)
+    decomposed = decompose(network, params, masks, options)
+    scales = calibrate(network, project(params, decomposed), model.calibration)
+    net = integerise(network, params, decomposed, scales, options,
+                     metadata={"retrain": retrain_method})
+    return CompressionResult(params, decomposed, net, history)
