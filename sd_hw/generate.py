@@ -207,4 +207,6 @@ def generate(block, config=None, out_dir="build/verilog"):
     if block not in BLOCKS:
         raise SdHwError(f"unknown block {block!r}; blocks are {', '.join(BLOCKS)}")
     config = AcceleratorConfig() if config is None else config
+    # Before the block is built: a block that is never elaborated warns when collected.
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     return generate_component(BLOCKS[block](config), block, out_dir, config=config)

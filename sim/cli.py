@@ -1,6 +1,7 @@
 """The ``sd-hw`` command."""
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -53,6 +54,60 @@ def _compress_options(args):
     return CompressOptions(decompose=params, prune=per_layer,
                            default_prune=default[-1] if default else 0.0,
                            dense=frozenset(args.dense))
+
+
+#: AcceleratorConfig field -> (meaning, allowed values) for its option's help.
+_CONFIG_HELP = {
+    "lanes": ("processing elements in parallel, one output channel each", "1..64"),
+    "activation_bits": ("width of signed activations", "2..16"),
+    "basis_bits": ("width of signed basis entries", "2..16"),
+    "code_bits": ("exponent bits per coefficient code; a code is sign + these bits", "1..6"),
+    "block_rows": ("largest number of Ce rows sharing one basis", "1..4096"),
+    "accumulator_bits": ("width of an output accumulator", "16..48"),
+    "stream_bits": ("width of a word of the packed coefficient stream", "8, 16 or 32"),
+    "dataflow": ("rebuild: rebuild weights, then multiply-accumulate; factored: multiply "
+                 "activations by the basis, then shift-accumulate", "rebuild or factored"),
+}
+
+
+def add_config_options(parser):
+    """Add one option per :class:`~sd_hw.config.AcceleratorConfig` field to ``parser``.
+
+    ``--lanes``, ``--activation-bits``, ... default to the field's default.
+    Values are checked by :func:`config_from_args`, so that an out-of-range
+    value gets the configuration's own one-line message.
+    """
+    from sd_hw.config import AcceleratorConfig
+    group = parser.add_argument_group("accelerator configuration")
+    for field in dataclasses.fields(AcceleratorConfig):
+        group.add_argument(f"--{field.name.replace('_', '-')}", dest=f"config_{field.name}",
+                           metavar="N" if isinstance(field.default, int) else "NAME",
+                           help="{} ({}; default {})".format(
+                               *_CONFIG_HELP.get(field.name, (field.name, "see sd_hw.config")),
+                               field.default))
+
+
+def config_from_args(args):
+    """The :class:`~sd_hw.config.AcceleratorConfig` of options added by :func:`add_config_options`.
+
+    Raises :class:`ParameterError` naming the parameter for a value that is
+    not an integer or out of range.
+    """
+    from sd_hw.config import AcceleratorConfig
+    values = {}
+    for field in dataclasses.fields(AcceleratorConfig):
+        text = getattr(args, f"config_{field.name}", None)
+        if text is None:
+            continue
+        if isinstance(field.default, int):
+            try:
+                values[field.name] = int(text)
+            except ValueError:
+                raise ParameterError(f"parameter {field.name!r} must be an integer, "
+                                     f"got {text!r}") from None
+        else:
+            values[field.name] = text
+    return AcceleratorConfig(**values)
 
 
 def _load_array(path, what):
@@ -150,6 +205,23 @@ def cmd_evaluate(args):
         print(f"wrote {args.output}")
 
 
+def cmd_generate(args):
+    from sd_hw.generate import generate
+    config = config_from_args(args)
+    try:
+        generated = generate(args.block, config, args.out_dir)
+    except OSError as error:
+        raise SdHwError(f"{args.out_dir}: cannot write the generated files there "
+                        f"({error.strerror or error})") from None
+    print(f"wrote {generated.verilog_path}")
+    print(f"wrote {generated.port_map_path}")
+    if args.lint:
+        from sd_hw.lint import verilator_lint
+        report = verilator_lint(generated.verilog_path, top=generated.name)
+        allowed = ", ".join(f"{n} {code}" for code, n in sorted(report.allowed.items()))
+        print(f"verilator lint passed ({allowed or 'no warnings'} allowed)")
+
+
 def cmd_demo(args):
     from sim.demo import run_demo
     run_demo(model=args.model, retrain_method=args.retrain, out_dir=Path(args.out),
@@ -208,6 +280,19 @@ def build_parser():
     evaluate.add_argument("--dataflow", choices=("rebuild", "factored"), default="rebuild")
     evaluate.add_argument("-o", "--output", help="write the outputs (logits) as .npy")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    from sd_hw.generate import BLOCKS
+    generate = commands.add_parser(
+        "generate", help="write a datapath block's Verilog and its JSON port map",
+        description="Write BLOCK.v and BLOCK.ports.json (every port, and each stream's "
+                    "payload layout) for one accelerator configuration.")
+    generate.add_argument("block", metavar="BLOCK", help=f"one of {', '.join(BLOCKS)}")
+    generate.add_argument("-o", "--out-dir", default="build/verilog",
+                          help="folder to write to (default build/verilog)")
+    generate.add_argument("--lint", action="store_true",
+                          help="also lint the Verilog with verilator --lint-only -Wall")
+    add_config_options(generate)
+    generate.set_defaults(func=cmd_generate)
     return parser
 
 

@@ -7,7 +7,8 @@ stream (:func:`sim.cocotb.write_vectors`); the block's cocotb bench
 compares bit-exactly, and checks the documented throughput in a case
 without stalls. The expectations are written here from the blocks'
 documented contracts, independently of the RTL and of the Amaranth-level
-tests.
+tests. A negative control runs the decoder's bench with one expected
+value corrupted and requires it to fail at that value.
 
 Every block is also linted and synthesised for both families (no latch).
 
@@ -28,7 +29,7 @@ from sd_hw.integer_network import DecomposedWeights
 from sd_hw.lint import verilator_lint
 from sd_hw.synth import synthesise
 from sim.cocotb import VECTORS_ENV, write_vectors
-from sim.cocotb_runner import run_cocotb_on
+from sim.cocotb_runner import CocotbFailure, run_cocotb_on
 
 
 COCOTB_TESTS = Path(__file__).parent / "cocotb_tests"
@@ -338,3 +339,19 @@ def test_block_synthesises_without_latches(block, dataflow, family, tmp_path):
     generated = generate(block, AcceleratorConfig(dataflow=dataflow), tmp_path)
     report = synthesise(generated.verilog_path, block, family, out_dir=tmp_path)
     assert report.luts > 0 and report.ffs > 0
+
+
+def test_block_bench_negative_control(tmp_path):
+    """The decoder's bench, with one exponent of the expected rows flipped, must fail there."""
+    block, config = "coefficient_decoder", AcceleratorConfig()
+    generated = generate(block, config, tmp_path / "verilog")
+    cases = VECTORS[block](config, np.random.default_rng(0))
+    stalls = next(case for case in cases if case["name"] == "stalls")
+    rows = stalls["outputs"]["rows"]
+    index = next(r for r, row in enumerate(rows) if r > len(rows) // 2 and row["present"] & 1)
+    rows[index]["coefficients"][0]["exponent"] ^= 1
+    vectors = write_vectors(tmp_path / "vectors.json", cases)
+    failed = rf"(?s)1 of {len(cases)} cocotb tests failed.*case stalls: rows\[{index}\] is "
+    with pytest.raises(CocotbFailure, match=failed):
+        run_cocotb_on(generated, f"{block}_tb", simulator="icarus", build_dir=tmp_path / "sim",
+                      module_dirs=[COCOTB_TESTS], extra_env={VECTORS_ENV: str(vectors)})

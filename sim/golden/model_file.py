@@ -68,6 +68,9 @@ def load_model(path):
         raise SdHwError(f"{source}: no such file") from None
     except (zipfile.BadZipFile, ValueError, OSError) as error:
         raise SdHwError(f"{source}: not a readable .npz model ({error})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise SdHwError(f"{source}: not a .npz model (it holds a single array, "
+                        f"not the network description and weights)")
     with archive:
         keys = set(archive.files)
         if "network" not in keys:

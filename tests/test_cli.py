@@ -1,0 +1,222 @@
+"""The ``sd-hw`` command end to end, through :func:`sim.cli.main`.
+
+A float model file is written directly (He-initialised weights, no
+training), compressed without retraining, inspected and evaluated; the
+evaluation is compared with the golden reference on the same weight file.
+``generate`` writes a block's Verilog and port map. Bad input must end with
+exit code 2 and one line ``sd-hw: error: ...`` naming the file or
+parameter, never a traceback.
+"""
+
+import contextlib
+import io
+import json
+
+import numpy as np
+import pytest
+
+from sd_hw import weight_file
+from sd_hw.generate import BLOCKS
+from sim.cli import main
+from sim.golden.digits import DEFAULT_MLP
+from sim.golden.model_file import save_model
+from sim.golden.nn import init_params
+from sim.golden.reference import run
+
+from factories import TINY
+
+
+NETWORKS = {"mlp": DEFAULT_MLP, "cnn": TINY}
+
+
+def float_inputs(network, count, seed):
+    return np.random.default_rng(seed).random((count, *network.input_shape))
+
+
+@pytest.fixture(scope="module", params=sorted(NETWORKS))
+def compressed(request, tmp_path_factory):
+    """``(network, model path, weight file path, stdout of compress)`` of one network."""
+    network = NETWORKS[request.param]
+    folder = tmp_path_factory.mktemp(request.param)
+    model = folder / "model.npz"
+    save_model(model, network, init_params(network, seed=1),
+               calibration=float_inputs(network, 32, seed=2))
+    output = folder / "model.sdw"
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = main(["compress", str(model), "-o", str(output), "--retrain", "none",
+                     "--iterations", "5", "--block-rows", "12"])
+    assert code == 0
+    return network, model, output, stdout.getvalue()
+
+
+def run_ok(capsys, *argv):
+    code = main([str(arg) for arg in argv])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert err == ""
+    return out
+
+
+def test_compress_writes_the_weight_file(compressed):
+    network, _, path, stdout = compressed
+    net = weight_file.load(path)
+    assert net.network == network
+    assert net.block_rows == 12
+    assert net.metadata["retrain"] == "none"
+    assert all(layer.decomposed for layer in net.layers.values())
+    assert f"wrote {path} ({path.stat().st_size} bytes)" in stdout
+    for layer in network.compute_layers:
+        assert f"\n{layer.name} " in stdout  # a row of the storage table
+
+
+def test_inspect_text(compressed, capsys):
+    network, _, path, _ = compressed
+    out = run_ok(capsys, "inspect", path)
+    assert out.startswith(f"{path}: sd-hw weight file\n")
+    assert f"input shape {tuple(network.input_shape)}" in out
+    for index, layer in enumerate(network.layers):
+        line = next(line for line in out.splitlines() if line.startswith(f"  {index:2d} "))
+        assert f" {layer.name} " in line
+        if layer.is_compute:
+            assert "[decomposed" in line
+
+
+def test_inspect_json(compressed, capsys):
+    network, _, path, _ = compressed
+    report = json.loads(run_ok(capsys, "inspect", path, "--json"))
+    assert [layer["name"] for layer in report["network"]["layers"]] == \
+        [layer.name for layer in network.layers]
+    assert [layer["name"] for layer in report["storage"]["layers"]] == \
+        [layer.name for layer in network.compute_layers]
+    assert report["storage"]["file_bytes"] == path.stat().st_size
+    assert (report["code_bits"], report["block_rows"]) == (3, 12)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "float"])
+def test_evaluate_matches_the_reference(compressed, capsys, tmp_path, dtype):
+    network, _, path, _ = compressed
+    net = weight_file.load(path)
+    if dtype == "int8":
+        x = np.random.default_rng(4).integers(-128, 128, (16, *network.input_shape))
+        x = x_int = x.astype(np.int8)
+    else:
+        x = float_inputs(network, 16, seed=3)
+        x_int = net.quantize_input(x)
+    np.save(tmp_path / "x.npy", x)
+    expected = run(net, x_int)
+
+    out = run_ok(capsys, "evaluate", path, "--inputs", tmp_path / "x.npy")
+    assert [int(p) for p in out.split()] == np.argmax(expected, axis=1).tolist()
+
+    out = run_ok(capsys, "evaluate", path, "--inputs", tmp_path / "x.npy",
+                 "--dataflow", "factored", "-o", tmp_path / "logits.npy")
+    np.testing.assert_array_equal(np.load(tmp_path / "logits.npy"), expected)
+
+    labels = np.argmax(expected, axis=1)
+    labels[:4] = (labels[:4] + 1) % expected.shape[1]
+    np.save(tmp_path / "labels.npy", labels)
+    out = run_ok(capsys, "evaluate", path, "--inputs", tmp_path / "x.npy",
+                 "--labels", tmp_path / "labels.npy")
+    assert out == f"accuracy: {12 / 16:.4f} (12/16)\n"
+
+
+def test_generate_writes_verilog_and_port_map(capsys, tmp_path):
+    out = run_ok(capsys, "generate", "coefficient_decoder", "-o", tmp_path,
+                 "--stream-bits", "8", "--code-bits", "2", "--block-rows", "20", "--lint")
+    verilog, ports = tmp_path / "coefficient_decoder.v", tmp_path / "coefficient_decoder.ports.json"
+    assert out.splitlines()[:2] == [f"wrote {verilog}", f"wrote {ports}"]
+    assert "verilator lint passed" in out
+    assert "module coefficient_decoder(" in verilog.read_text()
+    port_map = json.loads(ports.read_text())
+    assert port_map["top"] == "coefficient_decoder"
+    assert {name: s["direction"] for name, s in port_map["streams"].items()} == \
+        {"block": "sink", "words": "sink", "rows": "source"}
+    assert port_map["ports"]["words__payload"]["width"] == 8
+    assert (port_map["config"]["stream_bits"], port_map["config"]["code_bits"],
+            port_map["config"]["block_rows"]) == (8, 2, 20)
+
+
+def test_generate_lanes_and_dataflow(capsys, tmp_path):
+    run_ok(capsys, "generate", "basis_engine", "-o", tmp_path, "--lanes", "2",
+           "--dataflow", "factored")
+    port_map = json.loads((tmp_path / "basis_engine.ports.json").read_text())
+    assert set(port_map["streams"]) == {"activations", "active_basis__0", "active_basis__1",
+                                        "products__0", "products__1"}
+
+
+# Bad input. -------------------------------------------------------------------
+
+def flip_byte(data):
+    data = bytearray(data)
+    data[len(data) // 2] ^= 0x40
+    return bytes(data)
+
+
+def truncate(data):
+    return data[: len(data) - 7]
+
+
+@pytest.fixture
+def bad_files(compressed, tmp_path):
+    network, model, path, _ = compressed
+    data = path.read_bytes()
+    (tmp_path / "corrupted.sdw").write_bytes(flip_byte(data))
+    (tmp_path / "truncated.sdw").write_bytes(truncate(data))
+    np.save(tmp_path / "x.npy", float_inputs(network, 2, seed=5))
+    np.save(tmp_path / "wrong_shape.npy", np.zeros((2, 3)))
+    (tmp_path / "model.npz").write_bytes(model.read_bytes())
+    (tmp_path / "model.sdw").write_bytes(data)
+    return tmp_path
+
+
+BAD = {
+    "missing model": (["compress", "{d}/absent.npz", "-o", "{d}/out.sdw"],
+                      "absent.npz: no such file"),
+    "not a model": (["compress", "{d}/x.npy", "-o", "{d}/out.sdw"], "x.npy: not a .npz model"),
+    "missing weight file": (["inspect", "{d}/absent.sdw"], "absent.sdw: cannot read"),
+    "corrupted weight file": (["inspect", "{d}/corrupted.sdw"],
+                              "corrupted.sdw: checksum mismatch"),
+    "corrupted weight file, evaluate": (["evaluate", "{d}/corrupted.sdw", "--inputs",
+                                         "{d}/x.npy"], "corrupted.sdw: checksum mismatch"),
+    "truncated weight file": (["evaluate", "{d}/truncated.sdw", "--inputs", "{d}/x.npy"],
+                              "truncated.sdw: truncated"),
+    "model as weight file": (["inspect", "{d}/model.npz"], "model.npz: not an sd-hw weight file"),
+    "missing inputs": (["evaluate", "{d}/model.sdw", "--inputs", "{d}/absent.npy"],
+                       "absent.npy: no such file"),
+    "inputs of the wrong shape": (["evaluate", "{d}/model.sdw", "--inputs",
+                                   "{d}/wrong_shape.npy"], "wrong_shape.npy: inputs have shape"),
+    "compress code bits": (["compress", "{d}/model.npz", "-o", "{d}/out.sdw", "--code-bits", "9"],
+                           "parameter 'code_bits' is 9"),
+    "generate code bits": (["generate", "coefficient_decoder", "-o", "{d}/v", "--code-bits", "9"],
+                           "parameter 'code_bits' is 9, allowed range is 1 to 6"),
+    "generate lanes": (["generate", "basis_engine", "-o", "{d}/v", "--lanes", "0"],
+                       "parameter 'lanes' is 0, allowed range is 1 to 64"),
+    "generate lanes not a number": (["generate", "basis_engine", "-o", "{d}/v", "--lanes", "two"],
+                                    "parameter 'lanes' must be an integer, got 'two'"),
+    "generate stream bits": (["generate", "coefficient_decoder", "-o", "{d}/v",
+                              "--stream-bits", "12"], "parameter 'stream_bits' is 12"),
+    "generate dataflow": (["generate", "basis_engine", "-o", "{d}/v", "--dataflow", "fast"],
+                          "parameter 'dataflow' is 'fast'"),
+    "generate accumulator too narrow": (["generate", "basis_engine", "-o", "{d}/v",
+                                         "--accumulator-bits", "20"],
+                                        "parameter 'accumulator_bits' is 20"),
+    "unknown block": (["generate", "adder", "-o", "{d}/v"],
+                      "unknown block 'adder'; blocks are " + ", ".join(BLOCKS)),
+    "output folder is a file": (["generate", "basis_engine", "-o", "{d}/x.npy"],
+                                "x.npy: cannot write"),
+}
+
+
+@pytest.mark.parametrize("argv, message", list(BAD.values()), ids=list(BAD))
+def test_bad_input_is_one_error_line(bad_files, capsys, argv, message):
+    code = main([arg.format(d=bad_files) for arg in argv])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert "Traceback" not in out + err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("sd-hw: error: ")
+    assert message in lines[0]
+    assert not (bad_files / "out.sdw").exists()
+    assert not (bad_files / "v").exists()
