@@ -1,0 +1,201 @@
+"""Assembling a network's operations into the program and memory images of a core."""
+
+from dataclasses import dataclass, field
+from math import prod
+
+from ..core.config import CoreConfig
+from ..core.host_map import Space
+from ..core.layouts import GROUP_WORDS, OpKind, Window, group_layout, op_layout, pack_words
+from ..errors import ParameterError
+from ..integer_network import IntegerNetwork
+from .errors import CompileError
+from .groups import header_words, lane_groups, window_of
+from .plan import place_tensors, plan_ops
+
+
+__all__ = ["OpInfo", "CompiledProgram", "compile_network"]
+
+
+@dataclass(frozen=True)
+class OpInfo:
+    """Where one operation's result can be read after a run.
+
+    ``memory`` is ``Space.ACTIVATIONS`` (int8) or ``Space.OUTPUTS`` (int32);
+    the tensor of ``shape`` (C, H, W order) starts at ``base``. ``last_layer``
+    is the index of the network layer whose output it is.
+    """
+
+    index: int
+    name: str
+    kind: str
+    layers: tuple
+    last_layer: int
+    memory: Space
+    base: int
+    shape: tuple
+    groups: int = 0
+
+
+@dataclass
+class CompiledProgram:
+    """A program and the memory images of an :class:`~sd_hw.core.core.SDCore`.
+
+    ``images`` maps ``(Space, lane)`` to ``(base, words)``: the words to
+    write from address ``base`` on (lane 0 for the shared memories).
+    """
+
+    config: CoreConfig
+    ops: list
+    images: dict
+    input_base: int
+    input_shape: tuple
+    output: OpInfo
+    reuses_regions: bool
+    usage: dict = field(default_factory=dict)  # memory name -> words used
+
+    @property
+    def op_count(self):
+        return len(self.ops)
+
+    def survives(self, op):
+        """Whether ``op``'s result is still in memory after a full run.
+
+        With shared regions, a tensor is overwritten by the one two
+        operations later; the final operation writes the output memory.
+        """
+        return (op.memory == Space.OUTPUTS or not self.reuses_regions
+                or op.index >= len(self.ops) - 3)
+
+
+def _check_compatible(net, config):
+    datapath = config.datapath
+    problems = []
+    if net.code_bits > datapath.code_bits:
+        problems.append(f"its coefficient codes have {net.code_bits} exponent bits; the core "
+                        f"decodes code_bits = {datapath.code_bits}")
+    if datapath.basis_bits < 8:
+        problems.append(f"its bases are int8; the core has basis_bits = {datapath.basis_bits}")
+    if datapath.activation_bits < 8:
+        problems.append(f"its activations are int8; the core has activation_bits = "
+                        f"{datapath.activation_bits}")
+    if net.accumulator_bits > datapath.accumulator_bits:
+        problems.append(f"it is integerised for {net.accumulator_bits}-bit accumulators; the "
+                        f"core has accumulator_bits = {datapath.accumulator_bits}")
+    if problems:
+        raise CompileError("the network does not match the core: " + "; ".join(problems))
+
+
+def _check_fits(what, need, limit, parameter, layer=None):
+    if need > limit:
+        where = f"layer {layer!r}: " if layer else ""
+        raise CompileError(f"{where}{what} needs {need} words; the core has "
+                           f"{parameter} = {limit}")
+
+
+def compile_network(net, config):
+    """Compile ``net`` for ``config``; raise :class:`CompileError` if it does not fit."""
+    if not isinstance(net, IntegerNetwork):
+        raise ParameterError(f"compile_network takes an IntegerNetwork, got {net!r}")
+    if not isinstance(config, CoreConfig):
+        raise ParameterError(f"compile_network takes a CoreConfig, got {config!r}")
+    _check_compatible(net, config)
+    datapath = config.datapath
+    lanes = datapath.lanes
+    network = net.network
+    planned = plan_ops(network)
+    input_base, reuses = place_tensors(network, planned, config.activation_depth)
+
+    program, index_words, params = [], [], []
+    weights = [[] for _ in range(lanes)]
+    bases = [[] for _ in range(lanes)]
+    infos = []
+    for number, op in enumerate(planned):
+        fields = {"kind": op.kind, "relu": int(op.relu), "final": int(op.final),
+                  "in_base": op.in_base, "out_base": op.out_base}
+        groups = 0
+        if op.kind == OpKind.COMPUTE:
+            spec = op.layer
+            layer = net.layers[spec.name]
+            window = window_of(spec)
+            if window == Window.LINEAR:
+                height = width = 1
+            else:
+                height, width = op.input_shape[1], op.input_shape[2]
+            pixels = height * width
+            if pixels >= 1 << 16 or height >= 1 << 16:
+                raise CompileError(f"layer {spec.name!r}: {pixels} pixels exceed 65535")
+            lane_group_list = lane_groups(spec, layer, op.input_shape, datapath,
+                                          code_bits=datapath.code_bits)
+            groups = len(lane_group_list)
+            group_table = len(index_words)
+            index_words += [0] * (GROUP_WORDS * groups)
+            output_base = 0 if op.final else op.out_base
+            for g, group in enumerate(lane_group_list):
+                weight_base = len(weights[0])
+                basis_base = len(bases[0])
+                count = max(len(stream) for stream in group.streams)
+                head = header_words(datapath.stream_bits)
+                if count >= 1 << 16:
+                    raise CompileError(f"layer {spec.name!r}: a lane's stream of {count} words "
+                                       f"per pixel exceeds 65535")
+                for lane in range(lanes):
+                    stream = group.streams[lane]
+                    length = [(len(stream) >> (datapath.stream_bits * k))
+                              & ((1 << datapath.stream_bits) - 1) for k in range(head)]
+                    region = length + stream
+                    weights[lane] += region + [0] * (head + count - len(region))
+                    bases[lane] += group.bases[lane]
+                header = {
+                    "weight_base": weight_base, "basis_base": basis_base,
+                    "blocks": group.blocks, "index_base": len(index_words),
+                    "entries": len(group.entries),
+                    "output_base": output_base + group.channels.start * pixels,
+                    "param_base": len(params), "lanes": len(group.channels),
+                }
+                start = group_table + g * GROUP_WORDS
+                index_words[start:start + GROUP_WORDS] = pack_words(group_layout(), header)
+                index_words += group.entries
+                params += group.params
+                _check_fits("the weight memory", len(weights[0]), config.weight_depth,
+                            "weight_depth", spec.name)
+                _check_fits("the basis memory", len(bases[0]), config.basis_depth,
+                            "basis_depth", spec.name)
+                _check_fits("the index memory", len(index_words), config.index_depth,
+                            "index_depth", spec.name)
+                _check_fits("the parameter memory", len(params), config.param_depth,
+                            "param_depth", spec.name)
+            origin = (op.in_base - width - 1) % (1 << 16) if window == Window.CONV3 \
+                else op.in_base
+            fields.update(window=window, origin=origin, height=height, width=width,
+                          pixels=pixels,
+                          element_stride=pixels if window == Window.CONV1 else 1,
+                          channels=spec.out_size, groups=groups, group_table=group_table)
+            if op.final:
+                _check_fits(f"the output memory ({spec.out_size} channels x {pixels} pixels)",
+                            spec.out_size * pixels, config.output_depth, "output_depth",
+                            spec.name)
+        elif op.kind == OpKind.POOL:
+            channels, height, width = op.input_shape
+            fields.update(channels=channels, height=height, width=width, pixels=height * width)
+        else:
+            fields.update(channels=1, pixels=prod(op.input_shape))
+        program += pack_words(op_layout(), fields)
+        memory = Space.OUTPUTS if op.final else Space.ACTIVATIONS
+        infos.append(OpInfo(number, op.name, op.kind.name.lower(), tuple(op.layers),
+                            op.last_layer, memory, 0 if op.final else op.out_base,
+                            tuple(op.output_shape), groups))
+    _check_fits("the program", len(program), config.program_depth, "program_depth")
+    _check_fits("the operation count", len(planned), 0xFFFF, "the 16-bit operation count")
+    images = {(Space.PROGRAM, 0): (0, program), (Space.INDEX, 0): (0, index_words),
+              (Space.PARAMS, 0): (0, params)}
+    for lane in range(lanes):
+        images[(Space.WEIGHTS, lane)] = (0, weights[lane])
+        images[(Space.BASES, lane)] = (0, bases[lane])
+    usage = {"program": len(program), "index": len(index_words), "params": len(params),
+             "weights": len(weights[0]), "bases": len(bases[0]),
+             "activations": max((info.base + prod(info.shape) for info in infos
+                                 if info.memory == Space.ACTIVATIONS),
+                                default=input_base + prod(network.input_shape))}
+    return CompiledProgram(config, infos, images, input_base, tuple(network.input_shape),
+                           infos[-1] if infos[-1].memory == Space.OUTPUTS else None, reuses,
+                           usage)

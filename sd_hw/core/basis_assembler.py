@@ -1,0 +1,58 @@
+"""Collects the words of a basis from a lane's basis memory into one basis."""
+
+from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..datapath.layouts import basis_layout
+from .config import BASIS_WORD_BITS
+
+
+__all__ = ["BasisAssembler"]
+
+
+class BasisAssembler(wiring.Component):
+    """``words_per_basis`` 16-bit words in, one 3x3 basis out.
+
+    A basis is stored as its :func:`~sd_hw.datapath.layouts.basis_layout`
+    bits, LSB first, over ``ceil(9 * basis_bits / 16)`` words; the unused
+    top bits of the last word are ignored.
+
+    Members
+    -------
+    words : ``In(stream.Signature(16))``
+    basis : ``Out(stream.Signature(basis_layout(config)))``
+        Registered; the next basis's words are taken while this one waits.
+    """
+
+    def __init__(self, config):
+        self._config = config
+        self._layout = basis_layout(config)
+        self.words_per_basis = -(-data.Layout.cast(self._layout).size // BASIS_WORD_BITS)
+        super().__init__({
+            "words": In(stream.Signature(BASIS_WORD_BITS)),
+            "basis": Out(stream.Signature(self._layout)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        count = self.words_per_basis
+        shift = Signal(count * BASIS_WORD_BITS)
+        taken = Signal(range(count + 1))
+        size = data.Layout.cast(self._layout).size
+
+        full = taken == count
+        hand_over = full & (~self.basis.valid | self.basis.ready)
+        m.d.comb += self.words.ready.eq(~full | hand_over)
+
+        with m.If(self.basis.valid & self.basis.ready):
+            m.d.sync += self.basis.valid.eq(0)
+        with m.If(hand_over):
+            m.d.sync += [self.basis.payload.eq(shift[:size]), self.basis.valid.eq(1)]
+
+        with m.If(self.words.valid & self.words.ready):
+            m.d.sync += [shift.eq(Cat(shift, self.words.payload)[BASIS_WORD_BITS:]),
+                         taken.eq(Mux(hand_over, 1, taken + 1))]
+        with m.Elif(hand_over):
+            m.d.sync += taken.eq(0)
+        return m

@@ -1,0 +1,117 @@
+"""The configuration of a whole accelerator: its datapath and its buffers.
+
+:class:`CoreConfig` is frozen and validated at construction, like the
+datapath's :class:`~sd_hw.config.AcceleratorConfig`; every memory of
+:class:`~sd_hw.core.core.SDCore` is sized from it, and the compiler refuses
+networks that do not fit it.
+"""
+
+from dataclasses import dataclass, field
+
+from ..config import AcceleratorConfig
+from ..errors import ParameterError, check_range
+
+
+__all__ = ["CoreConfig", "BASIS_WORD_BITS", "HOST_WORD_BITS"]
+
+#: Width of a word of a lane's basis memory.
+BASIS_WORD_BITS = 16
+#: Width of the host bus and of the program, index, parameter and output memories.
+HOST_WORD_BITS = 32
+
+# (name, smallest, largest) of every buffer depth; addresses are 16 bits wide.
+_DEPTHS = (
+    ("activation_depth", 16, 65536),
+    ("weight_depth", 16, 65536),
+    ("basis_depth", 16, 65536),
+    ("index_depth", 16, 65536),
+    ("param_depth", 16, 65536),
+    ("output_depth", 16, 65536),
+    ("program_depth", 8, 4096),
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CoreConfig:
+    """Parameters of an :class:`~sd_hw.core.core.SDCore`.
+
+    datapath
+        The :class:`~sd_hw.config.AcceleratorConfig` of the lanes: lane
+        count, widths, block size, dataflow.
+    activation_depth
+        int8 entries of the activation memory, which holds the network input
+        and every layer's output (16..65536).
+    weight_depth
+        Words (``datapath.stream_bits`` wide) of each lane's weight memory:
+        the coefficient streams of the lane's output channels (16..65536).
+    basis_depth
+        16-bit words of each lane's basis memory (16..65536).
+    index_depth
+        32-bit words of the index memory: group headers, block headers and
+        the row entries of the rows that are not skipped (16..65536).
+    param_depth
+        32-bit words of the channel-parameter memory, two per output channel
+        of every layer: bias, then multiplier and shift (16..65536).
+    output_depth
+        32-bit words of the output memory: the final layer's accumulators
+        (16..65536).
+    program_depth
+        32-bit words of the program memory (8..4096).
+    """
+
+    datapath: AcceleratorConfig = field(default_factory=AcceleratorConfig)
+    activation_depth: int = 2048
+    weight_depth: int = 4096
+    basis_depth: int = 1024
+    index_depth: int = 2048
+    param_depth: int = 1024
+    output_depth: int = 256
+    program_depth: int = 128
+
+    def __post_init__(self):
+        if not isinstance(self.datapath, AcceleratorConfig):
+            raise ParameterError(f"parameter 'datapath' must be an AcceleratorConfig, "
+                                 f"got {self.datapath!r}")
+        for name, low, high in _DEPTHS:
+            check_range(name, getattr(self, name), low, high)
+        if self.datapath.lanes > 255:
+            raise ParameterError(f"parameter 'lanes' is {self.datapath.lanes}, the host bus "
+                                 f"addresses at most 255 lanes")
+
+    @property
+    def lanes(self):
+        return self.datapath.lanes
+
+    @property
+    def basis_words(self):
+        """Words of the basis memory that hold one 3x3 basis."""
+        return -(-9 * self.datapath.basis_bits // BASIS_WORD_BITS)
+
+    def to_dict(self):
+        """A JSON-ready description (the datapath as a nested dict)."""
+        from dataclasses import asdict
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, description):
+        """Inverse of :meth:`to_dict`; unknown or bad fields raise :class:`ParameterError`."""
+        if not isinstance(description, dict):
+            raise ParameterError(f"a core configuration must be an object, got {description!r}")
+        description = dict(description)
+        datapath = description.pop("datapath", {})
+        known = {name for name, _, _ in _DEPTHS}
+        unknown = sorted(set(description) - known)
+        if unknown:
+            raise ParameterError(f"unknown core parameter(s) {', '.join(map(repr, unknown))}; "
+                                 f"known are datapath, {', '.join(sorted(known))}")
+        if not isinstance(datapath, dict):
+            raise ParameterError(f"parameter 'datapath' must be an object, got {datapath!r}")
+        fields = set(AcceleratorConfig.__dataclass_fields__)
+        unknown = sorted(set(datapath) - fields)
+        if unknown:
+            raise ParameterError(f"unknown datapath parameter(s) {', '.join(map(repr, unknown))}; "
+                                 f"known are {', '.join(sorted(fields))}")
+        try:
+            return cls(datapath=AcceleratorConfig(**datapath), **description)
+        except TypeError as error:
+            raise ParameterError(str(error)) from None
