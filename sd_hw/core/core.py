@@ -243,6 +243,7 @@ class SDCore(wiring.Component):
         for j, mem in enumerate(activations):
             read = mem.read_port()
             activation_reads.append(read)
+            m.d.comb += read.en.eq(0)
             m.d.comb += reader.ports[j].data.eq(read.data)
             if j < 2:
                 m.d.comb += pool.ports[j].data.eq(read.data)

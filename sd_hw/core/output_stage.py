@@ -97,7 +97,8 @@ class OutputStage(wiring.Component):
         load_index = Signal(range(2 * lanes + 1))
         loaded_index = Signal.like(load_index)
         loaded = Signal()
-        m.d.comb += self.param_port.addr.eq(param_base + load_index)
+        m.d.comb += [self.param_port.addr.eq(param_base + load_index),
+                     self.param_port.en.eq(0)]
         m.d.sync += [loaded.eq(0), loaded_index.eq(load_index)]
         with m.If(loaded):
             word = self.param_port.data

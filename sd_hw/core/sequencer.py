@@ -82,7 +82,9 @@ class LayerSequencer(wiring.Component):
 
         m.d.comb += [
             self.program_port.addr.eq(op_address + word),
+            self.program_port.en.eq(0),
             self.index_port.addr.eq(group_address + word),
+            self.index_port.en.eq(0),
         ]
         m.d.sync += arrived.eq(0)
 
