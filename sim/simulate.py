@@ -1,0 +1,218 @@
+"""Running a weight file on the generated RTL and checking it layer by layer.
+
+:func:`simulate` compiles an integer network for a core configuration, runs
+inputs on the core in a simulator (Icarus or Verilator through cocotb, or
+Amaranth's own) with one bus script, and compares the result of every
+operation, and every performance counter, with the golden model. On a
+mismatch it names the layer and the first differing element, and can
+record a waveform of that layer alone.
+"""
+
+import json
+import time
+from dataclasses import dataclass, field
+from math import prod
+from pathlib import Path
+
+import numpy as np
+
+from sd_hw.compiler import compile_network
+from sd_hw.core.layouts import GROUP_WORDS, OP_WORDS
+from sd_hw.core.host_map import Space
+from sd_hw.errors import ParameterError, SdHwError
+from sim.golden.counts import CoreShape, cycle_estimate, expected_counters
+from sim.golden.reference import run
+from sim.host import runtime
+from sim.host.script import BusScript
+
+
+__all__ = ["SIMULATORS", "Mismatch", "SimulationReport", "simulate", "execute_script",
+           "core_shape"]
+
+SIMULATORS = ("icarus", "verilator", "amaranth")
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """The first element where the RTL and the golden model differ."""
+
+    input_index: int
+    op: str            # the operation (its layers joined with '+')
+    layer: str         # the network layer whose output it is
+    index: tuple       # element index within the layer's output
+    expected: int
+    got: int
+
+    def __str__(self):
+        return (f"input {self.input_index}, layer {self.layer!r} (operation {self.op}): "
+                f"element {self.index} is {self.got}, expected {self.expected}")
+
+
+@dataclass
+class SimulationReport:
+    simulator: str
+    outputs: np.ndarray              # (N, ...) int32 outputs of the RTL
+    golden: np.ndarray               # the golden model's
+    counters: list                   # per input, dict of counters
+    expected_counters: list          # per input, the golden model's counts
+    cycle_estimate: int
+    mismatches: list = field(default_factory=list)
+    counter_mismatches: list = field(default_factory=list)  # (input, name, expected, got)
+    layers_checked: int = 0
+    seconds: float = 0.0
+    waveform: Path = None
+
+    @property
+    def passed(self):
+        return not self.mismatches and not self.counter_mismatches
+
+    @property
+    def cycles(self):
+        return [c["cycles"] for c in self.counters]
+
+
+def core_shape(config):
+    return CoreShape(lanes=config.lanes, stream_bits=config.datapath.stream_bits,
+                     code_bits=config.datapath.code_bits, basis_words=config.basis_words,
+                     op_words=OP_WORDS, group_words=GROUP_WORDS)
+
+
+def execute_script(script, config, *, simulator, build_dir, waves=False, rebuild=False):
+    """Run ``script`` on a core of ``config``; returns ``({tag: words}, waveform path)``."""
+    build_dir = Path(build_dir)
+    if simulator == "amaranth":
+        from sd_hw.core.core import SDCore
+        from sim.amaranth_executor import execute
+        waveform = build_dir / "amaranth.vcd" if waves else None
+        if waveform:
+            waveform.parent.mkdir(parents=True, exist_ok=True)
+        return execute(SDCore(config), script, vcd_path=waveform), waveform
+    if simulator not in SIMULATORS:
+        raise ParameterError(f"simulator is {simulator!r}, allowed are {', '.join(SIMULATORS)}")
+    from sd_hw.generate import generate_core
+    from sim.cocotb.script_tb import RESULTS_ENV, SCRIPT_ENV
+    from sim.cocotb_runner import CocotbFailure, run_cocotb_on
+    generated = generate_core(config, build_dir / "verilog")
+    work = build_dir / "scripts"
+    work.mkdir(parents=True, exist_ok=True)
+    stamp = f"{time.time_ns()}"
+    script_path = script.save(work / f"script-{stamp}.json")
+    results_path = work / f"results-{stamp}.json"
+    try:
+        result = run_cocotb_on(generated, "sim.cocotb.script_tb", simulator=simulator,
+                               build_dir=build_dir / "sim", waves=waves, rebuild=rebuild,
+                               extra_env={SCRIPT_ENV: str(script_path.resolve()),
+                                          RESULTS_ENV: str(results_path.resolve())})
+    except CocotbFailure as error:
+        raise SdHwError(f"the {simulator} simulation failed: {error}") from None
+    words = json.loads(results_path.read_text())
+    script_path.unlink()
+    results_path.unlink()
+    waveform = None
+    if waves:
+        candidates = sorted(result.build_dir.glob("*.fst")) + sorted(result.build_dir.glob("*.vcd"))
+        waveform = candidates[0] if candidates else None
+    return words, waveform
+
+
+def _max_cycles(estimate):
+    return 20 * estimate + 100000
+
+
+def _first_difference(got, expected):
+    where = np.argwhere(got != expected)
+    if not len(where):
+        return None
+    index = tuple(int(i) for i in where[0])
+    return index, int(expected[index]), int(got[index])
+
+
+def simulate(net, config, x, *, simulator="verilator", build_dir="build/simulate",
+             layers=True, waves_on_mismatch=False, rebuild=False, log=None):
+    """Run int8 inputs ``x`` (N, *input_shape) on the RTL of ``config`` and check them.
+
+    Returns a :class:`SimulationReport`. With ``layers``, every operation's
+    result is compared (operations whose memory a later one reuses are run
+    again on their own prefix of the program); otherwise the outputs only.
+    """
+    started = time.perf_counter()
+    x = np.asarray(x)
+    expected_shape = tuple(net.network.input_shape)
+    if x.ndim != len(expected_shape) + 1 or tuple(x.shape[1:]) != expected_shape:
+        raise SdHwError(f"inputs have shape {x.shape}; the network expects "
+                        f"(N, {', '.join(map(str, expected_shape))})")
+    if x.dtype != np.int8:
+        raise SdHwError(f"inputs must be int8 (quantise them first), got {x.dtype}")
+    program = compile_network(net, config)
+    shape = core_shape(config)
+    estimate = cycle_estimate(net, shape)
+    golden = run(net, x, layer_outputs=True, dataflow=config.datapath.dataflow)
+
+    script = runtime.load(BusScript(), program)
+    limit = _max_cycles(estimate)
+    for i in range(len(x)):
+        runtime.infer(script, program, x[i], tag=f"x{i}", max_cycles=limit, layers=layers)
+        if layers:
+            for info in program.ops:
+                if not program.survives(info):
+                    runtime.infer(script, program, x[i], tag=f"x{i}/prefix{info.index}",
+                                  max_cycles=limit, layers=False, op_count=info.index + 1)
+    if log:
+        log(f"simulating {len(x)} input(s) on {simulator} "
+            f"({sum(len(s[2]) for s in script.steps if s[0] == 'write')} words written)")
+    words, _ = execute_script(script, config, simulator=simulator, build_dir=build_dir,
+                              rebuild=rebuild)
+
+    outputs, counters, mismatches, counter_mismatches, expected_list = [], [], [], [], []
+    checked = 0
+    for i in range(len(x)):
+        result = runtime.results_of(program, words, f"x{i}")
+        if not result.done:
+            raise SdHwError(f"input {i}: the core did not report done")
+        ops = dict(result.ops)
+        for info in program.ops:
+            if info.index not in ops and f"x{i}/prefix{info.index}/op{info.index}" in words:
+                ops[info.index] = runtime.results_of(
+                    program, words, f"x{i}/prefix{info.index}").ops[info.index]
+        for info in program.ops:
+            if info.index not in ops:
+                continue
+            reference = golden[info.last_layer][i]
+            got = ops[info.index].reshape(reference.shape)
+            checked += 1
+            difference = _first_difference(got, reference)
+            if difference is not None:
+                layer = net.network.layers[info.last_layer].name
+                mismatches.append(Mismatch(i, info.name, layer, *difference))
+                break
+        outputs.append(ops[program.output.index].reshape(golden[-1][i].shape))
+        counters.append(result.counters)
+        expected = expected_counters(net, x[i], shape)
+        expected_list.append(expected)
+        for name, value in expected.items():
+            if result.counters[name] != value:
+                counter_mismatches.append((i, name, value, result.counters[name]))
+    report = SimulationReport(simulator, np.stack(outputs), golden[-1], counters, expected_list,
+                              estimate, mismatches, counter_mismatches, checked)
+    if mismatches and waves_on_mismatch:
+        report.waveform = layer_waveform(net, config, program, x[mismatches[0].input_index],
+                                         golden, mismatches[0], simulator=simulator,
+                                         build_dir=build_dir)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def layer_waveform(net, config, program, x, golden, mismatch, *, simulator, build_dir):
+    """Record a waveform of the mismatching operation run on its own, from its golden input."""
+    info = next(op for op in program.ops if op.name == mismatch.op)
+    if info.index == 0:
+        tensor = x
+    else:
+        previous = program.ops[info.index - 1]
+        tensor = golden[previous.last_layer][mismatch.input_index]
+    script = runtime.load(BusScript(), program)
+    runtime.infer(script, program, tensor, tag="layer", max_cycles=_max_cycles(
+        cycle_estimate(net, core_shape(config))), first_op=info.index, op_count=1)
+    _, waveform = execute_script(script, config, simulator=simulator,
+                                 build_dir=Path(build_dir) / "waves", waves=True, rebuild=True)
+    return waveform
