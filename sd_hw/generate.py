@@ -205,7 +205,8 @@ def generate(block, config=None, out_dir="build/verilog"):
     ``config`` defaults to ``AcceleratorConfig()``. Returns a :class:`GeneratedBlock`.
     """
     if block not in BLOCKS:
-        raise SdHwError(f"unknown block {block!r}; blocks are {', '.join(BLOCKS)}")
+        raise SdHwError(f"unknown block {block!r}; blocks are {CORE_TOP} (the whole "
+                        f"accelerator), {', '.join(BLOCKS)}")
     config = AcceleratorConfig() if config is None else config
     # Before the block is built: a block that is never elaborated warns when collected.
     Path(out_dir).mkdir(parents=True, exist_ok=True)

@@ -110,6 +110,74 @@ def config_from_args(args):
     return AcceleratorConfig(**values)
 
 
+#: CoreConfig depth -> meaning, for its option's help.
+_DEPTH_HELP = {
+    "activation_depth": "int8 entries of the activation memory",
+    "weight_depth": "words of each lane's weight memory",
+    "basis_depth": "16-bit words of each lane's basis memory",
+    "index_depth": "32-bit words of the index memory",
+    "param_depth": "32-bit words of the channel-parameter memory",
+    "output_depth": "32-bit words of the output memory",
+    "program_depth": "32-bit words of the program memory",
+}
+
+
+def add_core_options(parser):
+    """:func:`add_config_options` plus the buffer depths of a whole core and ``--config``."""
+    from sd_hw.core.config import CoreConfig
+    add_config_options(parser)
+    group = parser.add_argument_group("core buffers")
+    group.add_argument("--config", dest="core_config_file", metavar="FILE",
+                       help="core configuration as JSON (as `sd-hw config` prints it); the "
+                            "options here override its fields")
+    for field in dataclasses.fields(CoreConfig):
+        if field.name == "datapath":
+            continue
+        group.add_argument(f"--{field.name.replace('_', '-')}", dest=f"core_{field.name}",
+                           metavar="N", help=f"{_DEPTH_HELP[field.name]} "
+                                             f"(default {field.default})")
+
+
+def core_config_from_args(args):
+    """The :class:`~sd_hw.core.config.CoreConfig` of :func:`add_core_options`' options."""
+    from sd_hw.core.config import CoreConfig
+    description = {}
+    if getattr(args, "core_config_file", None):
+        path = Path(args.core_config_file)
+        try:
+            description = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise SdHwError(f"{path}: no such file (core configuration)") from None
+        except (OSError, ValueError) as error:
+            raise SdHwError(f"{path}: not a JSON core configuration ({error})") from None
+        if not isinstance(description, dict):
+            raise SdHwError(f"{path}: a core configuration is a JSON object")
+    datapath = dict(description.get("datapath", {}))
+    for field in dataclasses.fields(config_from_args(args)):
+        if getattr(args, f"config_{field.name}", None) is not None:
+            datapath[field.name] = getattr(config_from_args(args), field.name)
+    description["datapath"] = datapath
+    for field in dataclasses.fields(CoreConfig):
+        text = getattr(args, f"core_{field.name}", None)
+        if field.name == "datapath" or text is None:
+            continue
+        try:
+            description[field.name] = int(text)
+        except ValueError:
+            raise ParameterError(f"parameter {field.name!r} must be an integer, "
+                                 f"got {text!r}") from None
+    return CoreConfig.from_dict(description)
+
+
+def _load_inputs(net, path):
+    """int8 network inputs from a .npy file: float ones are quantised with the file's scale."""
+    from sim.golden.model_file import check_inputs
+    x = _load_array(path, "inputs")
+    if x.dtype == np.int8:
+        return check_inputs(net.network, x, source=str(path)).astype(np.int8)
+    return net.quantize_input(check_inputs(net.network, x, source=str(path)))
+
+
 def _load_array(path, what):
     try:
         return np.load(path, allow_pickle=False)
@@ -180,14 +248,9 @@ def cmd_inspect(args):
 
 def cmd_evaluate(args):
     from sd_hw import weight_file
-    from sim.golden.model_file import check_inputs
     from sim.golden.reference import run
     net = weight_file.load(args.file)
-    x = _load_array(args.inputs, "inputs")
-    if x.dtype == np.int8:
-        x_int = check_inputs(net.network, x, source=str(args.inputs)).astype(np.int8)
-    else:
-        x_int = net.quantize_input(check_inputs(net.network, x, source=str(args.inputs)))
+    x_int = _load_inputs(net, args.inputs)
     logits = run(net, x_int, dataflow=args.dataflow)
     if logits.ndim == 2:
         predictions = np.argmax(logits, axis=1)
@@ -206,10 +269,12 @@ def cmd_evaluate(args):
 
 
 def cmd_generate(args):
-    from sd_hw.generate import generate
-    config = config_from_args(args)
+    from sd_hw.generate import CORE_TOP, generate, generate_core
     try:
-        generated = generate(args.block, config, args.out_dir)
+        if args.block == CORE_TOP:
+            generated = generate_core(core_config_from_args(args), args.out_dir, reuse=False)
+        else:
+            generated = generate(args.block, config_from_args(args), args.out_dir)
     except OSError as error:
         raise SdHwError(f"{args.out_dir}: cannot write the generated files there "
                         f"({error.strerror or error})") from None
@@ -220,6 +285,64 @@ def cmd_generate(args):
         report = verilator_lint(generated.verilog_path, top=generated.name)
         allowed = ", ".join(f"{n} {code}" for code, n in sorted(report.allowed.items()))
         print(f"verilator lint passed ({allowed or 'no warnings'} allowed)")
+
+
+def cmd_config(args):
+    print(json.dumps(core_config_from_args(args).to_dict(), indent=1))
+
+
+def _print_counters(report):
+    from sd_hw.core.host_map import COUNTERS
+    print(f"performance counters of input 0 (RTL / golden model):")
+    for name in COUNTERS:
+        got = report.counters[0][name]
+        expected = report.expected_counters[0].get(name)
+        mark = "" if expected is None or expected == got else "   <- DIFFERS"
+        shown = "-" if expected is None else expected
+        print(f"  {name:18s} {got:10d} {shown:>10}{mark}")
+
+
+def cmd_simulate(args):
+    from sd_hw import weight_file
+    from sim.simulate import simulate
+    net = weight_file.load(args.file)
+    x = _load_inputs(net, args.inputs)
+    if args.count is not None:
+        if args.count < 1:
+            raise ParameterError(f"parameter 'count' is {args.count}, it must be at least 1")
+        x = x[:args.count]
+    config = core_config_from_args(args)
+    report = simulate(net, config, x, simulator=args.sim, build_dir=args.build_dir,
+                      layers=not args.outputs_only, waves_on_mismatch=args.waves,
+                      log=print)
+    cycles = np.asarray(report.cycles)
+    print(f"{len(x)} input(s) on {args.sim}: {report.layers_checked} layer results compared "
+          f"with the golden model, {len(report.mismatches)} mismatching input(s)")
+    print(f"cycles per inference: {int(cycles.min())}..{int(cycles.max())} "
+          f"(mean {cycles.mean():.1f}); golden model's estimate {report.cycle_estimate}")
+    _print_counters(report)
+    if report.outputs.ndim == 2:
+        predictions = np.argmax(report.outputs, axis=1)
+        golden = np.argmax(report.golden, axis=1)
+        print(f"predictions equal the golden model's: {int(np.sum(predictions == golden))}"
+              f"/{len(x)}")
+        if args.labels is not None:
+            labels = _load_array(args.labels, "labels")[:len(x)]
+            if labels.shape != predictions.shape:
+                raise SdHwError(f"{args.labels}: {labels.size} labels for {len(x)} inputs")
+            print(f"accuracy on the RTL: {np.mean(predictions == labels):.4f} "
+                  f"(golden model {np.mean(golden == labels):.4f})")
+    if args.output:
+        np.save(args.output, report.outputs)
+        print(f"wrote {args.output}")
+    for mismatch in report.mismatches[:5]:
+        print(f"MISMATCH: {mismatch}")
+    for index, name, expected, got in report.counter_mismatches[:5]:
+        print(f"COUNTER MISMATCH: input {index}: {name} is {got}, expected {expected}")
+    if report.waveform:
+        print(f"waveform of the mismatching layer: {report.waveform}")
+    print(f"simulation took {report.seconds:.1f} s")
+    return 0 if report.passed else 1
 
 
 def cmd_demo(args):
@@ -283,16 +406,48 @@ def build_parser():
 
     from sd_hw.generate import BLOCKS
     generate = commands.add_parser(
-        "generate", help="write a datapath block's Verilog and its JSON port map",
+        "generate", help="write the Verilog and JSON port map of the accelerator or a block",
         description="Write BLOCK.v and BLOCK.ports.json (every port, and each stream's "
-                    "payload layout) for one accelerator configuration.")
-    generate.add_argument("block", metavar="BLOCK", help=f"one of {', '.join(BLOCKS)}")
+                    "payload layout) for one accelerator configuration. BLOCK sd_core is "
+                    "the whole accelerator (written to OUT_DIR/<configuration tag>/).")
+    generate.add_argument("block", metavar="BLOCK",
+                          help=f"sd_core or one of {', '.join(BLOCKS)}")
     generate.add_argument("-o", "--out-dir", default="build/verilog",
                           help="folder to write to (default build/verilog)")
     generate.add_argument("--lint", action="store_true",
                           help="also lint the Verilog with verilator --lint-only -Wall")
-    add_config_options(generate)
+    add_core_options(generate)
     generate.set_defaults(func=cmd_generate)
+
+    config = commands.add_parser("config", help="print a core configuration as JSON",
+                                 description="Print the core configuration that the options "
+                                             "describe, as `--config FILE` reads it.")
+    add_core_options(config)
+    config.set_defaults(func=cmd_config)
+
+    from sim.simulate import SIMULATORS
+    simulate = commands.add_parser(
+        "simulate", help="run a weight file on the generated RTL and check every layer",
+        description="Compile the weight file for a core configuration, run the inputs on "
+                    "the core's RTL and compare every layer's output and every performance "
+                    "counter with the golden model. Exit status 1 on a mismatch.")
+    simulate.add_argument("file", help="weight file (.sdw)")
+    simulate.add_argument("--inputs", required=True,
+                          help=".npy inputs (N, *input_shape): float (quantised with the "
+                               "file's input scale) or int8")
+    simulate.add_argument("--sim", choices=SIMULATORS, default="verilator",
+                          help="simulator (default verilator)")
+    simulate.add_argument("--count", type=int, help="simulate only the first N inputs")
+    simulate.add_argument("--labels", help=".npy integer labels: print the accuracy")
+    simulate.add_argument("--outputs-only", action="store_true",
+                          help="compare the final outputs only, not every layer")
+    simulate.add_argument("--waves", action="store_true",
+                          help="on a mismatch, record a waveform (FST/VCD) of that layer alone")
+    simulate.add_argument("--build-dir", default="build/simulate",
+                          help="folder for Verilog and simulator builds (default build/simulate)")
+    simulate.add_argument("-o", "--output", help="write the RTL's outputs as .npy")
+    add_core_options(simulate)
+    simulate.set_defaults(func=cmd_simulate)
     return parser
 
 
@@ -300,11 +455,11 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        args.func(args)
+        status = args.func(args)
     except SdHwError as error:
         print(f"sd-hw: error: {error}", file=sys.stderr)
         return 2
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ VERILATOR_BUILD_ARGS = ("-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC")
 #: precompiled header empty (``CFG_CXXFLAGS_PCH_I``), which breaks the build
 #: of any design large enough to be split into several C++ files. The runner
 #: calls make itself, so the GCC value goes in through ``MAKEFLAGS``.
-VERILATOR_MAKEFLAGS = "CFG_CXXFLAGS_PCH_I=-include"
+VERILATOR_MAKEFLAGS = "CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O2"
 
 TIMESCALE = ("1ns", "1ps")
 
@@ -102,6 +102,57 @@ def _failures(results_xml):
     return tests, failed
 
 
+def _ports_only_verilator_class():
+    from cocotb_tools.runner import Verilator
+
+    class PortsOnlyVerilator(Verilator):
+        """cocotb's Verilator runner without ``--public-flat-rw``.
+
+        That option makes every internal signal visible to VPI, which stops
+        Verilator from optimising across them; the test benches here touch
+        the top-level ports only, which stay visible.
+        """
+
+        def _build_command(self):
+            commands = super()._build_command()
+            flags = commands[0]
+            at = flags.index("--public-flat-rw")
+            commands[0] = flags[:at] + ["--public-depth", "1"] + flags[at + 1:]
+            return commands
+
+    return PortsOnlyVerilator
+
+
+def _PortsOnlyVerilator():
+    return _ports_only_verilator_class()()
+
+
+def _build_fingerprint(simulator, sources, build_args, waves):
+    """A digest of everything a build depends on: a matching build is reused."""
+    digest = hashlib.sha256(json.dumps([simulator, list(build_args), bool(waves),
+                                        "ports-only-1", VERILATOR_MAKEFLAGS]).encode())
+    for source in sources:
+        digest.update(Path(source).read_bytes())
+    return digest.hexdigest()
+
+
+def _build(runner, simulator, *, build_log, **kwargs):
+    """``runner.build`` with this project's Verilator make flags, failures as CocotbFailure."""
+    saved_makeflags = os.environ.get("MAKEFLAGS")
+    if simulator == "verilator":
+        os.environ["MAKEFLAGS"] = " ".join(filter(None, (saved_makeflags, VERILATOR_MAKEFLAGS)))
+    try:
+        runner.build(log_file=build_log, **kwargs)
+    except (RuntimeError, SystemExit) as error:
+        raise CocotbFailure(f"{simulator} build of {kwargs['hdl_toplevel']} failed ({error}); "
+                            f"{build_log}:\n{_tail(build_log)}") from None
+    finally:
+        if saved_makeflags is None:
+            os.environ.pop("MAKEFLAGS", None)
+        else:
+            os.environ["MAKEFLAGS"] = saved_makeflags
+
+
 def run_cocotb(verilog_sources, toplevel, test_module, *, simulator, build_dir,
                module_dirs=(), config=None, extra_env=None, parameters=None,
                testcase=None, seed=None, waves=False, rebuild=True):
@@ -130,8 +181,8 @@ def run_cocotb(verilog_sources, toplevel, test_module, *, simulator, build_dir,
         Dump waveforms into the run's folder (``<toplevel>.fst`` for Icarus,
         ``dump.vcd`` for Verilator); such runs get a folder of their own.
     rebuild
-        Build even if the run's folder holds a build of the same sources
-        (otherwise the simulator's own make step decides).
+        Build even if the run's folder holds a build of the same sources and
+        arguments (``build.stamp``); otherwise such a build is reused.
 
     Returns a :class:`CocotbResult`; raises :class:`CocotbFailure` if the
     build failed, the simulator crashed, a test failed or no test ran.
@@ -155,7 +206,7 @@ def run_cocotb(verilog_sources, toplevel, test_module, *, simulator, build_dir,
     added = [str(Path(d).resolve()) for d in dirs if str(Path(d).resolve()) not in sys.path]
     sys.path[:0] = added
     try:
-        runner = get_runner(simulator)
+        runner = _PortsOnlyVerilator() if simulator == "verilator" else get_runner(simulator)
         sources = [Path(s).resolve() for s in verilog_sources]
         if simulator == "icarus":
             build_args = list(ICARUS_BUILD_ARGS)
@@ -169,35 +220,25 @@ def run_cocotb(verilog_sources, toplevel, test_module, *, simulator, build_dir,
         else:
             build_args = list(VERILATOR_BUILD_ARGS)
         started = time.perf_counter()
-        saved_makeflags = os.environ.get("MAKEFLAGS")
-        if simulator == "verilator":
-            os.environ["MAKEFLAGS"] = " ".join(filter(None, (saved_makeflags,
-                                                             VERILATOR_MAKEFLAGS)))
-        try:
-            runner.build(
-                sources=sources,
-                hdl_toplevel=toplevel,
-                build_dir=run_dir,
-                build_args=build_args,
-                parameters=dict(parameters or {}),
-                timescale=TIMESCALE,
-                waves=waves and simulator == "verilator",
-                always=rebuild,
-                log_file=build_log,
-            )
-        except (RuntimeError, SystemExit) as error:
-            raise CocotbFailure(f"{simulator} build of {toplevel} failed ({error}); "
-                                f"{build_log}:\n{_tail(build_log)}") from None
-        finally:
-            if saved_makeflags is None:
-                os.environ.pop("MAKEFLAGS", None)
-            else:
-                os.environ["MAKEFLAGS"] = saved_makeflags
+        stamp = run_dir / "build.stamp"
+        fingerprint = _build_fingerprint(simulator, sources, build_args, waves)
+        if rebuild or not stamp.is_file() or stamp.read_text() != fingerprint:
+            # Verilator skips a build it thinks current; start from an empty folder.
+            for stale in run_dir.iterdir():
+                if stale.is_file() and stale.suffix not in (".v", ".log"):
+                    stale.unlink()
+            _build(runner, simulator, sources=sources, hdl_toplevel=toplevel,
+                   build_dir=run_dir, build_args=build_args, parameters=dict(parameters or {}),
+                   timescale=TIMESCALE, waves=waves and simulator == "verilator",
+                   always=True, build_log=build_log)
+            stamp.write_text(fingerprint)
         built = time.perf_counter()
+        results_xml.unlink(missing_ok=True)
         try:
             runner.test(
                 test_module=test_module,
                 hdl_toplevel=toplevel,
+                hdl_toplevel_lang="verilog",
                 build_dir=run_dir,
                 test_dir=run_dir,
                 results_xml=str(results_xml),

@@ -131,9 +131,10 @@ def simulate(net, config, x, *, simulator="verilator", build_dir="build/simulate
              layers=True, waves_on_mismatch=False, rebuild=False, log=None):
     """Run int8 inputs ``x`` (N, *input_shape) on the RTL of ``config`` and check them.
 
-    Returns a :class:`SimulationReport`. With ``layers``, every operation's
-    result is compared (operations whose memory a later one reuses are run
-    again on their own prefix of the program); otherwise the outputs only.
+    Returns a :class:`SimulationReport`. With ``layers`` (True, or the
+    number of leading inputs to do it for), every operation's result is
+    compared (operations whose memory a later one reuses are run again on
+    their own prefix of the program); otherwise the outputs only.
     """
     started = time.perf_counter()
     x = np.asarray(x)
@@ -150,9 +151,11 @@ def simulate(net, config, x, *, simulator="verilator", build_dir="build/simulate
 
     script = runtime.load(BusScript(), program)
     limit = _max_cycles(estimate)
+    layer_inputs = len(x) if layers is True else int(layers)
     for i in range(len(x)):
-        runtime.infer(script, program, x[i], tag=f"x{i}", max_cycles=limit, layers=layers)
-        if layers:
+        check_layers = i < layer_inputs
+        runtime.infer(script, program, x[i], tag=f"x{i}", max_cycles=limit, layers=check_layers)
+        if check_layers:
             for info in program.ops:
                 if not program.survives(info):
                     runtime.infer(script, program, x[i], tag=f"x{i}/prefix{info.index}",

@@ -31,7 +31,7 @@ async def run_script(dut):
     dut.host__r_en.value = 0
     dut.host__addr.value = 0
     dut.host__w_data.value = 0
-    await start_clock_and_reset(dut)
+    await start_clock_and_reset(dut, impl="gpi")
     start = get_sim_time("ns")
     for step in script.expanded():
         kind = step[0]
