@@ -195,9 +195,9 @@ def cmd_train(args):
     network = {"cnn": DEFAULT_CNN, "mlp": DEFAULT_MLP}[args.model]
     data = load_digits_split(seed=args.seed)
     params = train_float(network, data, epochs=args.epochs, seed=args.seed)
-    x_test, _ = data.inputs_for(network, "test")
+    x_test = data.inputs_for(network, "test")
     print(f"float test accuracy: {accuracy(network, params, x_test, data.y_test):.4f}")
-    x_cal, _ = data.inputs_for(network, "train")
+    x_cal = data.inputs_for(network, "train")
     save_model(args.output, network, params, calibration=x_cal[:256])
     print(f"wrote {args.output}")
 
@@ -348,7 +348,8 @@ def cmd_simulate(args):
 def cmd_demo(args):
     from sim.demo import run_demo
     run_demo(model=args.model, retrain_method=args.retrain, out_dir=Path(args.out),
-             report_path=Path(args.report) if args.report else None)
+             report_path=Path(args.report) if args.report else None,
+             simulator=None if args.sim == "none" else args.sim)
 
 
 def build_parser():
@@ -365,6 +366,10 @@ def build_parser():
                       help="SmartDeal retraining method (default ste)")
     demo.add_argument("--out", default="build/demo", help="output folder (default build/demo)")
     demo.add_argument("--report", help="also write the results as markdown to this file")
+    demo.add_argument("--sim", choices=("verilator", "icarus", "amaranth", "none"),
+                      default="verilator",
+                      help="run the packed model on the accelerator's RTL with this simulator "
+                           "(default verilator; none skips it)")
     demo.set_defaults(func=cmd_demo)
 
     train = commands.add_parser("train", help="train a bundled float network on the 8x8 digits")

@@ -26,8 +26,8 @@ from sim.host import runtime
 from sim.host.script import BusScript
 
 
-__all__ = ["SIMULATORS", "Mismatch", "SimulationReport", "simulate", "execute_script",
-           "core_shape"]
+__all__ = ["SIMULATORS", "Mismatch", "SimulationReport", "simulate", "build_script",
+           "execute_script", "compare", "layer_waveform", "core_shape"]
 
 SIMULATORS = ("icarus", "verilator", "amaranth")
 
@@ -127,30 +127,14 @@ def _first_difference(got, expected):
     return index, int(expected[index]), int(got[index])
 
 
-def simulate(net, config, x, *, simulator="verilator", build_dir="build/simulate",
-             layers=True, waves_on_mismatch=False, rebuild=False, log=None):
-    """Run int8 inputs ``x`` (N, *input_shape) on the RTL of ``config`` and check them.
+def build_script(net, program, x, *, layers=True):
+    """The bus script that loads ``program`` and runs every input of ``x``.
 
-    Returns a :class:`SimulationReport`. With ``layers`` (True, or the
-    number of leading inputs to do it for), every operation's result is
-    compared (operations whose memory a later one reuses are run again on
-    their own prefix of the program); otherwise the outputs only.
+    ``layers`` as for :func:`simulate`. Each input's results are tagged
+    ``x<i>``; a rerun of a program prefix for operation ``k`` ``x<i>/prefix<k>``.
     """
-    started = time.perf_counter()
-    x = np.asarray(x)
-    expected_shape = tuple(net.network.input_shape)
-    if x.ndim != len(expected_shape) + 1 or tuple(x.shape[1:]) != expected_shape:
-        raise SdHwError(f"inputs have shape {x.shape}; the network expects "
-                        f"(N, {', '.join(map(str, expected_shape))})")
-    if x.dtype != np.int8:
-        raise SdHwError(f"inputs must be int8 (quantise them first), got {x.dtype}")
-    program = compile_network(net, config)
-    shape = core_shape(config)
-    estimate = cycle_estimate(net, shape)
-    golden = run(net, x, layer_outputs=True, dataflow=config.datapath.dataflow)
-
     script = runtime.load(BusScript(), program)
-    limit = _max_cycles(estimate)
+    limit = _max_cycles(cycle_estimate(net, core_shape(program.config)))
     layer_inputs = len(x) if layers is True else int(layers)
     for i in range(len(x)):
         check_layers = i < layer_inputs
@@ -160,12 +144,17 @@ def simulate(net, config, x, *, simulator="verilator", build_dir="build/simulate
                 if not program.survives(info):
                     runtime.infer(script, program, x[i], tag=f"x{i}/prefix{info.index}",
                                   max_cycles=limit, layers=False, op_count=info.index + 1)
-    if log:
-        log(f"simulating {len(x)} input(s) on {simulator} "
-            f"({sum(len(s[2]) for s in script.steps if s[0] == 'write')} words written)")
-    words, _ = execute_script(script, config, simulator=simulator, build_dir=build_dir,
-                              rebuild=rebuild)
+    return script
 
+
+def compare(net, program, x, words, *, simulator):
+    """Check the words a run of :func:`build_script` read against the golden model of ``net``.
+
+    Returns a :class:`SimulationReport` (its ``seconds`` left at 0).
+    """
+    config = program.config
+    shape = core_shape(config)
+    golden = run(net, x, layer_outputs=True, dataflow=config.datapath.dataflow)
     outputs, counters, mismatches, counter_mismatches, expected_list = [], [], [], [], []
     checked = 0
     for i in range(len(x)):
@@ -195,24 +184,61 @@ def simulate(net, config, x, *, simulator="verilator", build_dir="build/simulate
         for name, value in expected.items():
             if result.counters[name] != value:
                 counter_mismatches.append((i, name, value, result.counters[name]))
-    report = SimulationReport(simulator, np.stack(outputs), golden[-1], counters, expected_list,
-                              estimate, mismatches, counter_mismatches, checked)
-    if mismatches and waves_on_mismatch:
-        report.waveform = layer_waveform(net, config, program, x[mismatches[0].input_index],
-                                         golden, mismatches[0], simulator=simulator,
-                                         build_dir=build_dir)
+    return SimulationReport(simulator, np.stack(outputs), golden[-1], counters, expected_list,
+                            cycle_estimate(net, shape), mismatches, counter_mismatches, checked)
+
+
+def simulate(net, config, x, *, simulator="verilator", build_dir="build/simulate",
+             layers=True, waves_on_mismatch=False, rebuild=False, log=None):
+    """Run int8 inputs ``x`` (N, *input_shape) on the RTL of ``config`` and check them.
+
+    Returns a :class:`SimulationReport`. With ``layers`` (True, or the
+    number of leading inputs to do it for), every operation's result is
+    compared (operations whose memory a later one reuses are run again on
+    their own prefix of the program); otherwise the outputs only.
+    """
+    started = time.perf_counter()
+    x = np.asarray(x)
+    expected_shape = tuple(net.network.input_shape)
+    if x.ndim != len(expected_shape) + 1 or tuple(x.shape[1:]) != expected_shape:
+        raise SdHwError(f"inputs have shape {x.shape}; the network expects "
+                        f"(N, {', '.join(map(str, expected_shape))})")
+    if x.dtype != np.int8:
+        raise SdHwError(f"inputs must be int8 (quantise them first), got {x.dtype}")
+    program = compile_network(net, config)
+    script = build_script(net, program, x, layers=layers)
+    if log:
+        log(f"simulating {len(x)} input(s) on {simulator} "
+            f"({sum(len(s[2]) for s in script.steps if s[0] == 'write')} words written)")
+    words, _ = execute_script(script, config, simulator=simulator, build_dir=build_dir,
+                              rebuild=rebuild)
+    report = compare(net, program, x, words, simulator=simulator)
+    if report.mismatches and waves_on_mismatch:
+        first = report.mismatches[0]
+        report.waveform = layer_waveform(net, program, x[first.input_index], first.op,
+                                         simulator=simulator, build_dir=build_dir)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def layer_waveform(net, config, program, x, golden, mismatch, *, simulator, build_dir):
-    """Record a waveform of the mismatching operation run on its own, from its golden input."""
-    info = next(op for op in program.ops if op.name == mismatch.op)
+def layer_waveform(net, program, x, op_name, *, simulator, build_dir):
+    """A waveform of operation ``op_name`` run on its own, from its golden input for ``x``.
+
+    The program and its images are loaded, the golden model's input of the
+    operation is written to where the operation reads it, and only that
+    operation runs; returns the waveform's path (FST for Icarus, VCD
+    otherwise).
+    """
+    config = program.config
+    info = next((op for op in program.ops if op.name == op_name), None)
+    if info is None:
+        raise SdHwError(f"the program has no operation {op_name!r}; it has "
+                        f"{', '.join(op.name for op in program.ops)}")
     if info.index == 0:
         tensor = x
     else:
-        previous = program.ops[info.index - 1]
-        tensor = golden[previous.last_layer][mismatch.input_index]
+        golden = run(net, x[None], layer_outputs=True, dataflow=config.datapath.dataflow)
+        tensor = golden[program.ops[info.index - 1].last_layer][0]
     script = runtime.load(BusScript(), program)
     runtime.infer(script, program, tensor, tag="layer", max_cycles=_max_cycles(
         cycle_estimate(net, core_shape(config))), first_op=info.index, op_count=1)

@@ -144,3 +144,54 @@ TINY = Network.from_dict({"input_shape": [2, 4, 4], "layers": [
     {"type": "maxpool2d"},
     {"type": "flatten"},
     {"type": "linear", "name": "fc", "in_features": 8, "out_features": 5}]})
+
+
+def hardware_network(network, seed, *, block_rows=192, code_bits=3, shared_zero_rows=0.3,
+                     group=4, density=0.6, row_density=0.8):
+    """A random :class:`IntegerNetwork` that an accelerator can run exactly.
+
+    Like :func:`random_integer_network`, but with 32-bit accumulators whose
+    bound holds for every int8 input (small biases), and SmartDeal's
+    structured sparsity: within each group of ``group`` output channels a
+    fraction ``shared_zero_rows`` of the Ce rows is zero in every channel
+    (on top of rows and elements zero in single channels), so that a core
+    with ``group`` lanes skips them.
+    """
+    net = random_integer_network(network, seed, code_bits=code_bits, block_rows=block_rows,
+                                 density=density, row_density=row_density)
+    rng = np.random.default_rng(seed + 1)
+    for layer in net.layers.values():
+        weights = layer.weights
+        m, rows, _ = weights.present.shape
+        for first in range(0, m, group):
+            zero = rng.random(rows) < shared_zero_rows
+            for array in (weights.present, weights.negative):
+                array[first:first + group, zero] = False
+            weights.exponent[first:first + group, zero] = 0
+        layer.bias = rng.integers(-2 ** 12, 2 ** 12, size=m).astype(np.int32)
+    net.accumulator_bits = 32
+    _spread_activations(net, rng)
+    return net
+
+
+def _spread_activations(net, rng):
+    """Pick each hidden layer's shift so that its int8 outputs use their range.
+
+    Random shifts would make almost every hidden activation 0, -1 or a
+    saturated value, which tests little after the first layer.
+    """
+    from sim.golden.reference import run
+    x = rng.integers(-128, 128, size=(16,) + tuple(net.network.input_shape)).astype(np.int8)
+    index = {spec.name: i for i, spec in enumerate(net.network.layers)}
+    for name, layer in net.layers.items():
+        if layer.final:
+            continue
+        low, high = 1, 62
+        while low < high:  # the smallest shift whose outputs saturate at most rarely
+            layer.shift[:] = (low + high) // 2
+            out = run(net, x, layer_outputs=True)[index[name]]
+            if np.mean(np.abs(out.astype(np.int64)) >= 127) > 0.02:
+                low = int(layer.shift[0]) + 1
+            else:
+                high = int(layer.shift[0])
+        layer.shift[:] = low

@@ -202,7 +202,27 @@ BAD = {
                                          "--accumulator-bits", "20"],
                                         "parameter 'accumulator_bits' is 20"),
     "unknown block": (["generate", "adder", "-o", "{d}/v"],
-                      "unknown block 'adder'; blocks are " + ", ".join(BLOCKS)),
+                      "unknown block 'adder'; blocks are sd_core (the whole accelerator), "
+                      + ", ".join(BLOCKS)),
+    "simulate inputs of the wrong shape": (["simulate", "{d}/model.sdw", "--inputs",
+                                            "{d}/wrong_shape.npy", "--sim", "amaranth"],
+                                           "wrong_shape.npy: inputs have shape"),
+    "simulate lanes": (["simulate", "{d}/model.sdw", "--inputs", "{d}/x.npy", "--lanes", "0"],
+                       "parameter 'lanes' is 0, allowed range is 1 to 64"),
+    "simulate activation memory too small": (["simulate", "{d}/model.sdw", "--inputs",
+                                              "{d}/x.npy", "--activation-depth", "16"],
+                                             "activation_depth = 16"),
+    "simulate weight memory too small": (["simulate", "{d}/model.sdw", "--inputs",
+                                          "{d}/x.npy", "--weight-depth", "16", "--lanes", "1"],
+                                         "weight_depth = 16"),
+    "simulate unknown depth value": (["simulate", "{d}/model.sdw", "--inputs", "{d}/x.npy",
+                                      "--index-depth", "many"],
+                                     "parameter 'index_depth' must be an integer, got 'many'"),
+    "simulate missing config file": (["simulate", "{d}/model.sdw", "--inputs", "{d}/x.npy",
+                                      "--config", "{d}/absent.json"],
+                                     "absent.json: no such file (core configuration)"),
+    "simulate count": (["simulate", "{d}/model.sdw", "--inputs", "{d}/x.npy", "--count", "0"],
+                       "parameter 'count' is 0"),
     "output folder is a file": (["generate", "basis_engine", "-o", "{d}/x.npy"],
                                 "x.npy: cannot write"),
 }
@@ -220,3 +240,30 @@ def test_bad_input_is_one_error_line(bad_files, capsys, argv, message):
     assert message in lines[0]
     assert not (bad_files / "out.sdw").exists()
     assert not (bad_files / "v").exists()
+
+
+def test_train_writes_a_model(tmp_path, capsys):
+    out = run_ok(capsys, "train", "--model", "mlp", "--epochs", "1", "-o", tmp_path / "m.npz")
+    assert "float test accuracy" in out and (tmp_path / "m.npz").is_file()
+
+
+def test_simulate_checks_every_layer(compressed, capsys, tmp_path):
+    network, _, path, _ = compressed
+    np.save(tmp_path / "x.npy", float_inputs(network, 2, seed=7))
+    out = run_ok(capsys, "simulate", path, "--inputs", tmp_path / "x.npy", "--sim", "amaranth",
+                 "--lanes", "2", "--count", "1", "--build-dir", tmp_path / "build",
+                 "-o", tmp_path / "out.npy")
+    net = weight_file.load(path)
+    assert "1 input(s) on amaranth" in out and "0 mismatching input(s)" in out
+    assert "DIFFERS" not in out and "MISMATCH" not in out
+    x = net.quantize_input(float_inputs(network, 2, seed=7))[:1]
+    assert np.array_equal(np.load(tmp_path / "out.npy"), run(net, x))
+
+
+def test_config_round_trips_through_a_file(capsys, tmp_path):
+    out = run_ok(capsys, "config", "--lanes", "3", "--weight-depth", "512")
+    (tmp_path / "core.json").write_text(out)
+    again = run_ok(capsys, "config", "--config", tmp_path / "core.json", "--basis-depth", "64")
+    description = json.loads(again)
+    assert description["datapath"]["lanes"] == 3
+    assert (description["weight_depth"], description["basis_depth"]) == (512, 64)
