@@ -43,7 +43,7 @@ def integer_accuracy(net, x, y):
 
 
 def run_demo(*, model="cnn", retrain_method="ste", out_dir=Path("build/demo"),
-             report_path=None, log=print):
+             report_path=None, simulator="verilator", log=print):
     start = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     network = {"cnn": DEFAULT_CNN, "mlp": DEFAULT_MLP}[model]
@@ -114,14 +114,58 @@ def run_demo(*, model="cnn", retrain_method="ste", out_dir=Path("build/demo"),
         f"({'within' if gap <= 1.0 else 'NOT within'} 1 point); total {time.perf_counter() - start:.1f} s")
     if not (agree and round_trip):
         raise RuntimeError("demo self-check failed: dataflows or weight-file round trip differ")
+
+    rtl = None
+    if simulator:
+        rtl = _run_on_rtl(loaded, x_int, data.y_test, simulator=simulator, log=log,
+                          build_dir=out_dir.parent / "simulate")
     if report_path:
         _write_report(report_path, model, retrain_method, rows, report, float_acc, final_acc,
-                      history)
+                      history, rtl)
         log(f"wrote {report_path}")
-    return {"float": float_acc, "sd_integer": final_acc, "report": report}
+    return {"float": float_acc, "sd_integer": final_acc, "report": report, "rtl": rtl}
 
 
-def _write_report(path, model, method, rows, report, float_acc, final_acc, history):
+#: Inputs whose every layer the demo compares; the rest are checked at the output.
+DEMO_LAYER_INPUTS = 16
+
+
+def _run_on_rtl(net, x_int, labels, *, simulator, log, build_dir):
+    """The packed network on the default SDCore's RTL, over the whole test split."""
+    from sd_hw.core.config import CoreConfig
+    from sim.simulate import simulate
+    config = CoreConfig()
+    log(f"\nrunning the weight file on the SDCore RTL ({simulator}, {config.lanes} lanes, "
+        f"{config.datapath.dataflow} dataflow): {len(x_int)} test images, every layer of "
+        f"the first {DEMO_LAYER_INPUTS} compared with the golden model")
+    sim_report = simulate(net, config, x_int, simulator=simulator, build_dir=build_dir,
+                          layers=DEMO_LAYER_INPUTS)
+    rtl_predictions = np.argmax(sim_report.outputs, axis=1)
+    golden_predictions = np.argmax(sim_report.golden, axis=1)
+    rtl_acc = float(np.mean(rtl_predictions == labels))
+    golden_acc = float(np.mean(golden_predictions == labels))
+    cycles = np.asarray(sim_report.cycles)
+    log(f"RTL accuracy {100 * rtl_acc:.2f} %, golden model {100 * golden_acc:.2f} % "
+        f"({'equal' if rtl_acc == golden_acc else 'DIFFERENT'}); outputs "
+        f"{'bit-exact' if np.array_equal(sim_report.outputs, sim_report.golden) else 'DIFFER'} "
+        f"on all {len(x_int)} images; {sim_report.layers_checked} layer results compared")
+    log(f"cycles per inference: {int(cycles.mean())} measured, {sim_report.cycle_estimate} "
+        f"estimated by the golden model; performance counters "
+        f"{'match' if not sim_report.counter_mismatches else 'DO NOT match'} the golden "
+        f"model's counts on every image; simulated in {sim_report.seconds:.1f} s")
+    if not sim_report.passed or rtl_acc != golden_acc:
+        raise RuntimeError("demo self-check failed: the RTL differs from the golden model: "
+                           + "; ".join(map(str, sim_report.mismatches[:3]))
+                           + "; ".join(map(str, sim_report.counter_mismatches[:3])))
+    return {"simulator": simulator, "accuracy": rtl_acc, "golden_accuracy": golden_acc,
+            "cycles": int(cycles.mean()), "cycles_min": int(cycles.min()),
+            "cycles_max": int(cycles.max()), "estimate": sim_report.cycle_estimate,
+            "images": len(x_int), "layers_checked": sim_report.layers_checked,
+            "seconds": sim_report.seconds, "counters": sim_report.counters[0],
+            "lanes": config.lanes, "dataflow": config.datapath.dataflow}
+
+
+def _write_report(path, model, method, rows, report, float_acc, final_acc, history, rtl):
     prune = ", ".join(f"{k} {v}" for k, v in DEMO_PRUNE[model].items())
     lines = [
         f"# Digits results ({model})",
@@ -152,5 +196,21 @@ def _write_report(path, model, method, rows, report, float_acc, final_acc, histo
         "```",
         "",
     ]
+    if rtl:
+        counters = ", ".join(f"{name} {value}" for name, value in rtl["counters"].items())
+        lines += [
+            "## On the accelerator's RTL",
+            "",
+            f"The packed file runs on the generated SDCore (default configuration: "
+            f"{rtl['lanes']} lanes, {rtl['dataflow']} dataflow) under {rtl['simulator']}, "
+            f"over all {rtl['images']} test images: accuracy {100 * rtl['accuracy']:.2f} % "
+            f"(golden integer model {100 * rtl['golden_accuracy']:.2f} %), outputs bit-exact "
+            f"on every image, {rtl['layers_checked']} layer results compared bit for bit, "
+            f"and every performance counter equal to the golden model's count.",
+            "",
+            f"Cycles per inference: {rtl['cycles']} (the golden model's analytic estimate: "
+            f"{rtl['estimate']}). Counters of one inference: {counters}.",
+            "",
+        ]
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text("\n".join(lines))
