@@ -21,7 +21,7 @@ from sd_hw.core.layouts import GROUP_WORDS, OP_WORDS
 from sd_hw.core.host_map import Space
 from sd_hw.errors import ParameterError, SdHwError
 from sim.golden.counts import CoreShape, cycle_estimate, expected_counters
-from sim.golden.reference import run
+from sim.golden.reference import checked_inputs, run
 from sim.host import runtime
 from sim.host.script import BusScript
 
@@ -198,13 +198,7 @@ def simulate(net, config, x, *, simulator="verilator", build_dir="build/simulate
     their own prefix of the program); otherwise the outputs only.
     """
     started = time.perf_counter()
-    x = np.asarray(x)
-    expected_shape = tuple(net.network.input_shape)
-    if x.ndim != len(expected_shape) + 1 or tuple(x.shape[1:]) != expected_shape:
-        raise SdHwError(f"inputs have shape {x.shape}; the network expects "
-                        f"(N, {', '.join(map(str, expected_shape))})")
-    if x.dtype != np.int8:
-        raise SdHwError(f"inputs must be int8 (quantise them first), got {x.dtype}")
+    x = checked_inputs(net, x)
     program = compile_network(net, config)
     script = build_script(net, program, x, layers=layers)
     if log:

@@ -25,7 +25,8 @@ from sd_hw.errors import SdHwError
 from sd_hw.integer_network import ACTIVATION_MAX, ACTIVATION_MIN, DecomposedWeights
 
 
-__all__ = ["rebuild_weight_rows", "rebuild_weight", "requantise", "run", "DATAFLOWS"]
+__all__ = ["rebuild_weight_rows", "rebuild_weight", "requantise", "run", "checked_inputs",
+           "DATAFLOWS"]
 
 DATAFLOWS = ("rebuild", "factored")
 
@@ -133,6 +134,18 @@ def _maxpool(x):
     return x.reshape(n, c, h // 2, 2, w // 2, 2).max(axis=(3, 5))
 
 
+def checked_inputs(net, x):
+    """``x`` as an array, if it is a batch of int8 inputs of ``net``; else raise."""
+    x = np.asarray(x)
+    expected = tuple(net.network.input_shape)
+    if x.ndim != len(expected) + 1 or tuple(x.shape[1:]) != expected:
+        raise SdHwError(f"inputs have shape {x.shape}; the network expects "
+                        f"(N, {', '.join(map(str, expected))})")
+    if x.dtype != np.int8:
+        raise SdHwError(f"inputs must be int8 (quantise them first), got {x.dtype}")
+    return x
+
+
 def run(net, x, *, dataflow="rebuild", layer_outputs=False, batch=64):
     """Run ``net`` on int8 inputs ``x`` of shape ``(N,) + input_shape``.
 
@@ -142,13 +155,7 @@ def run(net, x, *, dataflow="rebuild", layer_outputs=False, batch=64):
     """
     if dataflow not in DATAFLOWS:
         raise SdHwError(f"dataflow must be one of {', '.join(DATAFLOWS)}, got {dataflow!r}")
-    x = np.asarray(x)
-    expected = tuple(net.network.input_shape)
-    if x.ndim != len(expected) + 1 or tuple(x.shape[1:]) != expected:
-        raise SdHwError(f"inputs have shape {x.shape}; the network expects "
-                        f"(N, {', '.join(map(str, expected))})")
-    if x.dtype != np.int8:
-        raise SdHwError(f"inputs must be int8 (quantise them first), got {x.dtype}")
+    x = checked_inputs(net, x)
     chunks = [_run_chunk(net, x[i:i + batch], dataflow)
               for i in range(0, max(len(x), 1), batch)]
     outputs = [np.concatenate(parts) for parts in zip(*chunks)]
