@@ -302,6 +302,9 @@ class SDCore(wiring.Component):
         assert tuple(increments) == COUNTERS
         counters = []
         for name in COUNTERS:
+            if not config.counters and name != "cycles":
+                counters.append(Const(0, 32))
+                continue
             counter = Signal(32, name=f"counter_{name}")
             counters.append(counter)
             with m.If(start):

@@ -11,6 +11,12 @@ from .layouts import GROUP_WORDS, OP_WORDS, OpKind, group_layout, op_layout
 __all__ = ["LayerSequencer"]
 
 
+def _times(value, constant):
+    """``value * constant`` as shifts and adds (not a multiplier, which yosys puts on a DSP)."""
+    terms = [value << bit for bit in range(constant.bit_length()) if constant >> bit & 1]
+    return sum(terms[1:], terms[0])
+
+
 class LayerSequencer(wiring.Component):
     """Runs ``op_count`` operations of the program from operation ``first_op`` on.
 
@@ -102,7 +108,7 @@ class LayerSequencer(wiring.Component):
             with m.State("Idle"):
                 with m.If(self.start):
                     m.d.sync += [remaining.eq(self.op_count), self.op_index.eq(self.first_op),
-                                 op_address.eq(self.first_op * OP_WORDS), word.eq(0)]
+                                 op_address.eq(_times(self.first_op, OP_WORDS)), word.eq(0)]
                     m.next = "Next"
             with m.State("Next"):
                 m.d.comb += self.busy.eq(1)

@@ -1,0 +1,27 @@
+"""iCEBreaker (iCE40 UP5K): 12 MHz oscillator, FTDI UART, LED1 shows a run."""
+
+from amaranth_boards.icebreaker import ICEBreakerPlatform
+
+from sd_hw.config import AcceleratorConfig
+from sd_hw.core.config import CoreConfig
+
+from .top import BoardTop
+
+
+__all__ = ["ICEBreakerTop", "PLATFORM", "CLOCK_HZ", "DEFAULT_CONFIG"]
+
+PLATFORM = ICEBreakerPlatform
+CLOCK_HZ = 12_000_000
+
+#: One lane and buffers sized for the bundled digits networks: what fits the
+#: UP5K's 5280 logic cells and 30 EBRs (the performance counters but
+#: ``cycles`` are left out to fit).
+DEFAULT_CONFIG = CoreConfig(
+    datapath=AcceleratorConfig(lanes=1),
+    activation_depth=1024, weight_depth=1024, basis_depth=256, index_depth=512,
+    param_depth=256, output_depth=64, program_depth=64, counters=False)
+
+
+class ICEBreakerTop(BoardTop):
+    def __init__(self, config=DEFAULT_CONFIG, **kwargs):
+        super().__init__(config, clock_hz=CLOCK_HZ, **kwargs)

@@ -1,0 +1,48 @@
+"""OrangeCrab r0.2 25F (ECP5 LFE5U-25F): 48 MHz oscillator.
+
+The OrangeCrab has no USB-serial bridge: the UART is on the Feather header,
+pin 0 (RX) and pin 1 (TX), for a 3.3 V USB-serial adapter. Its RGB LED's
+red channel shows a run.
+"""
+
+from amaranth.build import Attrs, Pins, Resource, Subsignal
+from amaranth.lib import io
+from amaranth_boards.orangecrab_r0_2 import OrangeCrabR0_2_25FPlatform
+
+from sd_hw.config import AcceleratorConfig
+from sd_hw.core.config import CoreConfig
+
+from .top import BoardTop
+
+
+__all__ = ["OrangeCrabTop", "PLATFORM", "CLOCK_HZ", "DEFAULT_CONFIG", "UART"]
+
+PLATFORM = OrangeCrabR0_2_25FPlatform
+CLOCK_HZ = 48_000_000
+
+#: The Feather header's serial pins.
+UART = Resource("uart", 0,
+                Subsignal("rx", Pins("0", dir="i", conn=("io", 0))),
+                Subsignal("tx", Pins("1", dir="o", conn=("io", 0))),
+                Attrs(IO_TYPE="LVCMOS33", PULLMODE="UP"))
+
+#: Two lanes and buffers that leave the 25F's 56 DP16KD room.
+DEFAULT_CONFIG = CoreConfig(datapath=AcceleratorConfig(lanes=2), weight_depth=2048)
+
+
+class OrangeCrabTop(BoardTop):
+    def __init__(self, config=DEFAULT_CONFIG, **kwargs):
+        super().__init__(config, clock_hz=CLOCK_HZ, **kwargs)
+
+    def request_uart(self, platform):
+        if not any(name == "uart" for name, _ in platform.resources):
+            platform.add_resources([UART])
+        return super().request_uart(platform)
+
+    def elaborate(self, platform):
+        m = super().elaborate(platform)
+        if platform is not None:
+            led = platform.request("rgb_led", 0, dir="-")
+            m.submodules.busy_led = busy_led = io.Buffer("o", led.r)
+            m.d.comb += busy_led.o.eq(self.led)
+        return m

@@ -1,0 +1,65 @@
+"""The part every board top-level shares: UART pins, a busy LED and the accelerator."""
+
+from amaranth.hdl import Module
+from amaranth.lib import io, wiring
+from amaranth.lib.wiring import In, Out
+
+from sd_hw.system import AcceleratorSystem
+
+
+__all__ = ["BoardTop"]
+
+
+class BoardTop(wiring.Component):
+    """A board's top-level: its UART and a LED around an :class:`AcceleratorSystem`.
+
+    Elaborated for a platform, it requests the board's ``uart`` and, if the
+    board has one, its first ``led`` (lit while the core runs), and runs on
+    the platform's default clock. Elaborated without a platform (for
+    simulation), ``rx``, ``tx`` and ``led`` are its ports.
+
+    Parameters
+    ----------
+    config : :class:`~sd_hw.core.config.CoreConfig`
+    clock_hz : int
+        Frequency of the clock the design runs on.
+    baud : int
+        UART rate; the divisor is ``round(clock_hz / baud)``.
+    divisor : int, optional
+        Clock cycles per UART bit, instead of ``clock_hz / baud`` (simulation).
+    """
+
+    rx: In(1, init=1)
+    tx: Out(1, init=1)
+    led: Out(1)
+
+    def __init__(self, config, *, clock_hz, baud=115200, divisor=None):
+        self._config = config
+        self.clock_hz = clock_hz
+        self.baud = baud
+        self.divisor = divisor if divisor is not None else round(clock_hz / baud)
+        super().__init__()
+
+    @property
+    def config(self):
+        return self._config
+
+    def request_uart(self, platform):
+        """The board's UART pins; a board without one adds a resource first."""
+        return platform.request("uart", 0, dir="-")
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.system = system = AcceleratorSystem(self._config, divisor=self.divisor)
+        if platform is None:
+            m.d.comb += [system.rx.eq(self.rx), self.tx.eq(system.tx), self.led.eq(system.busy)]
+            return m
+        uart = self.request_uart(platform)
+        m.submodules.rx_buffer = rx_buffer = io.Buffer("i", uart.rx)
+        m.submodules.tx_buffer = tx_buffer = io.Buffer("o", uart.tx)
+        m.d.comb += [system.rx.eq(rx_buffer.i), tx_buffer.o.eq(system.tx)]
+        if any(name == "led" for name, _ in platform.resources):
+            led = platform.request("led", 0, dir="-")
+            m.submodules.led_buffer = led_buffer = io.Buffer("o", led)
+            m.d.comb += led_buffer.o.eq(system.busy)
+        return m

@@ -1,0 +1,22 @@
+"""ULX3S 85F (ECP5 LFE5U-85F): 25 MHz oscillator, FTDI UART, LED 0 shows a run."""
+
+from amaranth_boards.ulx3s import ULX3S_85F_Platform
+
+from sd_hw.config import AcceleratorConfig
+from sd_hw.core.config import CoreConfig
+
+from .top import BoardTop
+
+
+__all__ = ["ULX3STop", "PLATFORM", "CLOCK_HZ", "DEFAULT_CONFIG"]
+
+PLATFORM = ULX3S_85F_Platform
+CLOCK_HZ = 25_000_000
+
+#: Four lanes and the default buffers.
+DEFAULT_CONFIG = CoreConfig(datapath=AcceleratorConfig(lanes=4))
+
+
+class ULX3STop(BoardTop):
+    def __init__(self, config=DEFAULT_CONFIG, **kwargs):
+        super().__init__(config, clock_hz=CLOCK_HZ, **kwargs)
