@@ -131,11 +131,13 @@ def add_core_options(parser):
                        help="core configuration as JSON (as `sd-hw config` prints it); the "
                             "options here override its fields")
     for field in dataclasses.fields(CoreConfig):
-        if field.name == "datapath":
+        if field.name not in _DEPTH_HELP:
             continue
         group.add_argument(f"--{field.name.replace('_', '-')}", dest=f"core_{field.name}",
                            metavar="N", help=f"{_DEPTH_HELP[field.name]} "
                                              f"(default {field.default})")
+    group.add_argument("--no-counters", dest="core_no_counters", action="store_true",
+                       help="build the cycle counter only, not the other performance counters")
 
 
 def core_config_from_args(args):
@@ -157,9 +159,11 @@ def core_config_from_args(args):
         if getattr(args, f"config_{field.name}", None) is not None:
             datapath[field.name] = getattr(config_from_args(args), field.name)
     description["datapath"] = datapath
+    if getattr(args, "core_no_counters", False):
+        description["counters"] = False
     for field in dataclasses.fields(CoreConfig):
         text = getattr(args, f"core_{field.name}", None)
-        if field.name == "datapath" or text is None:
+        if field.name not in _DEPTH_HELP or text is None:
             continue
         try:
             description[field.name] = int(text)
