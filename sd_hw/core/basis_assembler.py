@@ -1,6 +1,6 @@
 """Collects the words of a basis from a lane's basis memory into one basis."""
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -22,7 +22,8 @@ class BasisAssembler(wiring.Component):
     -------
     words : ``In(stream.Signature(16))``
     basis : ``Out(stream.Signature(basis_layout(config)))``
-        Registered; the next basis's words are taken while this one waits.
+        The assembled words themselves (no further register): the next
+        basis's words are taken once this one has been taken.
     """
 
     def __init__(self, config):
@@ -41,18 +42,13 @@ class BasisAssembler(wiring.Component):
         taken = Signal(range(count + 1))
         size = data.Layout.cast(self._layout).size
 
+        # The assembled words are the payload: valid once all have arrived.
         full = taken == count
-        hand_over = full & (~self.basis.valid | self.basis.ready)
-        m.d.comb += self.words.ready.eq(~full | hand_over)
-
-        with m.If(self.basis.valid & self.basis.ready):
-            m.d.sync += self.basis.valid.eq(0)
-        with m.If(hand_over):
-            m.d.sync += [self.basis.payload.eq(shift[:size]), self.basis.valid.eq(1)]
-
+        m.d.comb += [self.basis.valid.eq(full), self.basis.payload.eq(shift[:size]),
+                     self.words.ready.eq(~full)]
         with m.If(self.words.valid & self.words.ready):
             m.d.sync += [shift.eq(Cat(shift, self.words.payload)[BASIS_WORD_BITS:]),
-                         taken.eq(Mux(hand_over, 1, taken + 1))]
-        with m.Elif(hand_over):
+                         taken.eq(taken + 1)]
+        with m.Elif(self.basis.valid & self.basis.ready):
             m.d.sync += taken.eq(0)
         return m

@@ -109,8 +109,10 @@ class SDCore(wiring.Component):
             fetcher = m.submodules[f"weight_reader{l}"] = RegionReader(
                 addr_width=_bits(config.weight_depth), data_width=datapath.stream_bits,
                 header=True)
+            # One basis per block: the basis words need not come at full rate.
             basis_reader = m.submodules[f"basis_reader{l}"] = RegionReader(
-                addr_width=_bits(config.basis_depth), data_width=BASIS_WORD_BITS)
+                addr_width=_bits(config.basis_depth), data_width=BASIS_WORD_BITS,
+                queue_depth=2)
             assembler = m.submodules[f"basis_assembler{l}"] = BasisAssembler(datapath)
             decoder = m.submodules[f"decoder{l}"] = CoefficientDecoder(datapath)
             fetchers.append(fetcher)

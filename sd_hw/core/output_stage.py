@@ -49,7 +49,7 @@ class OutputStage(wiring.Component):
     """
 
     #: Cycles from taking a sum to writing its output.
-    latency = 4
+    latency = 2
 
     def __init__(self, config, *, param_addr_width, activation_addr_width, output_addr_width):
         self._config = config
@@ -148,41 +148,29 @@ class OutputStage(wiring.Component):
                      # Any shift of at least product_bits gives the same result (0).
                      s2_shift.eq(Mux(s1_shift > product_bits, product_bits, s1_shift))]
 
-        # Stage 3: rounding (half up), stage 4: the arithmetic shift.
-        s3_valid, s3_write = Signal(), Signal()
-        s3_acc = Signal(signed(acc_bits))
-        s3_rounded = Signal(signed(product_bits + 2))
-        s3_shift = Signal.like(s2_shift)
-        s3_address = Signal(16)
+        # Then, in the cycle of the write: rounding (half up), the arithmetic shift,
+        # saturation and ReLU.
         half = Signal(product_bits + 1)  # 2**(shift - 1), or 0 for shift 0
-        m.d.comb += half.eq((Const(1, 1) << s2_shift)[1:])
-        m.d.sync += [s3_valid.eq(s2_valid), s3_write.eq(s2_write), s3_acc.eq(s2_acc),
-                     s3_rounded.eq(s2_product + half),
-                     s3_shift.eq(s2_shift), s3_address.eq(s2_address)]
-
-        s4_valid, s4_write = Signal(), Signal()
-        s4_acc = Signal(signed(acc_bits))
-        s4_shifted = Signal(signed(product_bits + 2))
-        s4_address = Signal(16)
-        m.d.sync += [s4_valid.eq(s3_valid), s4_write.eq(s3_write), s4_acc.eq(s3_acc),
-                     s4_shifted.eq(s3_rounded >> s3_shift), s4_address.eq(s3_address)]
-
-        # Stage 5: saturation, ReLU and the write.
-        clamped = Mux(s4_shifted > ACTIVATION_MAX, ACTIVATION_MAX,
-                      Mux(s4_shifted < ACTIVATION_MIN, ACTIVATION_MIN, s4_shifted))
+        rounded = Signal(signed(product_bits + 2))
+        shifted = Signal(signed(product_bits + 2))
+        m.d.comb += [half.eq((Const(1, 1) << s2_shift)[1:]),
+                     rounded.eq(s2_product + half),
+                     shifted.eq(rounded >> s2_shift)]
+        clamped = Mux(shifted > ACTIVATION_MAX, ACTIVATION_MAX,
+                      Mux(shifted < ACTIVATION_MIN, ACTIVATION_MIN, shifted))
         activation = Signal(signed(config.activation_bits))
         result = Signal(signed(acc_bits))
         m.d.comb += [
             activation.eq(Mux(relu & (clamped < 0), 0, clamped)),
-            result.eq(Mux(relu & (s4_acc < 0), 0, s4_acc)),
-            self.activation_write.addr.eq(s4_address),
+            result.eq(Mux(relu & (s2_acc < 0), 0, s2_acc)),
+            self.activation_write.addr.eq(s2_address),
             self.activation_write.data.eq(activation),
-            self.activation_write.en.eq(s4_valid & s4_write & ~final),
-            self.output_write.addr.eq(s4_address),
+            self.activation_write.en.eq(s2_valid & s2_write & ~final),
+            self.output_write.addr.eq(s2_address),
             self.output_write.data.eq(result),
-            self.output_write.en.eq(s4_valid & s4_write & final),
+            self.output_write.en.eq(s2_valid & s2_write & final),
         ]
-        pipeline_busy = s1_valid | s2_valid | s3_valid | s4_valid
+        pipeline_busy = s1_valid | s2_valid
 
         with m.FSM():
             with m.State("Idle"):

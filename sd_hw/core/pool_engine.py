@@ -71,7 +71,7 @@ class PoolEngine(wiring.Component):
         channel_start = Signal(16)
         row_start = Signal(16)
         element = Signal(16)         # top-left input element of the window (COPY: the element)
-        count = Signal(32)           # COPY: elements left
+        count = Signal(16)           # COPY: elements left
         out_address = Signal(16)
         second = Signal()            # POOL: reading the window's lower row
 

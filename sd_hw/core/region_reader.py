@@ -25,6 +25,9 @@ class RegionReader(wiring.Component):
         Of the memory's read port (synchronous, one cycle of latency).
     header
         Whether the region starts with its length.
+    queue_depth
+        Words the output queue holds (default 3: one read in flight and a
+        full-rate stream; 2 halves the rate).
 
     Members
     -------
@@ -45,7 +48,8 @@ class RegionReader(wiring.Component):
         High in every cycle that reads the memory (headers included).
     """
 
-    def __init__(self, *, addr_width, data_width, header=False):
+    def __init__(self, *, addr_width, data_width, header=False, queue_depth=QUEUE_DEPTH):
+        self._queue_depth = queue_depth
         self._addr_width = addr_width
         self._data_width = data_width
         self._header = header
@@ -67,7 +71,7 @@ class RegionReader(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.queue = queue = SyncFIFO(width=self._data_width, depth=QUEUE_DEPTH)
+        m.submodules.queue = queue = SyncFIFO(width=self._data_width, depth=self._queue_depth)
 
         base = Signal(self._addr_width)
         length = Signal(16)
@@ -126,7 +130,7 @@ class RegionReader(wiring.Component):
             with m.State("Stream"):
                 m.d.comb += self.busy.eq(1)
                 room = Signal()
-                m.d.comb += room.eq(queue.level + in_flight < QUEUE_DEPTH)
+                m.d.comb += room.eq(queue.level + in_flight < self._queue_depth)
                 with m.If(repeat != repeats):
                     m.d.comb += issue.eq(room)
                     with m.If(room):

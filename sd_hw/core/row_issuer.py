@@ -14,7 +14,7 @@ from .region_reader import RegionReader
 __all__ = ["RowIssuer"]
 
 #: Block commands and block-end tokens that may wait for the lanes.
-QUEUE_DEPTH = 4
+QUEUE_DEPTH = 2
 
 
 class RowIssuer(wiring.Component):
