@@ -30,7 +30,7 @@ BOARDS = {
     "ulx3s": Board("ulx3s", "boards.ulx3s", "ULX3STop", "ecp5", "ULX3S, ECP5 LFE5U-85F",
                    ("openFPGALoader", "-b", "ulx3s")),
     "orangecrab": Board("orangecrab", "boards.orangecrab", "OrangeCrabTop", "ecp5",
-                        "OrangeCrab r0.2, ECP5 LFE5U-25F", ("openFPGALoader", "-b", "orangecrab")),
+                        "OrangeCrab r0.2, ECP5 LFE5U-25F", ("openFPGALoader", "-b", "orangeCrab")),
 }
 
 

@@ -18,7 +18,7 @@ CLOCK_HZ = 12_000_000
 #: ``cycles`` are left out to fit).
 DEFAULT_CONFIG = CoreConfig(
     datapath=AcceleratorConfig(lanes=1),
-    activation_depth=1024, weight_depth=1024, basis_depth=256, index_depth=512,
+    activation_depth=1024, weight_depth=1024, basis_depth=256, index_depth=1024,
     param_depth=256, output_depth=64, program_depth=64, counters=False)
 
 

