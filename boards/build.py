@@ -225,7 +225,8 @@ def build_board(name, config=None, *, out_dir="build/boards", seeds=1, freq_mhz=
         data = json.loads(report_path.read_text())
         if utilisation is None:
             utilisation = data["utilization"]
-        for clock, entry in data.get("fmax", {}).items():
+        for net, entry in data.get("fmax", {}).items():
+            clock = net.removeprefix("$glbnet$")  # nextpnr's name of the global clock net
             fmax.setdefault(clock, []).append(entry["achieved"])
             constraints[clock] = entry["constraint"]
         seconds[f"place and route seed {seed}"] = time.perf_counter() - started

@@ -165,9 +165,9 @@ def test_a_failed_placement_names_the_resource(tmp_path):
 
 @pytest.mark.slow
 def test_an_oversized_core_is_refused_after_synthesis(tmp_path):
-    big = CoreConfig(datapath=AcceleratorConfig(lanes=12), weight_depth=8192)
-    with pytest.raises(SdHwError, match="does not fit the LFE5U-25F: it needs \\d+ "
-                                        "(block RAMs|multipliers|LUT4s)"):
+    big = CoreConfig(datapath=AcceleratorConfig(lanes=2), weight_depth=65536)
+    with pytest.raises(SdHwError, match="does not fit the LFE5U-25F: it needs \\d+ block "
+                                        "RAMs \\(DP16KD\\), the chip has 56"):
         build_board("orangecrab", big, out_dir=tmp_path)
 
 
