@@ -1,3 +1,5 @@
+# amaranth: UnusedElaboratable=no
+# (test_divisor_is_validated builds a receiver whose constructor refuses its divisor.)
 """The UART and the framed host protocol, in Amaranth's simulator.
 
 The link is driven with the bytes :mod:`sd_hw.link.protocol` builds (the
