@@ -61,6 +61,11 @@ RANDOM_CASES = [
     (MLP, dict(lanes=3, accumulator_bits=40), {}, 2, 7),
     # Activation memory too small for a region per tensor: tensors share two regions.
     (TINY, dict(lanes=2), dict(activation_depth=100), 4, 8),
+    # Decoded row records in the weight memories instead of the packed stream; blocks
+    # larger than the (unused) decoder's block_rows.
+    (TINY, dict(lanes=1, block_rows=4), dict(coefficients="unpacked"), 7, 9),
+    (CONV1X1, dict(lanes=3, dataflow="factored"), dict(coefficients="unpacked"), 4, 10),
+    (MLP, dict(lanes=2, code_bits=4, accumulator_bits=40), dict(coefficients="unpacked"), 3, 11),
 ]
 
 

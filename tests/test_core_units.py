@@ -199,8 +199,6 @@ def run_region_reader(*, data_width, header, jobs, contents, stall, seed, addr_w
             ctx.set(dut.length, rng.randrange(1, 1 << 16) if header else length)
             ctx.set(dut.repeats, repeats)
             await pulse(ctx, dut.start)
-            ctx.set(dut.base, 0)
-            ctx.set(dut.repeats, 0)
             received.append(await stream_get(ctx, dut.words, length * repeats, stall=stall,
                                              rng=random.Random(rng.random())))
             await ctx.tick().until(dut.busy == 0)
@@ -576,8 +574,6 @@ def run_output_stage(config, groups, *, stall, seed):
                 ctx.set(getattr(dut, name), getattr(group, name))
             ctx.set(dut.lanes, group.active)
             await pulse(ctx, dut.start)
-            for name in ("output_base", "param_base", "passes", "stride", "lanes"):
-                ctx.set(getattr(dut, name), 0)
             await ctx.tick().until(dut.busy == 0)
 
     def lane_driver(l):
@@ -680,8 +676,6 @@ def run_pool_engine(config, memory, ops):
             for name, value in op.items():
                 ctx.set(getattr(dut, name), value)
             await pulse(ctx, dut.start)
-            for name in ("in_base", "out_base", "channels", "height", "width", "pixels"):
-                ctx.set(getattr(dut, name), 0)
             await ctx.tick().until(dut.busy == 0)
         await ctx.tick()
 
@@ -882,8 +876,6 @@ def test_row_issuer(window, height, width, blocks, seed):
                                 height=height).items():
             ctx.set(getattr(dut, name), value)
         await pulse(ctx, dut.start)
-        for name in ("index_base", "entries", "passes", "origin", "width", "height"):
-            ctx.set(getattr(dut, name), 0)
 
     def consumer(name, count, stall, convert):
         async def testbench(ctx):

@@ -161,9 +161,19 @@ def test_malformed_requests_get_an_error_and_change_nothing(name):
     replies = exchange([protocol.write_request(ACTIVATIONS, [1]), frame,
                         protocol.read_request(ACTIVATIONS, 1), IDENT_REQUEST])
     assert replies[0][0] == Status.OK
-    assert replies[1][0] == expected
+    assert replies[1] == (expected, b"")
     assert words(replies[2][1]) == [42 if name == "garbage before sync" else 1]
     assert replies[3][0] == Status.OK  # still ready
+
+
+@pytest.mark.parametrize("name", ["bad crc", "read too long", "unknown command"])
+def test_an_error_after_a_read_carries_no_payload(name):
+    # The reply length of the READ before must not leak into the error reply.
+    frame, expected = MALFORMED[name]
+    replies = exchange([protocol.read_request(ACTIVATIONS, 3), frame, IDENT_REQUEST])
+    assert replies[0][0] == Status.OK and len(replies[0][1]) == 12
+    assert replies[1] == (expected, b"")
+    assert replies[2][0] == Status.OK
 
 
 def test_a_request_that_stops_arriving_times_out():

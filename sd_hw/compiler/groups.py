@@ -22,12 +22,13 @@ from .. import coefficient_stream
 from ..core.config import BASIS_WORD_BITS
 from ..core.layouts import (ROW_COUNT_BITS, Window, entry_layout, pack_words,
                             requant_layout)
-from ..datapath.layouts import basis_layout
+from ..datapath.layouts import basis_layout, row_layout
 from ..integer_network import DecomposedWeights, rows_per_channel
 from .errors import CompileError
 
 
-__all__ = ["LaneGroup", "window_of", "lane_groups", "stream_words", "header_words"]
+__all__ = ["LaneGroup", "window_of", "lane_groups", "stream_words", "record_words",
+           "header_words"]
 
 
 @dataclass
@@ -50,9 +51,30 @@ def window_of(spec):
     return Window.CONV3 if spec.kernel_size == 3 else Window.CONV1
 
 
-def header_words(stream_bits):
-    """Words of the length header in front of a lane's stream."""
-    return -(-16 // stream_bits)
+def header_words(word_bits):
+    """Words of the length header in front of a lane's stream of ``word_bits``-bit words."""
+    return -(-16 // word_bits)
+
+
+def record_words(present, negative, exponent, *, datapath):
+    """One decoded row record (:func:`~sd_hw.datapath.layouts.row_layout`) per issued row.
+
+    The weight words of a block for a core with ``coefficients =
+    "unpacked"``: ``last`` is set on the block's last row; absent
+    coefficients are zero.
+    """
+    layout = row_layout(datapath)
+    words = []
+    for k, (mask, signs, exponents) in enumerate(zip(present, negative, exponent)):
+        record = {
+            "present": sum(1 << j for j in range(3) if mask[j]),
+            "coefficients": [{"exponent": int(exponents[j]) if mask[j] else 0,
+                              "negative": int(bool(signs[j]) and bool(mask[j]))}
+                             for j in range(3)],
+            "last": int(k == len(present) - 1),
+        }
+        words.append(layout.const(record).as_value().value)
+    return words
 
 
 def stream_words(present, negative, exponent, *, code_bits, stream_bits):
@@ -91,8 +113,14 @@ def _row_entry(window, row, spec, height, width):
     return {"offset": offset, "tap": 1, "columns": columns}
 
 
-def lane_groups(spec, layer, input_shape, datapath, *, code_bits):
-    """The :class:`LaneGroup` list of compute layer ``spec`` (its ``IntegerLayer`` ``layer``)."""
+def lane_groups(spec, layer, input_shape, datapath, *, code_bits, coefficients="packed"):
+    """The :class:`LaneGroup` list of compute layer ``spec`` (its ``IntegerLayer`` ``layer``).
+
+    ``coefficients`` is the core's weight-memory format
+    (:attr:`~sd_hw.core.config.CoreConfig.coefficients`): the lanes' words
+    are :func:`stream_words` (``"packed"``) or :func:`record_words`
+    (``"unpacked"``).
+    """
     if not layer.decomposed:
         raise CompileError(
             f"layer {spec.name!r} is dense int8; SDCore runs decomposed layers only "
@@ -102,7 +130,7 @@ def lane_groups(spec, layer, input_shape, datapath, *, code_bits):
     window = window_of(spec)
     height, width = (input_shape[1], input_shape[2]) if window != Window.LINEAR else (1, 1)
     rows = rows_per_channel(spec)
-    if weights.block_rows > datapath.block_rows:
+    if coefficients == "packed" and weights.block_rows > datapath.block_rows:
         raise CompileError(f"layer {spec.name!r} has blocks of {weights.block_rows} rows; the "
                            f"core's decoder takes at most block_rows = {datapath.block_rows}")
     if weights.block_rows >= 2 ** ROW_COUNT_BITS:
@@ -149,8 +177,11 @@ def lane_groups(spec, layer, input_shape, datapath, *, code_bits):
                     factors = (np.zeros((len(issued), 3), bool),) * 2 + (
                         np.zeros((len(issued), 3), np.uint8),)
                     basis = np.zeros((3, 3), np.int8)
-                group.streams[lane] += stream_words(*factors, code_bits=code_bits,
-                                                    stream_bits=datapath.stream_bits)
+                if coefficients == "unpacked":
+                    group.streams[lane] += record_words(*factors, datapath=datapath)
+                else:
+                    group.streams[lane] += stream_words(*factors, code_bits=code_bits,
+                                                        stream_bits=datapath.stream_bits)
                 group.bases[lane] += _basis_words(basis, datapath)
             group.blocks += 1
         for number, (position, skipped, count) in enumerate(headers):

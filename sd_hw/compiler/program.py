@@ -125,7 +125,8 @@ def compile_network(net, config):
             if pixels >= 1 << 16 or height >= 1 << 16:
                 raise CompileError(f"layer {spec.name!r}: {pixels} pixels exceed 65535")
             lane_group_list = lane_groups(spec, layer, op.input_shape, datapath,
-                                          code_bits=datapath.code_bits)
+                                          code_bits=datapath.code_bits,
+                                          coefficients=config.coefficients)
             groups = len(lane_group_list)
             group_table = len(index_words)
             index_words += [0] * (GROUP_WORDS * groups)
@@ -134,14 +135,15 @@ def compile_network(net, config):
                 weight_base = len(weights[0])
                 basis_base = len(bases[0])
                 count = max(len(stream) for stream in group.streams)
-                head = header_words(datapath.stream_bits)
+                word_bits = config.weight_word_bits
+                head = header_words(word_bits)
                 if count >= 1 << 16:
                     raise CompileError(f"layer {spec.name!r}: a lane's stream of {count} words "
                                        f"per pixel exceeds 65535")
                 for lane in range(lanes):
                     stream = group.streams[lane]
-                    length = [(len(stream) >> (datapath.stream_bits * k))
-                              & ((1 << datapath.stream_bits) - 1) for k in range(head)]
+                    length = [(len(stream) >> (word_bits * k)) & ((1 << word_bits) - 1)
+                              for k in range(head)]
                     region = length + stream
                     weights[lane] += region + [0] * (head + count - len(region))
                     bases[lane] += group.bases[lane]

@@ -9,13 +9,16 @@ networks that do not fit it.
 from dataclasses import dataclass, field
 
 from ..config import AcceleratorConfig
+from ..datapath.layouts import row_layout
 from ..errors import ParameterError, check_range
 
 
-__all__ = ["CoreConfig", "BASIS_WORD_BITS", "HOST_WORD_BITS"]
+__all__ = ["CoreConfig", "BASIS_WORD_BITS", "HOST_WORD_BITS", "COEFFICIENT_FORMATS"]
 
 #: Width of a word of a lane's basis memory.
 BASIS_WORD_BITS = 16
+#: Values of :attr:`CoreConfig.coefficients`.
+COEFFICIENT_FORMATS = ("packed", "unpacked")
 #: Width of the host bus and of the program, index, parameter and output memories.
 HOST_WORD_BITS = 32
 
@@ -42,8 +45,8 @@ class CoreConfig:
         int8 entries of the activation memory, which holds the network input
         and every layer's output (16..65536).
     weight_depth
-        Words (``datapath.stream_bits`` wide) of each lane's weight memory:
-        the coefficient streams of the lane's output channels (16..65536).
+        Words (:attr:`weight_word_bits` wide) of each lane's weight memory:
+        the coefficients of the lane's output channels (16..65536).
     basis_depth
         16-bit words of each lane's basis memory (16..65536).
     index_depth
@@ -57,6 +60,16 @@ class CoreConfig:
         (16..65536).
     program_depth
         32-bit words of the program memory (8..4096).
+    coefficients
+        How the lanes' weight memories hold the Ce rows. ``"packed"``: the
+        weight file's coefficient stream (row bitmap, element masks and
+        codes, ``datapath.stream_bits``-bit words), decoded on chip by one
+        :class:`~sd_hw.datapath.coefficient_decoder.CoefficientDecoder` per
+        lane. ``"unpacked"``: one decoded row record
+        (:func:`~sd_hw.datapath.layouts.row_layout`, 16 bits at
+        ``code_bits = 3``) per issued row, decoded by the compiler; no
+        decoder, which saves about 1100 iCE40 logic cells for more weight
+        memory per row.
     counters
         ``True``: every performance counter of
         :data:`~sd_hw.core.host_map.COUNTERS`; ``False``: ``cycles`` only
@@ -71,6 +84,7 @@ class CoreConfig:
     param_depth: int = 1024
     output_depth: int = 256
     program_depth: int = 128
+    coefficients: str = "packed"
     counters: bool = True
 
     def __post_init__(self):
@@ -79,6 +93,9 @@ class CoreConfig:
                                  f"got {self.datapath!r}")
         for name, low, high in _DEPTHS:
             check_range(name, getattr(self, name), low, high)
+        if self.coefficients not in COEFFICIENT_FORMATS:
+            raise ParameterError(f"parameter 'coefficients' is {self.coefficients!r}, allowed "
+                                 f"values are {', '.join(map(repr, COEFFICIENT_FORMATS))}")
         if not isinstance(self.counters, bool):
             raise ParameterError(f"parameter 'counters' must be true or false, "
                                  f"got {self.counters!r}")
@@ -89,6 +106,13 @@ class CoreConfig:
     @property
     def lanes(self):
         return self.datapath.lanes
+
+    @property
+    def weight_word_bits(self):
+        """Width of a word of a lane's weight memory."""
+        if self.coefficients == "unpacked":
+            return row_layout(self.datapath).size
+        return self.datapath.stream_bits
 
     @property
     def basis_words(self):
@@ -107,7 +131,7 @@ class CoreConfig:
             raise ParameterError(f"a core configuration must be an object, got {description!r}")
         description = dict(description)
         datapath = description.pop("datapath", {})
-        known = {name for name, _, _ in _DEPTHS} | {"counters"}
+        known = {name for name, _, _ in _DEPTHS} | {"coefficients", "counters"}
         unknown = sorted(set(description) - known)
         if unknown:
             raise ParameterError(f"unknown core parameter(s) {', '.join(map(repr, unknown))}; "

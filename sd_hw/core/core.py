@@ -83,7 +83,7 @@ class SDCore(wiring.Component):
         outputs = make("outputs", HOST_WORD_BITS, config.output_depth)
         activations = [make(f"activations{j}", act_bits, config.activation_depth)
                        for j in range(3)]
-        weights = [make(f"weights{l}", datapath.stream_bits, config.weight_depth)
+        weights = [make(f"weights{l}", config.weight_word_bits, config.weight_depth)
                    for l in range(lanes)]
         bases = [make(f"bases{l}", BASIS_WORD_BITS, config.basis_depth) for l in range(lanes)]
 
@@ -100,21 +100,25 @@ class SDCore(wiring.Component):
             datapath, param_addr_width=_bits(config.param_depth),
             activation_addr_width=act_aw, output_addr_width=_bits(config.output_depth))
         pool = m.submodules.pool_engine = PoolEngine(datapath, addr_width=act_aw)
-        commands = m.submodules.command_fork = StreamFork(block_layout(datapath), lanes)
+        unpacked = config.coefficients == "unpacked"
+        if unpacked:
+            # The weight memories hold decoded rows: the decoders' block commands are not needed.
+            m.d.comb += issuer.commands.ready.eq(1)
+        else:
+            commands = m.submodules.command_fork = StreamFork(block_layout(datapath), lanes)
         block_ends = m.submodules.block_end_fork = StreamFork(block_end_layout(), lanes)
         array = m.submodules.lanes = ShiftAccumulateArray(datapath)
         engine = m.submodules.basis_engine = BasisEngine(datapath)
         fetchers, basis_readers = [], []
         for l in range(lanes):
             fetcher = m.submodules[f"weight_reader{l}"] = RegionReader(
-                addr_width=_bits(config.weight_depth), data_width=datapath.stream_bits,
+                addr_width=_bits(config.weight_depth), data_width=config.weight_word_bits,
                 header=True)
             # One basis per block: the basis words need not come at full rate.
             basis_reader = m.submodules[f"basis_reader{l}"] = RegionReader(
                 addr_width=_bits(config.basis_depth), data_width=BASIS_WORD_BITS,
                 queue_depth=2)
             assembler = m.submodules[f"basis_assembler{l}"] = BasisAssembler(datapath)
-            decoder = m.submodules[f"decoder{l}"] = CoefficientDecoder(datapath)
             fetchers.append(fetcher)
             basis_readers.append(basis_reader)
             read_port = weights[l].read_port()
@@ -124,9 +128,15 @@ class SDCore(wiring.Component):
             m.d.comb += [read_port.addr.eq(basis_reader.port.addr),
                          read_port.en.eq(basis_reader.port.en),
                          basis_reader.port.data.eq(read_port.data)]
-            wiring.connect(m, commands.o[l], decoder.block)
-            wiring.connect(m, fetcher.words, decoder.words)
-            wiring.connect(m, decoder.rows, array.rows[l])
+            if unpacked:
+                m.d.comb += [array.rows[l].payload.eq(fetcher.words.payload),
+                             array.rows[l].valid.eq(fetcher.words.valid),
+                             fetcher.words.ready.eq(array.rows[l].ready)]
+            else:
+                decoder = m.submodules[f"decoder{l}"] = CoefficientDecoder(datapath)
+                wiring.connect(m, commands.o[l], decoder.block)
+                wiring.connect(m, fetcher.words, decoder.words)
+                wiring.connect(m, decoder.rows, array.rows[l])
             wiring.connect(m, basis_reader.words, assembler.words)
             wiring.connect(m, assembler.basis, array.basis[l])
             if datapath.dataflow == "rebuild":
@@ -138,7 +148,8 @@ class SDCore(wiring.Component):
                 wiring.connect(m, engine.products[l], array.products[l])
                 wiring.connect(m, block_ends.o[l], array.block_end[l])
                 wiring.connect(m, array.sums[l], output.sums[l])
-        wiring.connect(m, issuer.commands, commands.i)
+        if not unpacked:
+            wiring.connect(m, issuer.commands, commands.i)
         wiring.connect(m, issuer.block_ends, block_ends.i)
         wiring.connect(m, issuer.requests, reader.requests)
         if datapath.dataflow == "rebuild":
@@ -319,7 +330,8 @@ class SDCore(wiring.Component):
             Register.IDENT: Const(IDENT, 32),
             Register.DATAPATH: Cat(Const(lanes, 8), Const(datapath.stream_bits, 8),
                                    Const(datapath.code_bits, 4),
-                                   Const(datapath.dataflow == "factored", 4),
+                                   Const(datapath.dataflow == "factored", 1),
+                                   Const(unpacked, 3),
                                    Const(act_bits, 8)),
             Register.WIDTHS: Cat(Const(datapath.basis_bits, 8),
                                  Const(datapath.accumulator_bits, 8),

@@ -39,7 +39,8 @@ class OutputStage(wiring.Component):
     start : ``In(1)``
         Pulse while idle.
     output_base, param_base, lanes, passes, stride, final, relu : ``In(...)``
-        Latched at ``start``.
+        ``output_base`` is sampled at ``start``; the driver holds the others
+        from ``start`` until ``busy`` falls.
     busy : ``Out(1)``
         Until the group's last output is written.
     sums : ``In(stream.Signature(signed(accumulator_bits))).array(config.lanes)``
@@ -85,13 +86,9 @@ class OutputStage(wiring.Component):
                            for l in range(lanes))
         shift = Array(Signal(6, name=f"shift_{l}") for l in range(lanes))
 
-        output_base = Signal(16)
-        param_base = Signal.like(self.param_base)
-        active = Signal(8)
-        passes = Signal(16)
-        stride = Signal(16)
-        final = Signal()
-        relu = Signal()
+        # The driver holds the inputs while busy.
+        param_base, active, passes = self.param_base, self.lanes, self.passes
+        stride, final, relu = self.stride, self.final, self.relu
 
         # Parameter loading: word 2l is lane l's bias, word 2l+1 its requantisation.
         load_index = Signal(range(2 * lanes + 1))
@@ -175,11 +172,8 @@ class OutputStage(wiring.Component):
         with m.FSM():
             with m.State("Idle"):
                 with m.If(self.start):
-                    m.d.sync += [output_base.eq(self.output_base), param_base.eq(self.param_base),
-                                 active.eq(self.lanes), passes.eq(self.passes),
-                                 stride.eq(self.stride), final.eq(self.final),
-                                 relu.eq(self.relu), load_index.eq(0), lane.eq(0),
-                                 pass_index.eq(0), pass_start.eq(self.output_base),
+                    m.d.sync += [load_index.eq(0), lane.eq(0), pass_index.eq(0),
+                                 pass_start.eq(self.output_base),
                                  address.eq(self.output_base)]
                     m.next = "Load"
             with m.State("Load"):

@@ -23,7 +23,8 @@ class PoolEngine(wiring.Component):
     Members
     -------
     start : ``In(1)``
-        Pulse while idle; latches the other inputs.
+        Pulse while idle to begin; the driver holds the other inputs from
+        ``start`` until ``busy`` falls.
     kind, in_base, out_base, channels, height, width, pixels, relu : ``In(...)``
         ``pixels`` is ``height * width`` (POOL) or the element count (COPY).
     busy : ``Out(1)``
@@ -58,13 +59,12 @@ class PoolEngine(wiring.Component):
         m = Module()
         width = self._config.activation_bits
 
-        kind = Signal(OpKind)
-        relu = Signal()
-        row_stride = Signal(16)      # width of the input
-        channel_stride = Signal(16)  # pixels of the input
-        out_columns = Signal(16)
-        out_rows = Signal(16)
-        channels = Signal(16)
+        # The driver holds the inputs while busy.
+        kind, relu, channels = self.kind, self.relu, self.channels
+        row_stride = self.width        # of the input
+        channel_stride = self.pixels   # of the input
+        out_columns = self.width >> 1
+        out_rows = self.height >> 1
         channel = Signal(16)
         out_row = Signal(16)
         out_column = Signal(16)
@@ -118,10 +118,7 @@ class PoolEngine(wiring.Component):
             with m.State("Idle"):
                 with m.If(self.start):
                     m.d.sync += [
-                        kind.eq(self.kind), relu.eq(self.relu),
-                        row_stride.eq(self.width), channel_stride.eq(self.pixels),
-                        out_columns.eq(self.width >> 1), out_rows.eq(self.height >> 1),
-                        channels.eq(self.channels), channel.eq(0), out_row.eq(0),
+                        channel.eq(0), out_row.eq(0),
                         out_column.eq(0), channel_start.eq(self.in_base),
                         row_start.eq(self.in_base), element.eq(self.in_base),
                         count.eq(self.pixels),

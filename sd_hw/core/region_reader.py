@@ -32,7 +32,9 @@ class RegionReader(wiring.Component):
     Members
     -------
     start : ``In(1)``
-        Pulse while idle: latch ``base``, ``length``, ``repeats`` and begin.
+        Pulse while idle to begin. ``base``, ``length`` and ``repeats`` are
+        not latched: the driver holds them from ``start`` until ``busy``
+        falls (the core's sequencer holds its operation and group).
         ``length = 0`` or ``repeats = 0`` streams nothing.
     base : ``In(addr_width)``
     length : ``In(16)``
@@ -73,9 +75,10 @@ class RegionReader(wiring.Component):
         m = Module()
         m.submodules.queue = queue = SyncFIFO(width=self._data_width, depth=self._queue_depth)
 
-        base = Signal(self._addr_width)
-        length = Signal(16)
-        repeats = Signal(16)
+        # base, repeats and (without a header) length are held by the driver.
+        base = self.base
+        repeats = self.repeats
+        length = Signal(16) if self._header else self.length
         index = Signal(16)
         repeat = Signal(16)
         in_flight = Signal()
@@ -104,9 +107,7 @@ class RegionReader(wiring.Component):
         with m.FSM():
             with m.State("Idle"):
                 with m.If(self.start):
-                    m.d.sync += [base.eq(self.base), length.eq(self.length),
-                                 repeats.eq(self.repeats), index.eq(0), repeat.eq(0),
-                                 header_index.eq(0)]
+                    m.d.sync += [index.eq(0), repeat.eq(0), header_index.eq(0)]
                     m.next = "Header" if self._header else "Check"
 
             if self._header:

@@ -39,7 +39,8 @@ class RowIssuer(wiring.Component):
     Members
     -------
     start : ``In(1)``
-        Pulse while idle; latches the other inputs.
+        Pulse while idle to begin; the driver holds the other inputs from
+        ``start`` until ``busy`` falls.
     index_base, entries, passes, window, origin, width, height : ``In(...)``
     busy : ``Out(1)``
         Until every entry has been read and handed on.
@@ -87,11 +88,9 @@ class RowIssuer(wiring.Component):
         wiring.connect(m, commands.r_stream, wiring.flipped(self.commands))
         wiring.connect(m, ends.r_stream, wiring.flipped(self.block_ends))
 
-        window = Signal(Window)
-        origin = Signal(16)
-        width = Signal(16)
-        height = Signal(16)
-        entries = Signal(16)
+        # The driver holds the inputs while busy.
+        window, origin, width, height = self.window, self.origin, self.width, self.height
+        entries = self.entries
         entry_index = Signal(16)
         pixel = Signal(16)
         column = Signal(16)
@@ -106,11 +105,10 @@ class RowIssuer(wiring.Component):
             self.read.eq(reader.read),
         ]
         with m.If(self.start):
-            m.d.sync += [window.eq(self.window), origin.eq(self.origin), width.eq(self.width),
-                         height.eq(self.height), entries.eq(self.entries),
-                         entry_index.eq(0), pixel.eq(0), column.eq(0), row.eq(0)]
+            m.d.sync += [entry_index.eq(0), pixel.eq(0), column.eq(0), row.eq(0)]
 
-        entry = data.View(entry_layout(), reader.words.payload[:data.Layout.cast(entry_layout()).size])
+        entry_bits = data.Layout.cast(entry_layout()).size
+        entry = data.View(entry_layout(), reader.words.payload[:entry_bits])
         header = entry.body.block
         row_entry = entry.body.row
 

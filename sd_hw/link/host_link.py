@@ -113,8 +113,10 @@ class HostLink(wiring.Component):
         reply_crc = Signal(16)
         reply_words = Signal(range(MAX_READ_WORDS + 1))
         reply_index = Signal(range(MAX_READ_WORDS + 1))
-        reply_base = Signal(32)
-        reply_word = Signal(32)
+        # The reply's first bus address and the word being sent reuse two registers of
+        # the request, which are not needed any more by then.
+        reply_base = word0
+        reply_word = current
         reply_byte = Signal(range(4))
         is_ident = Signal()
         write_index = Signal(range(MAX_WORDS + 1))
@@ -143,7 +145,8 @@ class HostLink(wiring.Component):
             with m.State("Sync"):
                 m.d.comb += rx.ready.eq(1)
                 with m.If(got & (byte == REQUEST_SYNC)):
-                    m.d.sync += [crc.eq(0xFFFF), received.eq(0), overflow.eq(0), idle.eq(0)]
+                    m.d.sync += [crc.eq(0xFFFF), received.eq(0), overflow.eq(0), idle.eq(0),
+                                 reply_words.eq(0), reply_index.eq(0), is_ident.eq(0)]
                     m.next = "Command"
 
             def receiving(name, body, *, checked=False):
@@ -209,7 +212,6 @@ class HostLink(wiring.Component):
             receiving("CrcHigh", on_crc_high)
 
             with m.State("Check"):
-                m.d.sync += [reply_words.eq(0), reply_index.eq(0), is_ident.eq(0)]
                 with m.If(overflow | (length > 4 + 4 * MAX_WORDS)):
                     m.d.sync += status.eq(Status.OVERFLOW)
                     m.next = "ReplyStart"
@@ -230,8 +232,7 @@ class HostLink(wiring.Component):
                         m.next = "ReplyStart"
                 with m.Elif(command == Command.READ):
                     with m.If((length == 6) & (count != 0) & (count <= MAX_READ_WORDS)):
-                        m.d.sync += [status.eq(Status.OK), reply_words.eq(count),
-                                     reply_base.eq(word0)]
+                        m.d.sync += [status.eq(Status.OK), reply_words.eq(count)]
                     with m.Else():
                         m.d.sync += status.eq(Status.BAD_LENGTH)
                     m.next = "ReplyStart"

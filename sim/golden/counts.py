@@ -30,6 +30,10 @@ class CoreShape:
     ``op_words`` and ``group_words``: 32-bit words of a program operation
     and of a group header; ``basis_words``: basis-memory words per basis;
     ``header_words``: words of the length header of a lane's stream.
+    ``coefficients``: ``"packed"`` (the lanes read the packed coefficient
+    stream in ``stream_bits``-bit words and decode it) or ``"unpacked"``
+    (one decoded row record per issued row: an element mask of 3 bits,
+    three codes of ``code_bits + 1`` bits and a ``last`` bit).
     """
 
     lanes: int
@@ -38,10 +42,17 @@ class CoreShape:
     basis_words: int
     op_words: int
     group_words: int
+    coefficients: str = "packed"
+
+    @property
+    def weight_word_bits(self):
+        if self.coefficients == "unpacked":
+            return 3 + 3 * (self.code_bits + 1) + 1
+        return self.stream_bits
 
     @property
     def header_words(self):
-        return -(-16 // self.stream_bits)
+        return -(-16 // self.weight_word_bits)
 
 
 def layer_plan(network):
@@ -98,7 +109,9 @@ def _activation_rows(spec, x):
 
 
 def _block_words(present, rows, shape):
-    """Stream words of one lane's block of ``rows`` issued rows (``present`` (n, 3) or None)."""
+    """Weight words of one lane's block of ``rows`` issued rows (``present`` (n, 3) or None)."""
+    if shape.coefficients == "unpacked":
+        return rows
     bits = rows
     if present is not None:
         nonzero = present.any(axis=1)
@@ -168,7 +181,8 @@ def cycle_estimate(net, shape):
     """An analytic estimate of the cycles of one run (not input dependent).
 
     Per lane group and pixel, the decoders' time (one cycle per issued row
-    plus a cycle per block for its row bitmap and one for a record refill),
+    plus a cycle per block for its row bitmap and one for a record refill;
+    unpacked, one cycle per issued row and one per block header),
     at least ``lanes`` cycles (the output stage writes one output per
     cycle); plus a fixed start-up per group and operation. It is an
     estimate to compare with the measured count, not a bound.
@@ -195,6 +209,9 @@ def cycle_estimate(net, shape):
             per_pass = 0
             for b in sorted(set(block_of_row[live].tolist())):
                 n = int((live & (block_of_row == b)).sum())
-                per_pass += n + -(-n // shape.stream_bits) + 1
+                if shape.coefficients == "unpacked":
+                    per_pass += n + 1
+                else:
+                    per_pass += n + -(-n // shape.stream_bits) + 1
             cycles += pixels * max(per_pass, shape.lanes) + shape.group_words + 2 * shape.lanes + 16
     return cycles
