@@ -14,12 +14,14 @@ PLATFORM = ICEBreakerPlatform
 CLOCK_HZ = 12_000_000
 
 #: One lane and buffers sized for the bundled digits networks: what fits the
-#: UP5K's 5280 logic cells and 30 EBRs (the performance counters but
-#: ``cycles`` are left out to fit).
+#: UP5K's 5280 logic cells and 30 EBRs. To fit, the weight memory holds
+#: decoded row records (``coefficients="unpacked"``: no coefficient decoder)
+#: and the performance counters but ``cycles`` are left out.
 DEFAULT_CONFIG = CoreConfig(
     datapath=AcceleratorConfig(lanes=1),
     activation_depth=1024, weight_depth=1024, basis_depth=256, index_depth=1024,
-    param_depth=256, output_depth=64, program_depth=64, counters=False)
+    param_depth=256, output_depth=64, program_depth=64, coefficients="unpacked",
+    counters=False)
 
 
 class ICEBreakerTop(BoardTop):

@@ -136,6 +136,10 @@ def add_core_options(parser):
         group.add_argument(f"--{field.name.replace('_', '-')}", dest=f"core_{field.name}",
                            metavar="N", help=f"{_DEPTH_HELP[field.name]} "
                                              f"(default {field.default})")
+    group.add_argument("--coefficients", dest="core_coefficients", metavar="FORMAT",
+                       help="weight-memory format: 'packed' (the weight file's coefficient "
+                            "stream, decoded on chip) or 'unpacked' (one decoded 16-bit row "
+                            "record per row, no decoder; smaller logic, more memory)")
     group.add_argument("--no-counters", dest="core_no_counters", action="store_true",
                        help="build the cycle counter only, not the other performance counters")
 
@@ -165,6 +169,8 @@ def core_config_from_args(args, base=None):
     description["datapath"] = datapath
     if getattr(args, "core_no_counters", False):
         description["counters"] = False
+    if getattr(args, "core_coefficients", None) is not None:
+        description["coefficients"] = args.core_coefficients
     for field in dataclasses.fields(CoreConfig):
         text = getattr(args, f"core_{field.name}", None)
         if field.name not in _DEPTH_HELP or text is None:
