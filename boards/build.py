@@ -231,6 +231,8 @@ def build_board(name, config=None, *, out_dir="build/boards", seeds=1, freq_mhz=
         if utilisation is None:
             utilisation = data["utilization"]
         for net, entry in data.get("fmax", {}).items():
+            if net.startswith("$PACKER_"):
+                continue  # nextpnr's constant nets (a DSP's unused clock input), not clocks
             clock = net.removeprefix("$glbnet$")  # nextpnr's name of the global clock net
             fmax.setdefault(clock, []).append(entry["achieved"])
             constraints[clock] = entry["constraint"]

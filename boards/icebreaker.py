@@ -15,10 +15,12 @@ CLOCK_HZ = 12_000_000
 
 #: One lane and buffers sized for the bundled digits networks: what fits the
 #: UP5K's 5280 logic cells and 30 EBRs. To fit, the weight memory holds
-#: decoded row records (``coefficients="unpacked"``: no coefficient decoder)
-#: and the performance counters but ``cycles`` are left out.
+#: decoded row records (``coefficients="unpacked"``: no coefficient decoder),
+#: the performance counters but ``cycles`` are left out, and the accumulators
+#: are 26 bits, the narrowest the datapath allows (the compiler checks every
+#: layer's accumulator bound against it).
 DEFAULT_CONFIG = CoreConfig(
-    datapath=AcceleratorConfig(lanes=1),
+    datapath=AcceleratorConfig(lanes=1, accumulator_bits=26),
     activation_depth=1024, weight_depth=1024, basis_depth=256, index_depth=1024,
     param_depth=256, output_depth=64, program_depth=64, coefficients="unpacked",
     counters=False)

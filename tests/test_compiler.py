@@ -13,6 +13,8 @@ from sd_hw.core.layouts import GROUP_WORDS, OP_WORDS, entry_layout
 from sd_hw.integer_network import DenseWeights
 from sd_hw.network import Network
 from sim.golden.digits import DEFAULT_CNN
+from sim.golden.integerise import accumulator_bound
+from sim.golden.reference import rebuild_weight
 
 from amaranth.lib import data
 
@@ -116,11 +118,31 @@ def test_mismatched_formats_are_refused():
     with pytest.raises(CompileError, match="layer 'c1' has blocks of 200 rows; the core's "
                                            "decoder takes at most block_rows = 192"):
         compile_network(net, CoreConfig())
+
+
+def test_accumulators_are_checked_against_the_layers_bounds():
+    # The core's accumulator width is checked against what each layer can reach (the
+    # golden model's bound on its rebuilt weights), not against the width the network
+    # was integerised for.
     net = hardware_network(TINY, 1, block_rows=4)
-    net.accumulator_bits = 40
-    with pytest.raises(CompileError, match="40-bit accumulators; the core has "
-                                           "accumulator_bits = 32"):
-        compile_network(net, CoreConfig())
+    first = next(iter(net.layers.values()))
+    first.bias[1] = 2 ** 28 + 12345   # wider than the narrowest core, 26 bits
+    need = {}
+    specs = {spec.name: spec for spec in net.network.compute_layers}
+    for name, layer in net.layers.items():
+        spec = specs[name]
+        bound = accumulator_bound(rebuild_weight(layer.weights, spec.weight_shape), layer.bias)
+        need[name] = (int(bound.max()), int(bound.max()).bit_length() + 1, int(bound.argmax()))
+    name, (bound, bits, channel) = max(need.items(), key=lambda item: item[1][1])
+    config = CoreConfig(datapath=AcceleratorConfig(accumulator_bits=bits))
+    net.accumulator_bits = 48
+    compile_network(net, config)
+    narrow = CoreConfig(datapath=AcceleratorConfig(accumulator_bits=bits - 1))
+    with pytest.raises(CompileError, match=f"layer {name!r}, channel {channel}: its "
+                                           f"accumulator can reach {bound} in magnitude, "
+                                           f"which needs {bits} bits; the core has "
+                                           f"accumulator_bits = {bits - 1}"):
+        compile_network(net, narrow)
 
 
 def test_dense_layers_are_refused_by_name():

@@ -917,7 +917,7 @@ def random_op(rng, kind, **fields):
 
 def random_group_header(rng):
     header = {name: rng.randrange(1 << 16) for name in
-              ("weight_base", "basis_base", "blocks", "index_base", "entries", "output_base",
+              ("weight_base", "basis_base", "basis_words", "index_base", "entries", "output_base",
                "param_base")}
     header["lanes"] = rng.randrange(256)
     return header

@@ -3,17 +3,20 @@
 from dataclasses import dataclass, field
 from math import prod
 
+import numpy as np
+
 from ..core.config import CoreConfig
 from ..core.host_map import Space
 from ..core.layouts import GROUP_WORDS, OpKind, Window, group_layout, op_layout, pack_words
 from ..errors import ParameterError
-from ..integer_network import IntegerNetwork
+from ..config import signed_bits
+from ..integer_network import ACTIVATION_MIN, IntegerNetwork
 from .errors import CompileError
 from .groups import header_words, lane_groups, window_of
 from .plan import place_tensors, plan_ops
 
 
-__all__ = ["OpInfo", "CompiledProgram", "compile_network"]
+__all__ = ["OpInfo", "CompiledProgram", "compile_network", "accumulator_bounds"]
 
 
 @dataclass(frozen=True)
@@ -78,11 +81,34 @@ def _check_compatible(net, config):
     if datapath.activation_bits < 8:
         problems.append(f"its activations are int8; the core has activation_bits = "
                         f"{datapath.activation_bits}")
-    if net.accumulator_bits > datapath.accumulator_bits:
-        problems.append(f"it is integerised for {net.accumulator_bits}-bit accumulators; the "
-                        f"core has accumulator_bits = {datapath.accumulator_bits}")
+    for name, layer in net.layers.items():
+        if not layer.decomposed:
+            continue
+        bound = accumulator_bounds(layer)
+        channel = int(np.argmax(bound))
+        need = signed_bits(bound[channel])
+        if need > datapath.accumulator_bits:
+            problems.append(f"layer {name!r}, channel {channel}: its accumulator can reach "
+                            f"{int(bound[channel])} in magnitude, which needs {need} bits; "
+                            f"the core has accumulator_bits = {datapath.accumulator_bits}")
     if problems:
         raise CompileError("the network does not match the core: " + "; ".join(problems))
+
+
+def accumulator_bounds(layer):
+    """Per output channel, the largest ``|sum(w_int * x_int) + bias|`` any int8 input gives.
+
+    The core's accumulators add modulo ``2**accumulator_bits``; a channel's
+    result is exact when this bound fits, whatever the partial sums did.
+    """
+    weights = layer.weights
+    block = weights.block_of_row()
+    basis = weights.basis.astype(np.int64)[:, block]                  # (M, R, 3, 3)
+    signs = np.where(weights.negative, -1, 1) * weights.present
+    terms = (signs * (1 << weights.exponent.astype(np.int64)))[..., None] * basis
+    rebuilt = terms.sum(axis=2)                                       # (M, R, 3)
+    magnitude = np.abs(rebuilt).reshape(rebuilt.shape[0], -1).sum(axis=1)
+    return -ACTIVATION_MIN * magnitude + np.abs(layer.bias.astype(np.int64))
 
 
 def _check_fits(what, need, limit, parameter, layer=None):
@@ -149,7 +175,7 @@ def compile_network(net, config):
                     bases[lane] += group.bases[lane]
                 header = {
                     "weight_base": weight_base, "basis_base": basis_base,
-                    "blocks": group.blocks, "index_base": len(index_words),
+                    "basis_words": len(group.bases[0]), "index_base": len(index_words),
                     "entries": len(group.entries),
                     "output_base": output_base + group.channels.start * pixels,
                     "param_base": len(params), "lanes": len(group.channels),

@@ -197,7 +197,7 @@ class SDCore(wiring.Component):
                 fetcher.repeats.eq(op.pixels),
                 basis_reader.start.eq(sequencer.compute_start),
                 basis_reader.base.eq(group.basis_base),
-                basis_reader.length.eq(group.blocks * config.basis_words),
+                basis_reader.length.eq(group.basis_words),
                 basis_reader.repeats.eq(op.pixels),
             ]
             compute_busy |= fetcher.busy | basis_reader.busy

@@ -80,9 +80,9 @@ def group_layout():
         Address, in every lane's weight memory, of the group's region: word
         0 holds the number ``n`` of stream words, words ``1 .. n`` the
         lane's coefficient stream of one pass.
-    basis_base, blocks
-        The group's ``blocks`` bases in every lane's basis memory, one
-        after the other.
+    basis_base, basis_words
+        The group's bases in every lane's basis memory, one block's after
+        the other: ``basis_words`` words in all.
     index_base, entries
         The ``entries`` index entries of one pass (block headers and rows).
     output_base
@@ -95,7 +95,7 @@ def group_layout():
     return data.StructLayout({
         "weight_base": 16,
         "basis_base": 16,
-        "blocks": 16,
+        "basis_words": 16,
         "index_base": 16,
         "entries": 16,
         "output_base": 16,

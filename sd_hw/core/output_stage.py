@@ -54,7 +54,8 @@ class OutputStage(wiring.Component):
 
     def __init__(self, config, *, param_addr_width, activation_addr_width, output_addr_width):
         self._config = config
-        self._output_addr_width = output_addr_width
+        # Output addresses wrap at the larger memory's size (the compiler keeps them in range).
+        self._address_width = max(activation_addr_width, output_addr_width)
         super().__init__({
             "start": In(1),
             "output_base": In(16),
@@ -111,8 +112,8 @@ class OutputStage(wiring.Component):
         # Stage 0: take lane `lane`'s sum.
         lane = Signal(range(lanes))
         pass_index = Signal(16)
-        pass_start = Signal(16)
-        address = Signal(16)
+        pass_start = Signal(self._address_width)
+        address = Signal(self._address_width)
         taking = Signal()
         sums_valid = Array(s.valid for s in self.sums)
         sums_payload = Array(s.payload for s in self.sums)
@@ -126,7 +127,7 @@ class OutputStage(wiring.Component):
         s1_acc = Signal(signed(acc_bits))
         s1_multiplier = Signal(unsigned(MULTIPLIER_BITS))
         s1_shift = Signal(6)
-        s1_address = Signal(16)
+        s1_address = Signal(self._address_width)
         m.d.sync += [s1_valid.eq(take), s1_write.eq(lane < active)]
         with m.If(take):
             m.d.sync += [s1_acc.eq(sums_payload[lane] + bias[lane]),
@@ -139,7 +140,7 @@ class OutputStage(wiring.Component):
         s2_acc = Signal(signed(acc_bits))
         s2_product = Signal(signed(product_bits))
         s2_shift = Signal(range(product_bits + 1))
-        s2_address = Signal(16)
+        s2_address = Signal(self._address_width)
         m.d.sync += [s2_valid.eq(s1_valid), s2_write.eq(s1_write), s2_acc.eq(s1_acc),
                      s2_product.eq(s1_acc * s1_multiplier), s2_address.eq(s1_address),
                      # Any shift of at least product_bits gives the same result (0).

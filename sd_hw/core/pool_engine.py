@@ -37,6 +37,7 @@ class PoolEngine(wiring.Component):
 
     def __init__(self, config, *, addr_width):
         self._config = config
+        self._addr_width = addr_width
         width = config.activation_bits
         super().__init__({
             "start": In(1),
@@ -68,11 +69,13 @@ class PoolEngine(wiring.Component):
         channel = Signal(16)
         out_row = Signal(16)
         out_column = Signal(16)
-        channel_start = Signal(16)
-        row_start = Signal(16)
-        element = Signal(16)         # top-left input element of the window (COPY: the element)
-        count = Signal(16)           # COPY: elements left
-        out_address = Signal(16)
+        # Addresses wrap at the memory's size, like the operation's 16-bit ones do at 2**16.
+        address_shape = self._addr_width
+        channel_start = Signal(address_shape)
+        row_start = Signal(address_shape)
+        element = Signal(address_shape)  # top-left input element of the window (COPY: the element)
+        count = Signal(16)               # COPY: elements left
+        out_address = Signal(address_shape)
         second = Signal()            # POOL: reading the window's lower row
 
         port0, port1 = self.ports

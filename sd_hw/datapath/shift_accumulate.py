@@ -60,12 +60,12 @@ class ShiftAccumulatePE(wiring.Component):
 
     Basis banks
     -----------
-    Two 3x3 register banks. ``basis`` loads the shadow bank (it is ready
-    while the shadow bank is empty), so the next block's basis can arrive
-    while the active bank works. The active bank is released after its
-    block; the banks then swap as soon as the shadow bank is loaded (in the
-    same cycle if it already is, or if a basis arrives in that cycle), and
-    the fresh basis serves the next block. Until a basis for the next block
+    Two 3x3 register banks, active and shadow. ``basis`` loads the shadow
+    bank (it is ready while the shadow bank is empty), so the next block's
+    basis can arrive while the active bank works. The active bank is
+    released after its block; the shadow bank's basis is then copied into
+    it (in the same cycle if it is already loaded; a basis arriving in that
+    cycle goes straight to the active bank), and serves the next block. Until a basis for the next block
     has arrived, the PE stalls: in ``rebuild`` the first row of the block is
     not taken (``rows.ready`` low); in ``factored`` ``active_basis`` is not
     valid. The first block waits for the first basis the same way.
@@ -147,32 +147,28 @@ class ShiftAccumulatePE(wiring.Component):
         m = Module()
         config = self._config
 
-        banks = [Signal(basis_layout(config), name=f"bank{i}", reset_less=True)
-                 for i in range(2)]
-        select = Signal()       # index of the active bank
+        # The active bank is a register of its own (no multiplexer between two banks in
+        # front of the shift-and-add unit); a swap copies the shadow bank into it.
+        active = Signal(basis_layout(config), reset_less=True)
+        shadow = Signal(basis_layout(config), reset_less=True)
         active_full = Signal()  # the active bank holds the current block's basis
-        shadow_full = Signal()  # the other bank holds the next block's basis
+        shadow_full = Signal()  # the shadow bank holds the next block's basis
         release = Signal()      # the active bank's block is done
-        active = Signal(basis_layout(config))
-        m.d.comb += active.eq(Mux(select, banks[1], banks[0]))
 
-        # A basis always goes to the shadow bank. When the active bank is free (or
-        # freed in this cycle), the shadow bank, or the basis arriving now, takes over.
+        # A basis goes to the shadow bank, or straight into the active bank when that is
+        # free (or freed in this cycle) and the shadow bank is empty.
         load = Signal()
         m.d.comb += [self.basis.ready.eq(~shadow_full),
                      load.eq(self.basis.valid & self.basis.ready)]
-        with m.If(load):
-            with m.If(select):
-                m.d.sync += banks[0].eq(self.basis.payload)
-            with m.Else():
-                m.d.sync += banks[1].eq(self.basis.payload)
         with m.If(release | ~active_full):
-            with m.If(shadow_full | load):
-                m.d.sync += [select.eq(~select), active_full.eq(1), shadow_full.eq(0)]
+            with m.If(shadow_full):
+                m.d.sync += [active.eq(shadow), active_full.eq(1), shadow_full.eq(0)]
+            with m.Elif(load):
+                m.d.sync += [active.eq(self.basis.payload), active_full.eq(1)]
             with m.Else():
                 m.d.sync += active_full.eq(0)
         with m.Elif(load):
-            m.d.sync += shadow_full.eq(1)
+            m.d.sync += [shadow.eq(self.basis.payload), shadow_full.eq(1)]
 
         if config.dataflow == "rebuild":
             self._elaborate_rebuild(m, active, active_full, release)
@@ -185,9 +181,11 @@ class ShiftAccumulatePE(wiring.Component):
         row = self.rows.payload
         term_bits = signed_bits(2 ** (config.basis_bits - 1 + config.max_shift))
 
-        # Stage 1: the nine signed, shifted basis entries.
+        # Stage 1: the nine shifted basis entries, negated ones as their ones' complement
+        # (``-x == ~x + 1``); the row's count of negated entries adds the missing ones.
         terms = [[Signal(signed(term_bits), name=f"term_{j}_{c}", reset_less=True)
                   for c in range(3)] for j in range(3)]
+        negations = Signal(range(4), reset_less=True)
         terms_valid = Signal()
         terms_last = Signal()
         # Stage 2: their column sums, the output register.
@@ -202,20 +200,22 @@ class ShiftAccumulatePE(wiring.Component):
         with m.If(terms_ready):
             m.d.sync += terms_valid.eq(take)
         with m.If(take):
-            m.d.sync += terms_last.eq(row.last)
+            negated = [row.present[j] & row.coefficients[j].negative for j in range(3)]
+            m.d.sync += [terms_last.eq(row.last), negations.eq(sum(negated))]
             for j in range(3):
                 code = row.coefficients[j]
                 for c in range(3):
                     shifted = active[j][c] << code.exponent
                     m.d.sync += terms[j][c].eq(
-                        Mux(row.present[j], Mux(code.negative, -shifted, shifted), 0))
+                        Mux(row.present[j], Mux(code.negative, ~shifted, shifted), 0))
 
         with m.If(out_ready):
             m.d.sync += out.valid.eq(terms_valid)
         with m.If(out_ready & terms_valid):
             m.d.sync += out.payload.last.eq(terms_last)
             for c in range(3):
-                m.d.sync += out.payload.row[c].eq(terms[0][c] + terms[1][c] + terms[2][c])
+                m.d.sync += out.payload.row[c].eq(terms[0][c] + terms[1][c] + terms[2][c]
+                                                  + negations)
 
     def _elaborate_factored(self, m, active, active_full, release):
         config = self._config

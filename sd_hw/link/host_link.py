@@ -109,13 +109,13 @@ class HostLink(wiring.Component):
         with m.If(send):
             m.d.sync += [tx.payload.eq(send_byte), tx.valid.eq(1)]
 
-        # Reply state.
-        reply_crc = Signal(16)
+        # Reply state. The reply's CRC goes into `crc` too: the request's check is over.
         reply_words = Signal(range(MAX_READ_WORDS + 1))
         reply_index = Signal(range(MAX_READ_WORDS + 1))
-        # The reply's first bus address and the word being sent reuse two registers of
-        # the request, which are not needed any more by then.
-        reply_base = word0
+        # The reply's bus address and the word being sent reuse two registers of the
+        # request, which are not needed any more by then. WRITE and READ step the
+        # address in word0 itself.
+        reply_address = word0
         reply_word = current
         reply_byte = Signal(range(4))
         is_ident = Signal()
@@ -126,14 +126,12 @@ class HostLink(wiring.Component):
         count = current[16:32]   # READ: the count is the payload's last two bytes
         data_words = (length - 4) >> 2
 
-        # Every byte sent between the sync byte and the CRC goes into the reply's CRC.
+        # Every byte received between the sync byte and the CRC goes into the request's
+        # CRC, every byte sent between the sync byte and the CRC into the reply's.
         counted = Signal()
-        with m.If(send & counted):
-            m.d.sync += reply_crc.eq(crc16_step(reply_crc, send_byte))
-        # Every byte received between the sync byte and the CRC goes into the request's.
         crc_checked = Signal()
-        with m.If(got & crc_checked):
-            m.d.sync += crc.eq(crc16_step(crc, byte))
+        with m.If((got & crc_checked) | (send & counted)):
+            m.d.sync += crc.eq(crc16_step(crc, Mux(counted, send_byte, byte)))
 
         def emit(value, then, *, update_crc=True):
             m.d.comb += [send_byte.eq(value), counted.eq(update_crc)]
@@ -218,7 +216,8 @@ class HostLink(wiring.Component):
                 with m.Elif(command == Command.IDENT):
                     with m.If(length == 0):
                         m.d.sync += [status.eq(Status.OK), reply_words.eq(4), is_ident.eq(1),
-                                     reply_base.eq(address(Space.REGISTERS, Register.IDENT))]
+                                     reply_address.eq(address(Space.REGISTERS,
+                                                              Register.IDENT))]
                     with m.Else():
                         m.d.sync += status.eq(Status.BAD_LENGTH)
                     m.next = "ReplyStart"
@@ -252,9 +251,10 @@ class HostLink(wiring.Component):
                 with m.If(~fetched):
                     m.d.sync += fetched.eq(1)
                 with m.Else():
-                    m.d.comb += [self.bus.addr.eq(word0 + write_index),
+                    m.d.comb += [self.bus.addr.eq(word0),
                                  self.bus.w_data.eq(buffer_read.data), self.bus.w_en.eq(1)]
-                    m.d.sync += [fetched.eq(0), write_index.eq(write_index + 1)]
+                    m.d.sync += [fetched.eq(0), write_index.eq(write_index + 1),
+                                 word0.eq(word0 + 1)]
                     with m.If(write_index + 1 == write_count):
                         m.d.sync += status.eq(Status.OK)
                         m.next = "ReplyStart"
@@ -268,11 +268,11 @@ class HostLink(wiring.Component):
             with m.State("RunWait"):
                 with m.If(self.done):
                     m.d.sync += [status.eq(Status.OK), reply_words.eq(1),
-                                 reply_base.eq(address(Space.REGISTERS, COUNTER_BASE))]
+                                 reply_address.eq(address(Space.REGISTERS, COUNTER_BASE))]
                     m.next = "ReplyStart"
 
             with m.State("ReplyStart"):
-                m.d.sync += reply_crc.eq(0xFFFF)
+                m.d.sync += crc.eq(0xFFFF)
                 emit(REPLY_SYNC, "ReplyStatus", update_crc=False)
             with m.State("ReplyStatus"):
                 emit(status, "ReplyLengthLow")
@@ -284,7 +284,8 @@ class HostLink(wiring.Component):
                 with m.Else():
                     emit((reply_words << 2)[8:16], "ReplyFetch")
             with m.State("ReplyFetch"):
-                m.d.comb += [self.bus.addr.eq(reply_base + reply_index), self.bus.r_en.eq(1)]
+                m.d.comb += [self.bus.addr.eq(reply_address), self.bus.r_en.eq(1)]
+                m.d.sync += reply_address.eq(reply_address + 1)
                 m.next = "ReplyCapture"
             with m.State("ReplyCapture"):
                 last_ident = is_ident & (reply_index == 3)
@@ -303,7 +304,7 @@ class HostLink(wiring.Component):
                         with m.Else():
                             m.next = "ReplyFetch"
             with m.State("ReplyCrcLow"):
-                emit(reply_crc[:8], "ReplyCrcHigh", update_crc=False)
+                emit(crc[:8], "ReplyCrcHigh", update_crc=False)
             with m.State("ReplyCrcHigh"):
-                emit(reply_crc[8:], "Sync", update_crc=False)
+                emit(crc[8:], "Sync", update_crc=False)
         return m
