@@ -17,10 +17,10 @@ CLOCK_HZ = 12_000_000
 #: UP5K's 5280 logic cells and 30 EBRs. To fit, the weight memory holds
 #: decoded row records (``coefficients="unpacked"``: no coefficient decoder),
 #: the performance counters but ``cycles`` are left out, and the accumulators
-#: are 26 bits, the narrowest the datapath allows (the compiler checks every
-#: layer's accumulator bound against it).
+#: are 27 bits, what the bundled digits CNN needs (the compiler checks every
+#: layer's accumulator bound against it; the datapath allows 26 and up).
 DEFAULT_CONFIG = CoreConfig(
-    datapath=AcceleratorConfig(lanes=1, accumulator_bits=26),
+    datapath=AcceleratorConfig(lanes=1, accumulator_bits=27),
     activation_depth=1024, weight_depth=1024, basis_depth=256, index_depth=1024,
     param_depth=256, output_depth=64, program_depth=64, coefficients="unpacked",
     counters=False)

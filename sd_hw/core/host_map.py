@@ -86,7 +86,11 @@ COUNTERS = (
 
 class HostBus(wiring.Signature):
     """The host bus, from the host's side: ``addr``, ``w_data``, ``w_en``, ``r_en`` out,
-    ``r_data`` in."""
+    ``r_data`` in.
+
+    ``r_data`` answers a read (``r_en``) in the next cycle and holds that
+    word until the next read, while the core is idle.
+    """
 
     def __init__(self):
         super().__init__({

@@ -1,6 +1,6 @@
 """Bias, requantisation and ReLU of the lanes' sums, and their write-back."""
 
-from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -146,16 +146,21 @@ class OutputStage(wiring.Component):
                      # Any shift of at least product_bits gives the same result (0).
                      s2_shift.eq(Mux(s1_shift > product_bits, product_bits, s1_shift))]
 
-        # Then, in the cycle of the write: rounding (half up), the arithmetic shift,
-        # saturation and ReLU.
-        half = Signal(product_bits + 1)  # 2**(shift - 1), or 0 for shift 0
-        rounded = Signal(signed(product_bits + 2))
-        shifted = Signal(signed(product_bits + 2))
-        m.d.comb += [half.eq((Const(1, 1) << s2_shift)[1:]),
-                     rounded.eq(s2_product + half),
-                     shifted.eq(rounded >> s2_shift)]
-        clamped = Mux(shifted > ACTIVATION_MAX, ACTIVATION_MAX,
-                      Mux(shifted < ACTIVATION_MIN, ACTIVATION_MIN, shifted))
+        # Then, in the cycle of the write: the arithmetic shift, rounding (half up),
+        # saturation and ReLU. Rounding follows the shift, on a narrow value:
+        # (p + 2**(s-1)) >> s == ((2p >> s) + 1) >> 1 for s >= 1 (and 2p >> 1 == p).
+        # Whatever does not fit `narrow` bits after the shift saturates anyway.
+        narrow = 10
+        halved = Signal(signed(product_bits + 1))    # 2p >> s
+        m.d.comb += halved.eq((s2_product << 1) >> s2_shift)
+        high = halved[narrow - 1:]
+        fits = (high == 0) | (high == (1 << len(high)) - 1)
+        shifted = Signal(signed(narrow + 1))
+        m.d.comb += shifted.eq((halved[:narrow].as_signed() + (s2_shift != 0)) >> 1)
+        negative = halved[-1]
+        clamped = Mux(~fits, Mux(negative, ACTIVATION_MIN, ACTIVATION_MAX),
+                      Mux(shifted > ACTIVATION_MAX, ACTIVATION_MAX,
+                          Mux(shifted < ACTIVATION_MIN, ACTIVATION_MIN, shifted)))
         activation = Signal(signed(config.activation_bits))
         result = Signal(signed(acc_bits))
         m.d.comb += [

@@ -112,11 +112,10 @@ class HostLink(wiring.Component):
         # Reply state. The reply's CRC goes into `crc` too: the request's check is over.
         reply_words = Signal(range(MAX_READ_WORDS + 1))
         reply_index = Signal(range(MAX_READ_WORDS + 1))
-        # The reply's bus address and the word being sent reuse two registers of the
-        # request, which are not needed any more by then. WRITE and READ step the
-        # address in word0 itself.
+        # The reply's bus address reuses a register of the request, which is not needed
+        # any more by then. WRITE and READ step the address in word0 itself. The word
+        # being sent is not copied: the bus holds its read data until the next read.
         reply_address = word0
-        reply_word = current
         reply_byte = Signal(range(4))
         is_ident = Signal()
         write_index = Signal(range(MAX_WORDS + 1))
@@ -285,18 +284,15 @@ class HostLink(wiring.Component):
                     emit((reply_words << 2)[8:16], "ReplyFetch")
             with m.State("ReplyFetch"):
                 m.d.comb += [self.bus.addr.eq(reply_address), self.bus.r_en.eq(1)]
-                m.d.sync += reply_address.eq(reply_address + 1)
-                m.next = "ReplyCapture"
-            with m.State("ReplyCapture"):
-                last_ident = is_ident & (reply_index == 3)
-                m.d.sync += [reply_word.eq(Mux(last_ident, MAX_WORDS, self.bus.r_data)),
-                             reply_byte.eq(0)]
+                m.d.sync += [reply_address.eq(reply_address + 1), reply_byte.eq(0)]
                 m.next = "ReplyWord"
             with m.State("ReplyWord"):
-                m.d.comb += [send_byte.eq(reply_word[:8]), counted.eq(1)]
+                last_ident = is_ident & (reply_index == 3)
+                word = Mux(last_ident, MAX_WORDS, self.bus.r_data)
+                m.d.comb += [send_byte.eq(word.word_select(reply_byte, 8)), counted.eq(1)]
                 with m.If(tx_free):
                     m.d.comb += send.eq(1)
-                    m.d.sync += [reply_word.eq(reply_word >> 8), reply_byte.eq(reply_byte + 1)]
+                    m.d.sync += reply_byte.eq(reply_byte + 1)
                     with m.If(reply_byte == 3):
                         m.d.sync += reply_index.eq(reply_index + 1)
                         with m.If(reply_index + 1 == reply_words):
