@@ -5,11 +5,11 @@ from math import prod
 
 import numpy as np
 
+from ..config import signed_bits
 from ..core.config import CoreConfig
 from ..core.host_map import Space
 from ..core.layouts import GROUP_WORDS, OpKind, Window, group_layout, op_layout, pack_words
 from ..errors import ParameterError
-from ..config import signed_bits
 from ..integer_network import ACTIVATION_MIN, IntegerNetwork
 from .errors import CompileError
 from .groups import header_words, lane_groups, window_of

@@ -70,13 +70,12 @@ class PoolEngine(wiring.Component):
         out_row = Signal(16)
         out_column = Signal(16)
         # Addresses wrap at the memory's size, like the operation's 16-bit ones do at 2**16.
-        address_shape = self._addr_width
-        channel_start = Signal(address_shape)
-        row_start = Signal(address_shape)
-        element = Signal(address_shape)  # top-left input element of the window (COPY: the element)
-        count = Signal(16)               # COPY: elements left
-        out_address = Signal(address_shape)
-        second = Signal()            # POOL: reading the window's lower row
+        channel_start = Signal(self._addr_width)
+        row_start = Signal(self._addr_width)
+        element = Signal(self._addr_width)      # top-left element of the window (COPY: the element)
+        out_address = Signal(self._addr_width)
+        count = Signal(16)                      # COPY: elements left
+        second = Signal()                       # POOL: reading the window's lower row
 
         port0, port1 = self.ports
         issue_top = Signal()

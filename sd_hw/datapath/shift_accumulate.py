@@ -65,10 +65,11 @@ class ShiftAccumulatePE(wiring.Component):
     basis can arrive while the active bank works. The active bank is
     released after its block; the shadow bank's basis is then copied into
     it (in the same cycle if it is already loaded; a basis arriving in that
-    cycle goes straight to the active bank), and serves the next block. Until a basis for the next block
-    has arrived, the PE stalls: in ``rebuild`` the first row of the block is
-    not taken (``rows.ready`` low); in ``factored`` ``active_basis`` is not
-    valid. The first block waits for the first basis the same way.
+    cycle goes straight to the active bank), and serves the next block.
+    Until a basis for the next block has arrived, the PE stalls: in
+    ``rebuild`` the first row of the block is not taken (``rows.ready``
+    low); in ``factored`` ``active_basis`` is not valid. The first block
+    waits for the first basis the same way.
 
     Members (``dataflow="rebuild"``)
     --------------------------------
