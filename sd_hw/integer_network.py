@@ -81,6 +81,20 @@ class DenseWeights:
 
     weight: np.ndarray
 
+    def rows(self):
+        """``(M, R, 3)`` weight rows in the order of a decomposed layer's Ce rows.
+
+        A 3x3 convolution's row ``r`` is kernel row ``r % 3`` of input
+        channel ``r // 3``; otherwise a row is three consecutive inputs, the
+        last one zero-padded (:func:`rows_per_channel` rows either way).
+        """
+        weight = np.asarray(self.weight)
+        m = weight.shape[0]
+        if weight.ndim == 4 and weight.shape[2] == 3:
+            return weight.reshape(m, -1, 3)
+        flat = weight.reshape(m, -1)
+        return np.pad(flat, ((0, 0), (0, -flat.shape[1] % 3))).reshape(m, -1, 3)
+
 
 @dataclass(eq=False)
 class IntegerLayer:

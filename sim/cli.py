@@ -140,6 +140,9 @@ def add_core_options(parser):
                        help="weight-memory format: 'packed' (the weight file's coefficient "
                             "stream, decoded on chip) or 'unpacked' (one decoded 16-bit row "
                             "record per row, no decoder; smaller logic, more memory)")
+    group.add_argument("--weights", dest="core_weights", metavar="KIND",
+                       help="'smartdeal' (decomposed layers, the default) or 'dense' (int8 "
+                            "layers compressed with --dense: the dense baseline core)")
     group.add_argument("--no-counters", dest="core_no_counters", action="store_true",
                        help="build the cycle counter only, not the other performance counters")
 
@@ -169,8 +172,9 @@ def core_config_from_args(args, base=None):
     description["datapath"] = datapath
     if getattr(args, "core_no_counters", False):
         description["counters"] = False
-    if getattr(args, "core_coefficients", None) is not None:
-        description["coefficients"] = args.core_coefficients
+    for name in ("coefficients", "weights"):
+        if getattr(args, f"core_{name}", None) is not None:
+            description[name] = getattr(args, f"core_{name}")
     for field in dataclasses.fields(CoreConfig):
         text = getattr(args, f"core_{field.name}", None)
         if field.name not in _DEPTH_HELP or text is None:

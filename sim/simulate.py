@@ -75,7 +75,8 @@ def core_shape(config):
     return CoreShape(lanes=config.lanes, stream_bits=config.datapath.stream_bits,
                      code_bits=config.datapath.code_bits, basis_words=config.basis_words,
                      op_words=OP_WORDS, group_words=GROUP_WORDS,
-                     coefficients=config.coefficients)
+                     coefficients=config.coefficients, weights=config.weights,
+                     block_rows=config.datapath.block_rows)
 
 
 def execute_script(script, config, *, simulator, build_dir, waves=False, rebuild=False):

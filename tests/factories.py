@@ -147,7 +147,7 @@ TINY = Network.from_dict({"input_shape": [2, 4, 4], "layers": [
 
 
 def hardware_network(network, seed, *, block_rows=192, code_bits=3, shared_zero_rows=0.3,
-                     group=4, density=0.6, row_density=0.8):
+                     group=4, density=0.6, row_density=0.8, dense=False):
     """A random :class:`IntegerNetwork` that an accelerator can run exactly.
 
     Like :func:`random_integer_network`, but with 32-bit accumulators whose
@@ -155,19 +155,27 @@ def hardware_network(network, seed, *, block_rows=192, code_bits=3, shared_zero_
     structured sparsity: within each group of ``group`` output channels a
     fraction ``shared_zero_rows`` of the Ce rows is zero in every channel
     (on top of rows and elements zero in single channels), so that a core
-    with ``group`` lanes skips them.
+    with ``group`` lanes skips them. ``dense``: every layer int8, with the
+    same shared zero rows.
     """
     net = random_integer_network(network, seed, code_bits=code_bits, block_rows=block_rows,
-                                 density=density, row_density=row_density)
+                                 density=density, row_density=row_density, dense=dense or ())
     rng = np.random.default_rng(seed + 1)
     for layer in net.layers.values():
         weights = layer.weights
-        m, rows, _ = weights.present.shape
+        m = layer.bias.shape[0]
+        rows = weights.rows() if dense else weights.present
         for first in range(0, m, group):
-            zero = rng.random(rows) < shared_zero_rows
+            zero = rng.random(rows.shape[1]) < shared_zero_rows
+            if dense:
+                rows[first:first + group, zero] = 0
+                continue
             for array in (weights.present, weights.negative):
                 array[first:first + group, zero] = False
             weights.exponent[first:first + group, zero] = 0
+        if dense:
+            shape = weights.weight.shape
+            weights.weight = rows.reshape(m, -1)[:, :np.prod(shape[1:])].reshape(shape)
         layer.bias = rng.integers(-2 ** 12, 2 ** 12, size=m).astype(np.int32)
     net.accumulator_bits = 32
     _spread_activations(net, rng)

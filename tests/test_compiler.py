@@ -153,6 +153,32 @@ def test_dense_layers_are_refused_by_name():
         compile_network(net, CoreConfig())
 
 
+def test_a_dense_core_refuses_decomposed_layers_by_name():
+    net = hardware_network(TINY, 1, block_rows=4)
+    with pytest.raises(CompileError, match="layer 'c1' is decomposed; a dense core"):
+        compile_network(net, CoreConfig(weights="dense"))
+
+
+def test_dense_weight_rows_by_hand():
+    """Linear 4 -> 2 on two lanes, blocks of one row: each lane's words are its int8
+    weights three by three (bits 7..0, 15..8, 23..16) with the last bit (24)."""
+    network = Network.from_dict({"input_shape": [4], "layers": [
+        {"type": "linear", "name": "fc", "in_features": 4, "out_features": 2}]})
+    net = hardware_network(network, 3, dense=True, shared_zero_rows=0.0)
+    net.layers["fc"].weights = DenseWeights(np.array([[1, -2, 3, -128], [0, 0, 0, 127]],
+                                                     np.int8))
+    config = CoreConfig(datapath=AcceleratorConfig(lanes=2, block_rows=1), weights="dense")
+    program = compile_network(net, config)
+    last = 1 << 24
+    # One group: a length header (two rows), then row 0 and row 1, each a block of its own.
+    assert program.images[(Space.WEIGHTS, 0)] == (0, [2, 0xFE01 | 0x03 << 16 | last,
+                                                      0x80 | last])
+    assert program.images[(Space.WEIGHTS, 1)] == (0, [2, last, 0x7F | last])
+    assert program.images[(Space.BASES, 0)] == (0, [])
+    assert [kind for kind, *_ in entries_of(program.images[(Space.INDEX, 0)][1][GROUP_WORDS:])] \
+        == ["block", "row", "block", "row"]
+
+
 def test_rows_zero_in_the_whole_group_are_skipped():
     """Linear 9 -> 3 (three rows), two lanes, blocks of two rows, rows by hand."""
     network = Network.from_dict({"input_shape": [8], "layers": [

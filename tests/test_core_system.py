@@ -66,6 +66,10 @@ RANDOM_CASES = [
     (TINY, dict(lanes=1, block_rows=4), dict(coefficients="unpacked"), 7, 9),
     (CONV1X1, dict(lanes=3, dataflow="factored"), dict(coefficients="unpacked"), 4, 10),
     (MLP, dict(lanes=2, code_bits=4, accumulator_bits=40), dict(coefficients="unpacked"), 3, 11),
+    # The dense int8 baseline: int8 weight rows, blocks of the datapath's block_rows.
+    (TINY, dict(lanes=2, block_rows=5), dict(weights="dense"), 0, 12),
+    (CONV1X1, dict(lanes=3), dict(weights="dense"), 0, 13),
+    (MLP, dict(lanes=1, block_rows=2), dict(weights="dense"), 0, 14),
 ]
 
 
@@ -80,8 +84,9 @@ def case_id(case):
 def test_random_networks_in_amaranth(case, tmp_path):
     network, datapath, core, block_rows, seed = case
     config = CoreConfig(datapath=AcceleratorConfig(**datapath), **core)
-    net = hardware_network(network, seed, block_rows=block_rows, code_bits=3,
-                           group=config.lanes)
+    dense = config.weights == "dense"
+    net = hardware_network(network, seed, block_rows=block_rows or 192, code_bits=3,
+                           group=config.lanes, dense=dense)
     x = random_inputs(network, 2, seed)
     program = compile_network(net, config)
     assert program.reuses_regions == ("activation_depth" in core)
@@ -91,6 +96,7 @@ def test_random_networks_in_amaranth(case, tmp_path):
     # Structured sparsity was there to skip, and the skipped rows cost no row cycles.
     assert report.counters[0]["skipped_rows"] > 0
     assert report.counters[0]["rows"] + report.counters[0]["skipped_rows"] > 0
+    assert (report.counters[0]["basis_reads"] == 0) == dense
 
 
 def test_zero_activation_rows_are_counted(tmp_path):
@@ -143,12 +149,15 @@ def digits_networks():
         x_train = data.inputs_for(network, "train")
         model = FloatModel(network, params, calibration=x_train[:128])
         nets[name] = compress_model(model, CompressOptions(prune=prune)).integer_network
+        every_layer = frozenset(spec.name for spec in network.compute_layers)
+        nets[f"{name}-dense"] = compress_model(
+            model, CompressOptions(dense=every_layer)).integer_network
     return nets, data
 
 
 def digits_inputs(nets_and_data, name, count):
     nets, data = nets_and_data
-    network = DEFAULT_MLP if name == "mlp" else DEFAULT_CNN
+    network = DEFAULT_MLP if name.startswith("mlp") else DEFAULT_CNN
     x = data.inputs_for(network, "test")
     return nets[name], nets[name].quantize_input(x[:count])
 
@@ -181,6 +190,19 @@ def test_factored_core_on_verilator(digits_networks, core_builds):
     config = CoreConfig(datapath=AcceleratorConfig(dataflow="factored", lanes=3))
     net, x = digits_inputs(digits_networks, "cnn", 6)
     assert_passed(simulate(net, config, x, simulator="verilator", build_dir=core_builds))
+
+
+@pytest.mark.parametrize("name, simulator", [("mlp-dense", "icarus"),
+                                             pytest.param("cnn-dense", "verilator",
+                                                          marks=pytest.mark.slow)])
+def test_dense_core(name, simulator, digits_networks, core_builds):
+    """The dense int8 baseline core runs the undecomposed networks bit-exactly."""
+    config = CoreConfig(weights="dense")
+    net, x = digits_inputs(digits_networks, name, 4)
+    assert not any(layer.decomposed for layer in net.layers.values())
+    report = simulate(net, config, x, simulator=simulator, build_dir=core_builds)
+    assert_passed(report)
+    assert all(counters["basis_reads"] == 0 for counters in report.counters)
 
 
 @pytest.mark.parametrize("overrides", [dict(lanes=1, stream_bits=8),

@@ -22,13 +22,13 @@ from .. import coefficient_stream
 from ..core.config import BASIS_WORD_BITS
 from ..core.layouts import (ROW_COUNT_BITS, Window, entry_layout, pack_words,
                             requant_layout)
-from ..datapath.layouts import basis_layout, row_layout
+from ..datapath.layouts import basis_layout, dense_row_layout, row_layout
 from ..integer_network import DecomposedWeights, rows_per_channel
 from .errors import CompileError
 
 
 __all__ = ["LaneGroup", "window_of", "lane_groups", "stream_words", "record_words",
-           "header_words"]
+           "dense_words", "header_words"]
 
 
 @dataclass
@@ -97,6 +97,14 @@ def stream_words(present, negative, exponent, *, code_bits, stream_bits):
     return [int(np.dot(word.astype(object), weights)) for word in words]
 
 
+def dense_words(rows):
+    """One int8 weight row (:func:`~sd_hw.datapath.layouts.dense_row_layout`) per issued
+    row of a block, for a core with ``weights = "dense"``; ``last`` on the block's last row."""
+    layout = dense_row_layout()
+    return [layout.const({"row": [int(v) for v in row], "last": int(k == len(rows) - 1)})
+            .as_value().value for k, row in enumerate(rows)]
+
+
 def _basis_words(basis, datapath):
     raw = basis_layout(datapath).const([[int(v) for v in row] for row in basis]).as_value().value
     count = -(-9 * datapath.basis_bits // BASIS_WORD_BITS)
@@ -113,31 +121,43 @@ def _row_entry(window, row, spec, height, width):
     return {"offset": offset, "tap": 1, "columns": columns}
 
 
-def lane_groups(spec, layer, input_shape, datapath, *, code_bits, coefficients="packed"):
+def lane_groups(spec, layer, input_shape, datapath, *, code_bits, coefficients="packed",
+                weight_kind="smartdeal"):
     """The :class:`LaneGroup` list of compute layer ``spec`` (its ``IntegerLayer`` ``layer``).
 
-    ``coefficients`` is the core's weight-memory format
-    (:attr:`~sd_hw.core.config.CoreConfig.coefficients`): the lanes' words
-    are :func:`stream_words` (``"packed"``) or :func:`record_words`
-    (``"unpacked"``).
+    ``coefficients`` and ``weight_kind`` are the core's weight-memory format
+    (:attr:`~sd_hw.core.config.CoreConfig.coefficients` and ``.weights``):
+    the lanes' words are :func:`stream_words` (``"packed"``),
+    :func:`record_words` (``"unpacked"``) or, on a dense core,
+    :func:`dense_words`, in blocks of ``datapath.block_rows`` rows.
     """
-    if not layer.decomposed:
+    if weight_kind == "dense":
+        if layer.decomposed:
+            raise CompileError(
+                f"layer {spec.name!r} is decomposed; a dense core (weights = 'dense') runs "
+                f"dense int8 layers only (compress with --dense {spec.name})")
+        dense_rows = layer.weights.rows()
+        nonzero = dense_rows.any(axis=2)
+        block_rows = datapath.block_rows
+    elif not layer.decomposed:
         raise CompileError(
-            f"layer {spec.name!r} is dense int8; SDCore runs decomposed layers only "
-            f"(compress it without --dense)")
+            f"layer {spec.name!r} is dense int8; a SmartDeal core runs decomposed layers "
+            f"only (compress it without --dense, or use a core with weights = 'dense')")
+    else:
+        nonzero = layer.weights.row_nonzero()
+        block_rows = layer.weights.block_rows
     weights = layer.weights
     lanes = datapath.lanes
     window = window_of(spec)
     height, width = (input_shape[1], input_shape[2]) if window != Window.LINEAR else (1, 1)
     rows = rows_per_channel(spec)
-    if coefficients == "packed" and weights.block_rows > datapath.block_rows:
-        raise CompileError(f"layer {spec.name!r} has blocks of {weights.block_rows} rows; the "
+    if weight_kind != "dense" and coefficients == "packed" and block_rows > datapath.block_rows:
+        raise CompileError(f"layer {spec.name!r} has blocks of {block_rows} rows; the "
                            f"core's decoder takes at most block_rows = {datapath.block_rows}")
-    if weights.block_rows >= 2 ** ROW_COUNT_BITS:
-        raise CompileError(f"layer {spec.name!r}: blocks of {weights.block_rows} rows exceed "
+    if block_rows >= 2 ** ROW_COUNT_BITS:
+        raise CompileError(f"layer {spec.name!r}: blocks of {block_rows} rows exceed "
                            f"the {2 ** ROW_COUNT_BITS - 1} rows a block header counts")
-    nonzero = weights.row_nonzero()
-    block_of_row = weights.block_of_row()
+    block_of_row = np.arange(rows) // block_rows
     groups = []
     for first in range(0, spec.out_size, lanes):
         channels = range(first, min(first + lanes, spec.out_size))
@@ -149,7 +169,7 @@ def lane_groups(spec, layer, input_shape, datapath, *, code_bits, coefficients="
                           skipped_rows=int(rows - live.sum()))
         headers = []  # (index in entries, skipped rows) of each live block
         pending_skip = 0
-        for b in range(weights.n_blocks):
+        for b in range(-(-rows // block_rows)):
             in_block = np.flatnonzero(block_of_row == b)
             issued = in_block[live[in_block]]
             skipped = len(in_block) - len(issued)
@@ -169,6 +189,11 @@ def lane_groups(spec, layer, input_shape, datapath, *, code_bits, coefficients="
                                                 {"is_block": 0, "body": {"row": entry}})[0])
             for lane in range(lanes):
                 channel = first + lane
+                if weight_kind == "dense":
+                    block = (dense_rows[channel, issued] if channel < spec.out_size
+                             else np.zeros((len(issued), 3), np.int8))
+                    group.streams[lane] += dense_words(block)
+                    continue
                 if channel < spec.out_size:
                     factors = (weights.present[channel, issued], weights.negative[channel, issued],
                                weights.exponent[channel, issued])

@@ -82,8 +82,6 @@ def _check_compatible(net, config):
         problems.append(f"its activations are int8; the core has activation_bits = "
                         f"{datapath.activation_bits}")
     for name, layer in net.layers.items():
-        if not layer.decomposed:
-            continue
         bound = accumulator_bounds(layer)
         channel = int(np.argmax(bound))
         need = signed_bits(bound[channel])
@@ -102,11 +100,14 @@ def accumulator_bounds(layer):
     result is exact when this bound fits, whatever the partial sums did.
     """
     weights = layer.weights
-    block = weights.block_of_row()
-    basis = weights.basis.astype(np.int64)[:, block]                  # (M, R, 3, 3)
-    signs = np.where(weights.negative, -1, 1) * weights.present
-    terms = (signs * (1 << weights.exponent.astype(np.int64)))[..., None] * basis
-    rebuilt = terms.sum(axis=2)                                       # (M, R, 3)
+    if layer.decomposed:
+        block = weights.block_of_row()
+        basis = weights.basis.astype(np.int64)[:, block]              # (M, R, 3, 3)
+        signs = np.where(weights.negative, -1, 1) * weights.present
+        terms = (signs * (1 << weights.exponent.astype(np.int64)))[..., None] * basis
+        rebuilt = terms.sum(axis=2)                                   # (M, R, 3)
+    else:
+        rebuilt = weights.rows().astype(np.int64)
     magnitude = np.abs(rebuilt).reshape(rebuilt.shape[0], -1).sum(axis=1)
     return -ACTIVATION_MIN * magnitude + np.abs(layer.bias.astype(np.int64))
 
@@ -152,7 +153,8 @@ def compile_network(net, config):
                 raise CompileError(f"layer {spec.name!r}: {pixels} pixels exceed 65535")
             lane_group_list = lane_groups(spec, layer, op.input_shape, datapath,
                                           code_bits=datapath.code_bits,
-                                          coefficients=config.coefficients)
+                                          coefficients=config.coefficients,
+                                          weight_kind=config.weights)
             groups = len(lane_group_list)
             group_table = len(index_words)
             index_words += [0] * (GROUP_WORDS * groups)

@@ -9,16 +9,19 @@ networks that do not fit it.
 from dataclasses import dataclass, field
 
 from ..config import AcceleratorConfig
-from ..datapath.layouts import row_layout
+from ..datapath.layouts import dense_row_layout, row_layout
 from ..errors import ParameterError, check_range
 
 
-__all__ = ["CoreConfig", "BASIS_WORD_BITS", "HOST_WORD_BITS", "COEFFICIENT_FORMATS"]
+__all__ = ["CoreConfig", "BASIS_WORD_BITS", "HOST_WORD_BITS", "COEFFICIENT_FORMATS",
+           "WEIGHT_KINDS"]
 
 #: Width of a word of a lane's basis memory.
 BASIS_WORD_BITS = 16
 #: Values of :attr:`CoreConfig.coefficients`.
 COEFFICIENT_FORMATS = ("packed", "unpacked")
+#: Values of :attr:`CoreConfig.weights`.
+WEIGHT_KINDS = ("smartdeal", "dense")
 #: Width of the host bus and of the program, index, parameter and output memories.
 HOST_WORD_BITS = 32
 
@@ -70,6 +73,16 @@ class CoreConfig:
         ``code_bits = 3``) per issued row, decoded by the compiler; no
         decoder, which saves about 1100 iCE40 logic cells for more weight
         memory per row.
+    weights
+        What the lanes compute with. ``"smartdeal"``: decomposed layers,
+        weights rebuilt from Ce coefficients and bases (:attr:`coefficients`
+        says how the Ce rows are stored). ``"dense"``: undecomposed int8
+        layers; each lane's weight memory holds one int8 weight row
+        (:func:`~sd_hw.datapath.layouts.dense_row_layout`, 25 bits) per
+        issued row, straight into the multipliers: no decoder, no
+        shift-accumulate PE, no basis memory. The dense core is the
+        baseline SmartDeal is measured against; it needs
+        ``dataflow="rebuild"``. A core runs layers of its own kind only.
     counters
         ``True``: every performance counter of
         :data:`~sd_hw.core.host_map.COUNTERS`; ``False``: ``cycles`` only
@@ -85,6 +98,7 @@ class CoreConfig:
     output_depth: int = 256
     program_depth: int = 128
     coefficients: str = "packed"
+    weights: str = "smartdeal"
     counters: bool = True
 
     def __post_init__(self):
@@ -96,6 +110,13 @@ class CoreConfig:
         if self.coefficients not in COEFFICIENT_FORMATS:
             raise ParameterError(f"parameter 'coefficients' is {self.coefficients!r}, allowed "
                                  f"values are {', '.join(map(repr, COEFFICIENT_FORMATS))}")
+        if self.weights not in WEIGHT_KINDS:
+            raise ParameterError(f"parameter 'weights' is {self.weights!r}, allowed values "
+                                 f"are {', '.join(map(repr, WEIGHT_KINDS))}")
+        if self.weights == "dense" and self.datapath.dataflow != "rebuild":
+            raise ParameterError(f"parameter 'weights' is 'dense', which multiplies weight rows "
+                                 f"with activations: it needs dataflow 'rebuild', got "
+                                 f"{self.datapath.dataflow!r}")
         if not isinstance(self.counters, bool):
             raise ParameterError(f"parameter 'counters' must be true or false, "
                                  f"got {self.counters!r}")
@@ -110,6 +131,8 @@ class CoreConfig:
     @property
     def weight_word_bits(self):
         """Width of a word of a lane's weight memory."""
+        if self.weights == "dense":
+            return dense_row_layout().size
         if self.coefficients == "unpacked":
             return row_layout(self.datapath).size
         return self.datapath.stream_bits
@@ -131,7 +154,7 @@ class CoreConfig:
             raise ParameterError(f"a core configuration must be an object, got {description!r}")
         description = dict(description)
         datapath = description.pop("datapath", {})
-        known = {name for name, _, _ in _DEPTHS} | {"coefficients", "counters"}
+        known = {name for name, _, _ in _DEPTHS} | {"coefficients", "weights", "counters"}
         unknown = sorted(set(description) - known)
         if unknown:
             raise ParameterError(f"unknown core parameter(s) {', '.join(map(repr, unknown))}; "

@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..datapath.basis_engine import BasisEngine
 from ..datapath.coefficient_decoder import CoefficientDecoder
-from ..datapath.layouts import block_end_layout, block_layout
+from ..datapath.layouts import block_end_layout, block_layout, dense_row_layout
 from ..datapath.shift_accumulate import ShiftAccumulateArray
 from .activation_reader import ActivationReader
 from .basis_assembler import BasisAssembler
@@ -44,7 +44,10 @@ class SDCore(wiring.Component):
     :class:`ShiftAccumulatePE`, with the basis of each block from the lane's
     basis memory; the :class:`BasisEngine` multiplies with the activation
     rows (:class:`ActivationReader`), and the :class:`OutputStage` adds the
-    bias, requantises and writes back. docs/core.md describes the whole.
+    bias, requantises and writes back. With ``config.weights = "dense"``
+    the weight memories hold int8 weight rows that go straight to the
+    multipliers (no decoders, PEs or basis memories): the dense baseline.
+    docs/core.md describes the whole.
 
     Members
     -------
@@ -85,7 +88,9 @@ class SDCore(wiring.Component):
                        for j in range(3)]
         weights = [make(f"weights{l}", config.weight_word_bits, config.weight_depth)
                    for l in range(lanes)]
-        bases = [make(f"bases{l}", BASIS_WORD_BITS, config.basis_depth) for l in range(lanes)]
+        dense = config.weights == "dense"
+        bases = [] if dense else [make(f"bases{l}", BASIS_WORD_BITS, config.basis_depth)
+                                  for l in range(lanes)]
 
         act_aw = _bits(config.activation_depth)
 
@@ -101,54 +106,68 @@ class SDCore(wiring.Component):
             activation_addr_width=act_aw, output_addr_width=_bits(config.output_depth))
         pool = m.submodules.pool_engine = PoolEngine(datapath, addr_width=act_aw)
         unpacked = config.coefficients == "unpacked"
-        if unpacked:
-            # The weight memories hold decoded rows: the decoders' block commands are not needed.
+        decoded = unpacked or dense
+        if decoded:
+            # The weight memories hold whole rows: no decoder takes the block commands.
             m.d.comb += issuer.commands.ready.eq(1)
         else:
             commands = m.submodules.command_fork = StreamFork(block_layout(datapath), lanes)
         block_ends = m.submodules.block_end_fork = StreamFork(block_end_layout(), lanes)
-        array = m.submodules.lanes = ShiftAccumulateArray(datapath)
         engine = m.submodules.basis_engine = BasisEngine(datapath)
         fetchers, basis_readers = [], []
         for l in range(lanes):
             fetcher = m.submodules[f"weight_reader{l}"] = RegionReader(
                 addr_width=_bits(config.weight_depth), data_width=config.weight_word_bits,
                 header=True)
-            # One basis per block: the basis words need not come at full rate.
-            basis_reader = m.submodules[f"basis_reader{l}"] = RegionReader(
-                addr_width=_bits(config.basis_depth), data_width=BASIS_WORD_BITS,
-                queue_depth=2)
-            assembler = m.submodules[f"basis_assembler{l}"] = BasisAssembler(datapath)
             fetchers.append(fetcher)
-            basis_readers.append(basis_reader)
             read_port = weights[l].read_port()
             m.d.comb += [read_port.addr.eq(fetcher.port.addr), read_port.en.eq(fetcher.port.en),
                          fetcher.port.data.eq(read_port.data)]
-            read_port = bases[l].read_port()
-            m.d.comb += [read_port.addr.eq(basis_reader.port.addr),
-                         read_port.en.eq(basis_reader.port.en),
-                         basis_reader.port.data.eq(read_port.data)]
-            if unpacked:
-                m.d.comb += [array.rows[l].payload.eq(fetcher.words.payload),
-                             array.rows[l].valid.eq(fetcher.words.valid),
-                             fetcher.words.ready.eq(array.rows[l].ready)]
-            else:
-                decoder = m.submodules[f"decoder{l}"] = CoefficientDecoder(datapath)
-                wiring.connect(m, commands.o[l], decoder.block)
-                wiring.connect(m, fetcher.words, decoder.words)
-                wiring.connect(m, decoder.rows, array.rows[l])
-            wiring.connect(m, basis_reader.words, assembler.words)
-            wiring.connect(m, assembler.basis, array.basis[l])
-            if datapath.dataflow == "rebuild":
-                wiring.connect(m, array.weights[l], engine.weights[l])
+        if dense:
+            # int8 weight rows go straight to the multipliers.
+            for l, fetcher in enumerate(fetchers):
+                word = dense_row_layout()(fetcher.words.payload)
+                lane_in = engine.weights[l]
+                m.d.comb += [lane_in.payload.last.eq(word.last),
+                             lane_in.valid.eq(fetcher.words.valid),
+                             fetcher.words.ready.eq(lane_in.ready)]
+                m.d.comb += [lane_in.payload.row[j].eq(word.row[j]) for j in range(3)]
                 wiring.connect(m, block_ends.o[l], engine.block_end[l])
                 wiring.connect(m, engine.sums[l], output.sums[l])
-            else:
-                wiring.connect(m, array.active_basis[l], engine.active_basis[l])
-                wiring.connect(m, engine.products[l], array.products[l])
-                wiring.connect(m, block_ends.o[l], array.block_end[l])
-                wiring.connect(m, array.sums[l], output.sums[l])
-        if not unpacked:
+        else:
+            array = m.submodules.lanes = ShiftAccumulateArray(datapath)
+            for l, fetcher in enumerate(fetchers):
+                # One basis per block: the basis words need not come at full rate.
+                basis_reader = m.submodules[f"basis_reader{l}"] = RegionReader(
+                    addr_width=_bits(config.basis_depth), data_width=BASIS_WORD_BITS,
+                    queue_depth=2)
+                assembler = m.submodules[f"basis_assembler{l}"] = BasisAssembler(datapath)
+                basis_readers.append(basis_reader)
+                read_port = bases[l].read_port()
+                m.d.comb += [read_port.addr.eq(basis_reader.port.addr),
+                             read_port.en.eq(basis_reader.port.en),
+                             basis_reader.port.data.eq(read_port.data)]
+                if unpacked:
+                    m.d.comb += [array.rows[l].payload.eq(fetcher.words.payload),
+                                 array.rows[l].valid.eq(fetcher.words.valid),
+                                 fetcher.words.ready.eq(array.rows[l].ready)]
+                else:
+                    decoder = m.submodules[f"decoder{l}"] = CoefficientDecoder(datapath)
+                    wiring.connect(m, commands.o[l], decoder.block)
+                    wiring.connect(m, fetcher.words, decoder.words)
+                    wiring.connect(m, decoder.rows, array.rows[l])
+                wiring.connect(m, basis_reader.words, assembler.words)
+                wiring.connect(m, assembler.basis, array.basis[l])
+                if datapath.dataflow == "rebuild":
+                    wiring.connect(m, array.weights[l], engine.weights[l])
+                    wiring.connect(m, block_ends.o[l], engine.block_end[l])
+                    wiring.connect(m, engine.sums[l], output.sums[l])
+                else:
+                    wiring.connect(m, array.active_basis[l], engine.active_basis[l])
+                    wiring.connect(m, engine.products[l], array.products[l])
+                    wiring.connect(m, block_ends.o[l], array.block_end[l])
+                    wiring.connect(m, array.sums[l], output.sums[l])
+        if not decoded:
             wiring.connect(m, issuer.commands, commands.i)
         wiring.connect(m, issuer.block_ends, block_ends.i)
         wiring.connect(m, issuer.requests, reader.requests)
@@ -190,17 +209,21 @@ class SDCore(wiring.Component):
             pool.relu.eq(op.relu),
         ]
         compute_busy = issuer.busy | output.busy
-        for fetcher, basis_reader in zip(fetchers, basis_readers):
+        for fetcher in fetchers:
             m.d.comb += [
                 fetcher.start.eq(sequencer.compute_start),
                 fetcher.base.eq(group.weight_base),
                 fetcher.repeats.eq(op.pixels),
+            ]
+            compute_busy |= fetcher.busy
+        for basis_reader in basis_readers:
+            m.d.comb += [
                 basis_reader.start.eq(sequencer.compute_start),
                 basis_reader.base.eq(group.basis_base),
                 basis_reader.length.eq(group.basis_words),
                 basis_reader.repeats.eq(op.pixels),
             ]
-            compute_busy |= fetcher.busy | basis_reader.busy
+            compute_busy |= basis_reader.busy
         m.d.comb += [sequencer.compute_busy.eq(compute_busy), sequencer.pool_busy.eq(pool.busy)]
 
         # Memory ports shared between the host, the units and the sequencer. ----------
@@ -223,7 +246,8 @@ class SDCore(wiring.Component):
         host_write_port(params, Space.PARAMS)
         for l in range(lanes):
             host_write_port(weights[l], Space.WEIGHTS, lane=l)
-            host_write_port(bases[l], Space.BASES, lane=l)
+        for l, mem in enumerate(bases):
+            host_write_port(mem, Space.BASES, lane=l)
 
         program_port = program.read_port()
         m.d.comb += [program_port.addr.eq(sequencer.program_port.addr),
@@ -304,7 +328,7 @@ class SDCore(wiring.Component):
             "zero_rows": reader.zero,
             "skipped_rows": issuer.skipped,
             "weight_reads": sum(fetcher.read for fetcher in fetchers),
-            "basis_reads": sum(basis_reader.read for basis_reader in basis_readers),
+            "basis_reads": sum((basis_reader.read for basis_reader in basis_readers), Const(0)),
             "index_reads": index_port.en,
             "param_reads": param_port.en,
             "activation_reads": reader.reads + pool.reads,
@@ -331,7 +355,7 @@ class SDCore(wiring.Component):
             Register.DATAPATH: Cat(Const(lanes, 8), Const(datapath.stream_bits, 8),
                                    Const(datapath.code_bits, 4),
                                    Const(datapath.dataflow == "factored", 1),
-                                   Const(unpacked, 3),
+                                   Const(unpacked, 1), Const(dense, 2),
                                    Const(act_bits, 8)),
             Register.WIDTHS: Cat(Const(datapath.basis_bits, 8),
                                  Const(datapath.accumulator_bits, 8),

@@ -9,7 +9,11 @@ from amaranth.lib import data
 
 
 __all__ = ["coefficient_layout", "row_layout", "basis_layout", "vector3_layout",
-           "block_layout", "weight_row_layout", "activation_row_layout", "block_end_layout"]
+           "block_layout", "weight_row_layout", "dense_row_layout", "activation_row_layout",
+           "block_end_layout", "DENSE_WEIGHT_BITS"]
+
+#: Width of a weight of an undecomposed (dense int8) layer.
+DENSE_WEIGHT_BITS = 8
 
 
 def coefficient_layout(config):
@@ -49,6 +53,12 @@ def block_layout(config):
 def weight_row_layout(config):
     """One rebuilt integer weight row; ``last`` marks the block's last row."""
     return data.StructLayout({"row": vector3_layout(config.weight_bits), "last": 1})
+
+
+def dense_row_layout():
+    """One int8 weight row of a dense layer, as a dense core's weight memory holds it;
+    ``last`` marks the block's last row."""
+    return data.StructLayout({"row": vector3_layout(DENSE_WEIGHT_BITS), "last": 1})
 
 
 def activation_row_layout(config):

@@ -34,6 +34,9 @@ class CoreShape:
     stream in ``stream_bits``-bit words and decode it) or ``"unpacked"``
     (one decoded row record per issued row: an element mask of 3 bits,
     three codes of ``code_bits + 1`` bits and a ``last`` bit).
+    ``weights``: ``"smartdeal"`` or ``"dense"`` (a dense core: one int8
+    weight row and a ``last`` bit per issued row, no bases, the rows in
+    blocks of ``block_rows``).
     """
 
     lanes: int
@@ -43,9 +46,17 @@ class CoreShape:
     op_words: int
     group_words: int
     coefficients: str = "packed"
+    weights: str = "smartdeal"
+    block_rows: int = 192
+
+    @property
+    def dense(self):
+        return self.weights == "dense"
 
     @property
     def weight_word_bits(self):
+        if self.dense:
+            return 3 * 8 + 1
         if self.coefficients == "unpacked":
             return 3 + 3 * (self.code_bits + 1) + 1
         return self.stream_bits
@@ -108,9 +119,17 @@ def _activation_rows(spec, x):
     return rows.reshape(-1, r, 3), np.broadcast_to(valid.reshape(r, 3), (flat.shape[0], r, 3))
 
 
+def _row_structure(weights, shape):
+    """``(M, R)`` nonzero rows and the block of every row, of a layer's weights."""
+    if shape.dense:
+        nonzero = weights.rows().any(axis=2)
+        return nonzero, np.arange(nonzero.shape[1]) // shape.block_rows
+    return weights.row_nonzero(), weights.block_of_row()
+
+
 def _block_words(present, rows, shape):
     """Weight words of one lane's block of ``rows`` issued rows (``present`` (n, 3) or None)."""
-    if shape.coefficients == "unpacked":
+    if shape.dense or shape.coefficients == "unpacked":
         return rows
     bits = rows
     if present is not None:
@@ -143,8 +162,7 @@ def expected_counters(net, x, shape):
             counts["activation_writes"] += tensor_in.size
             continue
         weights = net.layers[spec.name].weights
-        nonzero = weights.row_nonzero()
-        block_of_row = weights.block_of_row()
+        nonzero, block_of_row = _row_structure(weights, shape)
         rows_in, valid = _activation_rows(spec, np.asarray(tensor_in, np.int64))
         pixels = rows_in.shape[0]
         rows = rows_per_channel(spec)
@@ -162,13 +180,15 @@ def expected_counters(net, x, shape):
             counts["rows"] += pixels * n_live
             counts["skipped_rows"] += pixels * (rows - n_live)
             counts["index_reads"] += shape.group_words + pixels * (len(blocks) + n_live)
-            counts["basis_reads"] += shape.lanes * pixels * len(blocks) * shape.basis_words
+            if not shape.dense:
+                counts["basis_reads"] += shape.lanes * pixels * len(blocks) * shape.basis_words
             for lane in range(shape.lanes):
                 channel = first + lane
                 words = 0
                 for b in blocks:
                     issued = np.flatnonzero(live & (block_of_row == b))
-                    present = weights.present[channel, issued] if channel < m else None
+                    present = (weights.present[channel, issued]
+                               if channel < m and not shape.dense else None)
                     words += _block_words(present, len(issued), shape)
                 counts["weight_reads"] += shape.header_words + pixels * words
             masked = np.where(valid[:, live], rows_in[:, live], 0)
@@ -182,7 +202,7 @@ def cycle_estimate(net, shape):
 
     Per lane group and pixel, the decoders' time (one cycle per issued row
     plus a cycle per block for its row bitmap and one for a record refill;
-    unpacked, one cycle per issued row and one per block header),
+    unpacked or dense, one cycle per issued row and one per block header),
     at least ``lanes`` cycles (the output stage writes one output per
     cycle); plus a fixed start-up per group and operation. It is an
     estimate to compare with the measured count, not a bound.
@@ -200,16 +220,14 @@ def cycle_estimate(net, shape):
         if kind == "copy":
             cycles += prod(shape_in) + 3
             continue
-        weights = net.layers[spec.name].weights
-        nonzero = weights.row_nonzero()
-        block_of_row = weights.block_of_row()
+        nonzero, block_of_row = _row_structure(net.layers[spec.name].weights, shape)
         pixels = 1 if spec.kind == "linear" else shape_in[1] * shape_in[2]
         for first in range(0, spec.out_size, shape.lanes):
             live = _live_rows(nonzero[first:first + shape.lanes])
             per_pass = 0
             for b in sorted(set(block_of_row[live].tolist())):
                 n = int((live & (block_of_row == b)).sum())
-                if shape.coefficients == "unpacked":
+                if shape.dense or shape.coefficients == "unpacked":
                     per_pass += n + 1
                 else:
                     per_pass += n + -(-n // shape.stream_bits) + 1
