@@ -16,6 +16,7 @@ test: setup
 bench: setup
 	$(RUN) python bench/bench_decompose.py --out docs/bench-decompose.md
 	$(RUN) python bench/bench_simulate.py --out docs/bench-simulate.md
+	$(RUN) python bench/bench_compare.py --out docs/benchmarks.md
 
 clean:
 	rm -rf build
