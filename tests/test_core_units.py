@@ -295,8 +295,10 @@ def test_region_reader_full_rate(data_width, header):
 
 # BasisAssembler ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("basis_bits, seed", [(8, 0), (5, 1), (16, 2), (2, 3)])
-def test_basis_assembler(basis_bits, seed):
+@pytest.mark.parametrize("basis_bits, seed, repeats", [(8, 0, 1), (5, 1, 3), (16, 2, 1),
+                                                      (2, 3, 2)])
+def test_basis_assembler(basis_bits, seed, repeats):
+    """Each basis assembled from its words and sent ``repeats`` times, under random stalls."""
     config = AcceleratorConfig(basis_bits=basis_bits, code_bits=1, activation_bits=4,
                                accumulator_bits=48)
     layout = basis_layout(config)
@@ -317,15 +319,16 @@ def test_basis_assembler(basis_bits, seed):
     received = []
 
     async def producer(ctx):
+        ctx.set(dut.repeats, repeats)
         await stream_put(ctx, dut.words, words, stall=0.3, rng=random.Random(seed))
 
     async def consumer(ctx):
         received.extend(await stream_get(
-            ctx, dut.basis, len(bases), stall=0.6, rng=random.Random(seed + 1),
+            ctx, dut.basis, repeats * len(bases), stall=0.6, rng=random.Random(seed + 1),
             convert=lambda p: [[p[j][c] for c in range(3)] for j in range(3)]))
 
     simulate(dut, [producer, consumer])
-    assert received == bases
+    assert received == [basis for basis in bases for _ in range(repeats)]
 
 
 @pytest.mark.parametrize("basis_bits", [8, 5])

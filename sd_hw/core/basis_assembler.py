@@ -20,10 +20,15 @@ class BasisAssembler(wiring.Component):
 
     Members
     -------
+    repeats : ``In(16)``
+        How many times each basis is sent (at least 1), held by the driver
+        while bases flow. A lane group with a single block sends its one
+        basis once per pass (output pixel) but reads it from memory once.
     words : ``In(stream.Signature(16))``
     basis : ``Out(stream.Signature(basis_layout(config)))``
         The assembled words themselves (no further register): the next
-        basis's words are taken once this one has been taken.
+        basis's words are taken once this one has been taken ``repeats``
+        times.
     """
 
     def __init__(self, config):
@@ -31,6 +36,7 @@ class BasisAssembler(wiring.Component):
         self._layout = basis_layout(config)
         self.words_per_basis = -(-data.Layout.cast(self._layout).size // BASIS_WORD_BITS)
         super().__init__({
+            "repeats": In(16),
             "words": In(stream.Signature(BASIS_WORD_BITS)),
             "basis": Out(stream.Signature(self._layout)),
         })
@@ -40,6 +46,7 @@ class BasisAssembler(wiring.Component):
         count = self.words_per_basis
         shift = Signal(count * BASIS_WORD_BITS)
         taken = Signal(range(count + 1))
+        sent = Signal(16)
         size = data.Layout.cast(self._layout).size
 
         # The assembled words are the payload: valid once all have arrived.
@@ -50,5 +57,8 @@ class BasisAssembler(wiring.Component):
             m.d.sync += [shift.eq(Cat(shift, self.words.payload)[BASIS_WORD_BITS:]),
                          taken.eq(taken + 1)]
         with m.Elif(self.basis.valid & self.basis.ready):
-            m.d.sync += taken.eq(0)
+            with m.If(sent + 1 >= self.repeats):
+                m.d.sync += [taken.eq(0), sent.eq(0)]
+            with m.Else():
+                m.d.sync += sent.eq(sent + 1)
         return m

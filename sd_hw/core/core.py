@@ -114,7 +114,7 @@ class SDCore(wiring.Component):
             commands = m.submodules.command_fork = StreamFork(block_layout(datapath), lanes)
         block_ends = m.submodules.block_end_fork = StreamFork(block_end_layout(), lanes)
         engine = m.submodules.basis_engine = BasisEngine(datapath)
-        fetchers, basis_readers = [], []
+        fetchers, basis_readers, assemblers = [], [], []
         for l in range(lanes):
             fetcher = m.submodules[f"weight_reader{l}"] = RegionReader(
                 addr_width=_bits(config.weight_depth), data_width=config.weight_word_bits,
@@ -143,6 +143,7 @@ class SDCore(wiring.Component):
                     queue_depth=2)
                 assembler = m.submodules[f"basis_assembler{l}"] = BasisAssembler(datapath)
                 basis_readers.append(basis_reader)
+                assemblers.append(assembler)
                 read_port = bases[l].read_port()
                 m.d.comb += [read_port.addr.eq(basis_reader.port.addr),
                              read_port.en.eq(basis_reader.port.en),
@@ -216,12 +217,16 @@ class SDCore(wiring.Component):
                 fetcher.repeats.eq(op.pixels),
             ]
             compute_busy |= fetcher.busy
-        for basis_reader in basis_readers:
+        # A group whose lanes have one block each reads its bases once; the assemblers
+        # send them once per pass.
+        single_block = group.basis_words == config.basis_words
+        for basis_reader, assembler in zip(basis_readers, assemblers):
             m.d.comb += [
                 basis_reader.start.eq(sequencer.compute_start),
                 basis_reader.base.eq(group.basis_base),
                 basis_reader.length.eq(group.basis_words),
-                basis_reader.repeats.eq(op.pixels),
+                basis_reader.repeats.eq(Mux(single_block, 1, op.pixels)),
+                assembler.repeats.eq(Mux(single_block, op.pixels, 1)),
             ]
             compute_busy |= basis_reader.busy
         m.d.comb += [sequencer.compute_busy.eq(compute_busy), sequencer.pool_busy.eq(pool.busy)]

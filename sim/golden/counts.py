@@ -181,7 +181,9 @@ def expected_counters(net, x, shape):
             counts["skipped_rows"] += pixels * (rows - n_live)
             counts["index_reads"] += shape.group_words + pixels * (len(blocks) + n_live)
             if not shape.dense:
-                counts["basis_reads"] += shape.lanes * pixels * len(blocks) * shape.basis_words
+                # A group with one block reads its bases once, not once per pixel.
+                passes = 1 if len(blocks) == 1 else pixels
+                counts["basis_reads"] += shape.lanes * passes * len(blocks) * shape.basis_words
             for lane in range(shape.lanes):
                 channel = first + lane
                 words = 0
