@@ -1,11 +1,17 @@
 """Suite-wide pytest settings."""
 
 
-def pytest_collection_modifyitems(config, items):
-    """Run the tests marked ``slow`` first (each keeps its place among its kind).
+def _rank(item):
+    marker = item.get_closest_marker("duration")
+    return (-(marker.args[0] if marker else 0), item.get_closest_marker("slow") is None)
 
-    ``make test`` spreads the suite over two workers; the longest tests
-    (board builds, sweeps, Verilator runs) started first leave the short
-    ones to even out the end, instead of one worker finishing a build alone.
+
+def pytest_collection_modifyitems(config, items):
+    """Start the longest tests first: those with a ``duration`` mark, longest first,
+    then the others marked ``slow`` (each keeps its place among its kind).
+
+    ``make test`` spreads the suite over two workers; the board builds and
+    sweeps started first leave the short tests to even out the end, instead
+    of one worker finishing a build alone.
     """
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    items.sort(key=_rank)

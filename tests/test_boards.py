@@ -172,9 +172,10 @@ def test_an_oversized_core_is_refused_after_synthesis(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, suffix, block_ram", [("icebreaker", ".bin", "ICESTORM_RAM"),
-                                                     ("orangecrab", ".bit", "DP16KD"),
-                                                     ("ulx3s", ".bit", "DP16KD")])
+@pytest.mark.parametrize("name, suffix, block_ram", [
+    pytest.param("icebreaker", ".bin", "ICESTORM_RAM", marks=pytest.mark.duration(250)),
+    pytest.param("orangecrab", ".bit", "DP16KD", marks=pytest.mark.duration(150)),
+    pytest.param("ulx3s", ".bit", "DP16KD", marks=pytest.mark.duration(240))])
 def test_boards_build_for_real(name, suffix, block_ram, tmp_path):
     report = build_board(name, out_dir=tmp_path)
     assert report.bitstream.endswith(suffix)
