@@ -59,7 +59,7 @@ VARIANTS = {"SD": ("smartdeal", True), "dense": ("dense", False),
 #: Test images run per network and design (full run, quick run).
 INPUTS = (8, 2)
 #: Simulation-speed batches per simulator (small, large), full and quick.
-SPEED_BATCHES = {"verilator": ((2, 12), (1, 3)), "icarus": ((1, 3), (1, 2)),
+SPEED_BATCHES = {"verilator": ((20, 220), (2, 22)), "icarus": ((1, 3), (1, 2)),
                  "amaranth": ((1, 2), (1, 2))}
 
 
@@ -73,6 +73,7 @@ class Design:
     generate_seconds: float = 0.0
     build: BuildReport = None
     build_error: str = ""
+    build_reused: bool = False
 
     @property
     def family(self):
@@ -180,6 +181,7 @@ def build(design, out_dir, seeds, reuse):
     build_dir = out_dir / design.board
     design.build = reused_build(design, build_dir, seeds) if reuse else None
     if design.build is not None:
+        design.build_reused = True
         print(f"{design.board} {design.kind}: reusing {build_dir}", flush=True)
         return
     digest = source_digest()

@@ -196,6 +196,9 @@ def markdown(designs, runs, speed, decomposition, *, stamp, seeds, quick, images
     networks = list(dict.fromkeys(r.network for r in runs))
     built = "not built (`--quick`: throughput at the board clock)" if quick else \
         f"built with {seeds} place-and-route seed(s) each"
+    if any(d.build_reused for d in designs):
+        built += (" (builds reused from an earlier run of the same configurations and sources, "
+                  "`--reuse-builds`)")
     lines = [
         "# SmartDeal against dense int8: benchmarks",
         "",
@@ -206,7 +209,7 @@ def markdown(designs, runs, speed, decomposition, *, stamp, seeds, quick, images
         "buffer depths; int8 weight rows instead of Ce codes and bases, no basis memories, "
         "no rebuild PEs). Both run the bundled digits MLP and CNN (trained 10 epochs with a "
         "fixed seed, not retrained: accuracy is not the point here) on their RTL under "
-        f"Verilator, checked against the golden model. Designs {built}; the whole run took "
+        f"Verilator, checked against the golden model. Designs {built}; this run took "
         f"{minutes:.0f} min.",
         "",
         f"Run on {stamp}.",
@@ -293,7 +296,7 @@ def markdown(designs, runs, speed, decomposition, *, stamp, seeds, quick, images
 
 
 def _definitions():
-    costs = ", ".join(f"{name} {value:g} pJ" for name, value in energy_model.COSTS.items())
+    costs = "; ".join(f"{name} {value:g} pJ" for name, value in energy_model.COSTS.items())
     return [
         "- **cycles / inference**: the core's `cycles` counter from start to done, mean over "
         "the test images run; *golden estimate* is `sim.golden.counts.cycle_estimate`. "
@@ -313,15 +316,16 @@ def _definitions():
         "(one per element of the coefficient's shifted basis row), counted from the integer "
         "network's factors and the lane grouping; 0 on the dense core.",
         "- **weight bits on chip**: words of the lanes' weight memories the program fills x "
-        "their width (SD unpacked: 16-bit row records; dense: 25-bit int8 rows; length "
-        "headers and lane padding included) + basis words x 16 (`CompiledProgram.usage`). "
+        "their width (SD: 16-bit words, unpacked row records on the iCEBreaker and the "
+        "packed coefficient stream on the ULX3S; dense: 25-bit int8 rows; length headers "
+        "and lane padding included) + basis words x 16 (`CompiledProgram.usage`). "
         "**Weight bits in the file**: codes + index + bases (SD) or int8 weights (dense) of "
         "the weight file (`sd_hw.storage`), **weight file**: its whole size with metadata.",
         "- **weight bits moved / inference**: `weight_reads` x weight word bits + "
         "`basis_reads` x 16 (the lanes read their records once per output pixel).",
         f"- **energy estimate**: counts x per-access costs from {energy_model.SOURCE}: "
-        f"{costs}. These are 45 nm ASIC figures, used only for SD / dense ratios, never as "
-        "absolute claims about an FPGA. Widths between the table's points: adders linear "
+        f"{costs} (the midpoint of the table's 1.3-2.6 nJ). These are 45 nm ASIC figures, "
+        "used only for SD / dense ratios, never as absolute claims about an FPGA. Widths between the table's points: adders linear "
         "between 8 and 32 bits, multipliers by the product of operand widths, memory "
         "accesses by the bits moved (10 pJ per 64 bits). Counted: weight, basis, index, "
         "parameter, program, activation (writes x 3 copies) and output memory accesses from "
