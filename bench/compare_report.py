@@ -325,8 +325,9 @@ def _definitions():
         "`basis_reads` x 16 (the lanes read their records once per output pixel).",
         f"- **energy estimate**: counts x per-access costs from {energy_model.SOURCE}: "
         f"{costs} (the midpoint of the table's 1.3-2.6 nJ). These are 45 nm ASIC figures, "
-        "used only for SD / dense ratios, never as absolute claims about an FPGA. Widths between the table's points: adders linear "
-        "between 8 and 32 bits, multipliers by the product of operand widths, memory "
+        "used only for SD / dense ratios, never as absolute claims about an FPGA. Widths "
+        "between the table's points: adders linear between 8 and 32 bits, multipliers by "
+        "the product of operand widths, memory "
         "accesses by the bits moved (10 pJ per 64 bits). Counted: weight, basis, index, "
         "parameter, program, activation (writes x 3 copies) and output memory accesses from "
         "the counters; 3 multiplications (weight width x 8: 17 bits rebuilt on SD, 8 on "
