@@ -428,10 +428,15 @@ def cmd_run(args):
 
 
 def cmd_demo(args):
-    from sim.demo import run_demo
-    run_demo(model=args.model, retrain_method=args.retrain, out_dir=Path(args.out),
-             report_path=Path(args.report) if args.report else None,
-             simulator=None if args.sim == "none" else args.sim)
+    from sim.demo import AccuracyBarMissed, run_demo
+    try:
+        run_demo(model=args.model, retrain_method=args.retrain, out_dir=Path(args.out),
+                 report_path=Path(args.report) if args.report else None,
+                 simulator=None if args.sim == "none" else args.sim, train_seed=args.seed)
+    except AccuracyBarMissed as error:
+        print(f"sd-hw: error: {error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def build_parser():
@@ -448,6 +453,8 @@ def build_parser():
                       help="SmartDeal retraining method (default ste)")
     demo.add_argument("--out", default="build/demo", help="output folder (default build/demo)")
     demo.add_argument("--report", help="also write the results as markdown to this file")
+    demo.add_argument("--seed", type=int, default=0,
+                      help="seed of the float training (default 0)")
     demo.add_argument("--sim", choices=("verilator", "icarus", "amaranth", "none"),
                       default="verilator",
                       help="run the packed model on the accelerator's RTL with this simulator "

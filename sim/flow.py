@@ -28,9 +28,14 @@ def retrain(network, params, data, masks, options, *, method, epochs, seed=0, lo
     """SmartDeal retraining with the sparsity masks held fixed.
 
     ``projection``: train an epoch in float, project every weight onto its
-    SmartDeal reconstruction, validate, repeat. ``ste``: train through the
-    projection with a straight-through gradient. Returns the best validated
-    projected parameters and the per-epoch validation accuracy.
+    SmartDeal reconstruction, validate, repeat
+    (:func:`sim.golden.train.retrain_projection`). ``ste``: train through the
+    projection with a straight-through gradient, distillation from the float
+    model and weight decay (:func:`sim.golden.train.retrain_ste`, its
+    defaults). ``seed`` orders the mini-batches. Returns the parameters
+    whose projection had the lowest validation loss (decomposing them with
+    ``masks`` and ``options`` gives exactly the validated factors) and the
+    per-epoch :class:`sim.golden.train.Validation`.
     """
     from sim.golden.train import retrain_projection, retrain_ste
 
@@ -46,7 +51,7 @@ def retrain(network, params, data, masks, options, *, method, epochs, seed=0, lo
     best, history = run(network, params, data, to_smartdeal, epochs=epochs, seed=seed)
     if log:
         log(f"retraining ({method}): validation accuracy per epoch "
-            + " ".join(f"{a:.3f}" for a in history))
+            + " ".join(f"{v.accuracy:.3f}" for v in history))
     return best, history
 
 

@@ -6,8 +6,9 @@ import pytest
 from sd_hw.errors import SdHwError
 from sd_hw.network import Layer, Network
 from sim.golden.digits import DEFAULT_CNN, DEFAULT_MLP, load_digits_split
-from sim.golden.nn import accuracy, init_params
-from sim.golden.train import Adam, retrain_projection, retrain_ste, train_float
+from sim.golden.nn import accuracy, cross_entropy, forward, init_params
+from sim.golden.train import (Adam, Validation, distillation_loss, evaluate, retrain_projection,
+                              retrain_ste, train_float)
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +91,17 @@ def test_adam_first_steps_against_formula():
                                p1 - 0.1 * m / (np.sqrt(v) + 1e-8), rtol=1e-9)
 
 
+def test_adam_weight_decay_is_decoupled_and_on_weights_only():
+    params = {"l.weight": np.array([2.0, -4.0]), "l.bias": np.array([2.0, -4.0])}
+    adam = Adam(params, lr=0.1, weight_decay=0.5)
+    zero = {k: np.zeros(2) for k in params}
+    for _ in range(3):
+        adam.step(params, zero)
+    # no gradient: the weights shrink by (1 - lr * weight_decay) per step
+    np.testing.assert_allclose(params["l.weight"], np.array([2.0, -4.0]) * 0.95 ** 3, rtol=1e-12)
+    assert params["l.bias"].tolist() == [2.0, -4.0]
+
+
 def test_training_is_deterministic(data):
     a = train_float(DEFAULT_MLP, data, epochs=2, seed=3)
     b = train_float(DEFAULT_MLP, data, epochs=2, seed=3)
@@ -158,9 +170,8 @@ def val_accuracy(network, params, data):
     return accuracy(network, params, data.inputs_for(network, "val"), data.y_val)
 
 
-def is_fixed_point(project, params):
-    projected = project(params)
-    return all(np.array_equal(projected[k], params[k]) for k in params)
+def validate(network, params, data):
+    return Validation(*evaluate(network, params, data.inputs_for(network, "val"), data.y_val))
 
 
 @pytest.mark.parametrize("method", [retrain_projection, retrain_ste])
@@ -168,18 +179,33 @@ def is_fixed_point(project, params):
 def test_retraining_beats_plain_projection(data, trained, method, model, step):
     network = {"mlp": DEFAULT_MLP, "cnn": DEFAULT_CNN}[model]
     project = grid(step)
-    before = val_accuracy(network, project(trained[model]), data)
+    start = validate(network, project(trained[model]), data)
     best, history = method(network, trained[model], data, project, epochs=4, seed=0)
-    after = val_accuracy(network, best, data)
-    assert len(history) == 4
-    assert after == max(history) > before  # the best validated epoch, better than none
-    assert is_fixed_point(project, best)
+    chosen = validate(network, project(best), data)
+    assert len(history) == 4 and all(isinstance(v, Validation) for v in history)
+    # the candidate with the lowest validation loss, better than no retraining
+    assert chosen == min(history + [start], key=lambda v: v.loss)
+    assert chosen.loss < start.loss and chosen.accuracy > start.accuracy
+
+
+@pytest.mark.parametrize("method", [retrain_projection, retrain_ste])
+def test_retraining_returns_what_was_validated(data, trained, method):
+    # a projection that is not idempotent: projecting the returned parameters
+    # must give the validated model, projecting it again would not
+    def project(params):
+        return {k: 0.5 * np.round(v / 0.25) * 0.25 if k.endswith(".weight") else v
+                for k, v in params.items()}
+
+    best, history = method(DEFAULT_MLP, trained["mlp"], data, project, epochs=2, seed=0)
+    candidates = history + [validate(DEFAULT_MLP, project(trained["mlp"]), data)]
+    assert validate(DEFAULT_MLP, project(best), data) == min(candidates, key=lambda v: v.loss)
+    assert validate(DEFAULT_MLP, project(project(best)), data) not in candidates
 
 
 def test_ste_recovers_most_of_the_loss(data, trained):
     project = grid(0.5)
     best, _ = retrain_ste(DEFAULT_CNN, trained["cnn"], data, project, epochs=5, seed=0)
-    assert val_accuracy(DEFAULT_CNN, best, data) >= 0.93
+    assert val_accuracy(DEFAULT_CNN, project(best), data) >= 0.93
 
 
 def test_retraining_keeps_the_start_if_nothing_helps(data, trained):
@@ -214,6 +240,61 @@ def test_retraining_is_deterministic_and_leaves_input_alone(data, trained, metho
     assert all(np.array_equal(params[k], snapshot[k]) for k in params)
 
 
+def test_ste_distils_from_the_starting_model(data, trained, monkeypatch):
+    import sim.golden.train as train
+    calls = []
+
+    def recording(logits, y, teacher_logits, *, weight, temperature):
+        calls.append((teacher_logits, weight, temperature))
+        return distillation_loss(logits, y, teacher_logits, weight=weight,
+                                 temperature=temperature)
+
+    monkeypatch.setattr(train, "distillation_loss", recording)
+    small = type(data)(data.x_train[:100], data.y_train[:100], data.x_val, data.y_val,
+                       data.x_test, data.y_test)
+    params = trained["mlp"]
+    retrain_ste(DEFAULT_MLP, params, small, grid(0.25), epochs=2, batch_size=50, seed=0,
+                distill=0.7, temperature=3.0)
+    assert len(calls) == 4 and all(c[1:] == (0.7, 3.0) for c in calls)
+    # every epoch sees the starting model's logits of each training input once
+    expected = forward(DEFAULT_MLP, params, small.inputs_for(DEFAULT_MLP, "train"))
+    for epoch in (calls[:2], calls[2:]):
+        rows = np.concatenate([c[0] for c in epoch])
+        match = [int(np.argmin(np.abs(expected - row).max(axis=1))) for row in rows]
+        assert sorted(match) == list(range(100))
+        np.testing.assert_allclose(rows, expected[match], rtol=0, atol=1e-12)
+
+
+def test_distillation_loss_against_formula():
+    rng = np.random.default_rng(6)
+    logits, teacher = rng.standard_normal((2, 5, 4)) * 3
+    y = np.array([0, 3, 1, 2, 3])
+    t = 2.5
+
+    def softmax(z):
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    soft = -np.mean(np.sum(softmax(teacher / t) * np.log(softmax(logits / t)), axis=1))
+    expected = 0.3 * cross_entropy(logits, y)[0] + 0.7 * t * t * soft
+    loss, grad = distillation_loss(logits, y, teacher, weight=0.7, temperature=t)
+    assert loss == pytest.approx(expected, rel=1e-12)
+    num = np.zeros_like(logits)
+    for i in np.ndindex(logits.shape):
+        step = np.zeros_like(logits)
+        step[i] = 1e-6
+        num[i] = (distillation_loss(logits + step, y, teacher, weight=0.7, temperature=t)[0]
+                  - distillation_loss(logits - step, y, teacher, weight=0.7, temperature=t)[0]
+                  ) / 2e-6
+    np.testing.assert_allclose(grad, num, rtol=1e-6, atol=1e-9)
+    # weight 0 is plain cross-entropy; a student equal to its teacher gets
+    # no gradient from the soft term
+    assert distillation_loss(logits, y, teacher, weight=0.0, temperature=t)[0] == \
+        pytest.approx(cross_entropy(logits, y)[0], rel=1e-12)
+    np.testing.assert_allclose(distillation_loss(logits, y, logits, weight=1.0, temperature=t)[1],
+                               0.0, atol=1e-15)
+
+
 def test_retraining_rejects_a_bad_projection(data):
     params = init_params(DEFAULT_MLP, seed=0)
     with pytest.raises(SdHwError, match="same keys"):
@@ -221,6 +302,14 @@ def test_retraining_rejects_a_bad_projection(data):
     with pytest.raises(SdHwError, match="shape"):
         retrain_projection(DEFAULT_MLP, params, data,
                            lambda p: dict(p, **{"fc1.weight": np.zeros((2, 2))}), epochs=1)
+
+
+@pytest.mark.parametrize("setting,value", [("weight_decay", -0.1), ("distill", 1.5),
+                                           ("temperature", 0.0)])
+def test_ste_rejects_bad_settings(data, setting, value):
+    params = init_params(DEFAULT_MLP, seed=0)
+    with pytest.raises(SdHwError, match=setting):
+        retrain_ste(DEFAULT_MLP, params, data, lambda p: dict(p), epochs=1, **{setting: value})
 
 
 # ---------------------------------------------------------------------------
@@ -303,8 +392,10 @@ def test_retrain_factors_keeps_the_format_and_improves(decompose, data, trained)
     best_factors, best, history = retrain_factors(DEFAULT_MLP, params, data, factors,
                                                   decompose_params=settings, epochs=4, seed=0)
     assert len(history) == 4
-    assert val_accuracy(DEFAULT_MLP, best, data) == max(history) > \
-        val_accuracy(DEFAULT_MLP, start, data)
+    before = validate(DEFAULT_MLP, start, data)
+    chosen = validate(DEFAULT_MLP, best, data)
+    assert chosen == min(history + [before], key=lambda v: v.loss)
+    assert chosen.loss < before.loss and chosen.accuracy > before.accuracy
     for name, f in best_factors.items():
         ce = f.coefficients
         assert is_pow2(ce).all() and np.all(np.abs(ce) <= 32)

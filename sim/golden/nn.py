@@ -290,9 +290,13 @@ def cross_entropy(logits, y):
     return float(loss), dlogits / n
 
 
-def loss_and_grads(network, params, x, y):
-    """Mean cross-entropy on ``(x, y)`` and its gradient for every parameter
-    (same keys and shapes as ``params``)."""
+def loss_and_grads(network, params, x, y, *, loss=cross_entropy):
+    """Mean loss on ``(x, y)`` and its gradient for every parameter (same
+    keys and shapes as ``params``).
+
+    ``loss(logits, y)`` returns the mean loss of the batch and its gradient
+    w.r.t. the logits; the default is :func:`cross_entropy`.
+    """
     params, x = _prepare(network, params, x)
     y = np.asarray(y, dtype=np.int64)
     if y.shape != (len(x),):
@@ -301,7 +305,7 @@ def loss_and_grads(network, params, x, y):
     if len(n_out) != 1 or (len(y) and (y.min() < 0 or y.max() >= n_out[0])):
         raise SdHwError(f"labels must be class indices 0..{n_out[0] - 1} of a flat output")
     logits, inputs = _run(network, params, x, keep=True)
-    loss, grad = cross_entropy(logits, y)
+    value, grad = loss(logits, y)
     grads = {}
     for layer, x_in in zip(reversed(network.layers), reversed(inputs)):
         if layer.kind in ("linear", "conv2d"):
@@ -316,4 +320,4 @@ def loss_and_grads(network, params, x, y):
             grad = maxpool2d_backward(x_in, grad)
         elif layer.kind == "flatten":
             grad = flatten_backward(x_in, grad)
-    return loss, grads
+    return value, grads
