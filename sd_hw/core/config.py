@@ -14,7 +14,7 @@ from ..errors import ParameterError, check_range
 
 
 __all__ = ["CoreConfig", "BASIS_WORD_BITS", "HOST_WORD_BITS", "COEFFICIENT_FORMATS",
-           "WEIGHT_KINDS"]
+           "WEIGHT_KINDS", "ROW_LOOKAHEADS"]
 
 #: Width of a word of a lane's basis memory.
 BASIS_WORD_BITS = 16
@@ -22,6 +22,8 @@ BASIS_WORD_BITS = 16
 COEFFICIENT_FORMATS = ("packed", "unpacked")
 #: Values of :attr:`CoreConfig.weights`.
 WEIGHT_KINDS = ("smartdeal", "dense")
+#: Values of :attr:`CoreConfig.row_lookahead`.
+ROW_LOOKAHEADS = (1, 2)
 #: Width of the host bus and of the program, index, parameter and output memories.
 HOST_WORD_BITS = 32
 
@@ -87,6 +89,21 @@ class CoreConfig:
         ``True``: every performance counter of
         :data:`~sd_hw.core.host_map.COUNTERS`; ``False``: ``cycles`` only
         (the others read 0), which saves about 800 iCE40 logic cells.
+    row_lookahead
+        Candidate rows the front end looks at per cycle. ``1``: one index
+        entry and one activation row per cycle; every issued row goes to
+        the lanes, all-zero activation rows included. ``2``: the
+        :class:`~sd_hw.core.row_issuer.RowIssuer` reads two index entries
+        per cycle (a second copy of the index memory), the
+        :class:`~sd_hw.core.activation_pair_reader.ActivationPairReader`
+        reads two activation rows per cycle (six copies of the activation
+        memory instead of three) and drops the rows whose three
+        activations are zero, except a block's last row; each lane's
+        :class:`~sd_hw.core.row_fetcher.RowFetcher` then reads only the
+        weight records of the rows that are forwarded. Zero activation rows
+        cost no weight fetch, no multiply and, mostly, no cycle. It needs
+        fixed-size weight records (``coefficients="unpacked"`` or
+        ``weights="dense"``), which can be fetched by row number.
     """
 
     datapath: AcceleratorConfig = field(default_factory=AcceleratorConfig)
@@ -100,6 +117,7 @@ class CoreConfig:
     coefficients: str = "packed"
     weights: str = "smartdeal"
     counters: bool = True
+    row_lookahead: int = 1
 
     def __post_init__(self):
         if not isinstance(self.datapath, AcceleratorConfig):
@@ -120,6 +138,16 @@ class CoreConfig:
         if not isinstance(self.counters, bool):
             raise ParameterError(f"parameter 'counters' must be true or false, "
                                  f"got {self.counters!r}")
+        if isinstance(self.row_lookahead, bool) or self.row_lookahead not in ROW_LOOKAHEADS:
+            raise ParameterError(f"parameter 'row_lookahead' is {self.row_lookahead!r}, allowed "
+                                 f"values are {', '.join(map(repr, ROW_LOOKAHEADS))}")
+        if (self.row_lookahead == 2 and self.coefficients == "packed"
+                and self.weights == "smartdeal"):
+            raise ParameterError(
+                "parameter 'row_lookahead' is 2, which fetches a lane's weight record by row "
+                "number; with parameter 'coefficients' = 'packed' the coefficient stream has "
+                "rows of varying length that must be decoded in order: use coefficients "
+                "'unpacked' (or weights 'dense'), or row_lookahead 1")
         if self.datapath.lanes > 255:
             raise ParameterError(f"parameter 'lanes' is {self.datapath.lanes}, the host bus "
                                  f"addresses at most 255 lanes")
@@ -154,7 +182,8 @@ class CoreConfig:
             raise ParameterError(f"a core configuration must be an object, got {description!r}")
         description = dict(description)
         datapath = description.pop("datapath", {})
-        known = {name for name, _, _ in _DEPTHS} | {"coefficients", "weights", "counters"}
+        known = {name for name, _, _ in _DEPTHS} | {"coefficients", "weights", "counters",
+                                                     "row_lookahead"}
         unknown = sorted(set(description) - known)
         if unknown:
             raise ParameterError(f"unknown core parameter(s) {', '.join(map(repr, unknown))}; "

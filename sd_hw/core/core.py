@@ -1,29 +1,38 @@
 """SDCore: the whole SmartDeal accelerator behind a host bus."""
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
-from amaranth.lib import memory, wiring
+from amaranth.lib import data, memory, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from ..datapath.basis_engine import BasisEngine
 from ..datapath.coefficient_decoder import CoefficientDecoder
-from ..datapath.layouts import block_end_layout, block_layout, dense_row_layout
+from ..datapath.layouts import (activation_row_layout, block_end_layout, block_layout,
+                                dense_row_layout)
 from ..datapath.shift_accumulate import ShiftAccumulateArray
+from .activation_pair_reader import ActivationPairReader
 from .activation_reader import ActivationReader
 from .basis_assembler import BasisAssembler
 from .config import BASIS_WORD_BITS, HOST_WORD_BITS, CoreConfig
 from .fork import StreamFork
 from .host_map import (COUNTER_BASE, COUNTERS, DEPTH_REGISTERS, IDENT, HostBus, Register,
                        Space)
-from .layouts import OpKind
+from .layouts import OpKind, numbered_row_layout
 from .output_stage import OutputStage
 from .pool_engine import PoolEngine
 from .region_reader import RegionReader
+from .row_fetcher import RowFetcher
 from .row_issuer import RowIssuer
 from .sequencer import LayerSequencer
 from ..errors import ParameterError
 
 
 __all__ = ["SDCore"]
+
+
+#: Forwarded activation rows that wait while the lanes' records are read
+#: (``row_lookahead=2``): a row leaves once its records have arrived, two cycles later.
+ACTIVATION_QUEUE_DEPTH = 4
 
 
 def _bits(depth):
@@ -44,7 +53,11 @@ class SDCore(wiring.Component):
     :class:`ShiftAccumulatePE`, with the basis of each block from the lane's
     basis memory; the :class:`BasisEngine` multiplies with the activation
     rows (:class:`ActivationReader`), and the :class:`OutputStage` adds the
-    bias, requantises and writes back. With ``config.weights = "dense"``
+    bias, requantises and writes back. With ``config.row_lookahead = 2``
+    the issuer hands on two rows per cycle, the :class:`ActivationPairReader`
+    drops the all-zero activation rows (but a block's last), and each lane's
+    :class:`RowFetcher` reads the weight records of the forwarded rows only.
+    With ``config.weights = "dense"``
     the weight memories hold int8 weight rows that go straight to the
     multipliers (no decoders, PEs or basis memories): the dense baseline.
     docs/core.md describes the whole.
@@ -82,10 +95,15 @@ class SDCore(wiring.Component):
 
         program = make("program", HOST_WORD_BITS, config.program_depth)
         index = make("index", HOST_WORD_BITS, config.index_depth)
+        lookahead = config.row_lookahead
+        # With a lookahead of 2, a second copy of the index and a second set of three
+        # activation copies let the front end read two entries and two rows per cycle.
+        index_copy = make("index1", HOST_WORD_BITS, config.index_depth) if lookahead == 2 \
+            else None
         params = make("params", HOST_WORD_BITS, config.param_depth)
         outputs = make("outputs", HOST_WORD_BITS, config.output_depth)
         activations = [make(f"activations{j}", act_bits, config.activation_depth)
-                       for j in range(3)]
+                       for j in range(3 * lookahead)]
         weights = [make(f"weights{l}", config.weight_word_bits, config.weight_depth)
                    for l in range(lanes)]
         dense = config.weights == "dense"
@@ -99,8 +117,14 @@ class SDCore(wiring.Component):
             program_addr_width=_bits(config.program_depth),
             index_addr_width=_bits(config.index_depth))
         issuer = m.submodules.issuer = RowIssuer(datapath,
-                                                 addr_width=_bits(config.index_depth))
-        reader = m.submodules.activation_reader = ActivationReader(datapath, addr_width=act_aw)
+                                                 addr_width=_bits(config.index_depth),
+                                                 lookahead=lookahead)
+        if lookahead == 2:
+            reader = m.submodules.activation_reader = ActivationPairReader(
+                datapath, addr_width=act_aw)
+        else:
+            reader = m.submodules.activation_reader = ActivationReader(datapath,
+                                                                       addr_width=act_aw)
         output = m.submodules.output_stage = OutputStage(
             datapath, param_addr_width=_bits(config.param_depth),
             activation_addr_width=act_aw, output_addr_width=_bits(config.output_depth))
@@ -116,9 +140,15 @@ class SDCore(wiring.Component):
         engine = m.submodules.basis_engine = BasisEngine(datapath)
         fetchers, basis_readers, assemblers = [], [], []
         for l in range(lanes):
-            fetcher = m.submodules[f"weight_reader{l}"] = RegionReader(
-                addr_width=_bits(config.weight_depth), data_width=config.weight_word_bits,
-                header=True)
+            if lookahead == 2:
+                # Fixed-size records, fetched by row number: a dropped row's is never read.
+                fetcher = m.submodules[f"weight_reader{l}"] = RowFetcher(
+                    addr_width=_bits(config.weight_depth), data_width=config.weight_word_bits,
+                    header_words=-(-16 // config.weight_word_bits))
+            else:
+                fetcher = m.submodules[f"weight_reader{l}"] = RegionReader(
+                    addr_width=_bits(config.weight_depth), data_width=config.weight_word_bits,
+                    header=True)
             fetchers.append(fetcher)
             read_port = weights[l].read_port()
             m.d.comb += [read_port.addr.eq(fetcher.port.addr), read_port.en.eq(fetcher.port.en),
@@ -172,12 +202,36 @@ class SDCore(wiring.Component):
             wiring.connect(m, issuer.commands, commands.i)
         wiring.connect(m, issuer.block_ends, block_ends.i)
         wiring.connect(m, issuer.requests, reader.requests)
-        if datapath.dataflow == "rebuild":
-            m.d.comb += [engine.activations.valid.eq(reader.rows.valid),
-                         engine.activations.payload.eq(reader.rows.payload.row),
-                         reader.rows.ready.eq(engine.activations.ready)]
+        if lookahead == 2:
+            # Every forwarded row goes to the multipliers and, as a fetch request, to each
+            # lane's RowFetcher; the activations wait in a queue while the records are read.
+            row_fork = m.submodules.row_fork = StreamFork(numbered_row_layout(datapath),
+                                                          lanes + 1)
+            wiring.connect(m, reader.rows, row_fork.i)
+            for l, fetcher in enumerate(fetchers):
+                m.d.comb += [fetcher.requests.valid.eq(row_fork.o[l + 1].valid),
+                             fetcher.requests.payload.ordinal.eq(
+                                 row_fork.o[l + 1].payload.ordinal),
+                             row_fork.o[l + 1].ready.eq(fetcher.requests.ready)]
+            waiting_layout = activation_row_layout(datapath)
+            waiting = m.submodules.activation_queue = SyncFIFO(
+                width=data.Layout.cast(waiting_layout).size, depth=ACTIVATION_QUEUE_DEPTH)
+            forwarded = row_fork.o[0]
+            m.d.comb += [waiting.w_en.eq(forwarded.valid),
+                         waiting.w_data.eq(Cat(forwarded.payload.row, forwarded.payload.last)),
+                         forwarded.ready.eq(waiting.w_rdy)]
+            lane_rows = waiting.r_stream
+            lane_row = data.View(waiting_layout, waiting.r_data)
         else:
-            wiring.connect(m, reader.rows, engine.activations)
+            lane_rows = reader.rows
+            lane_row = reader.rows.payload
+        m.d.comb += [engine.activations.valid.eq(lane_rows.valid),
+                     lane_rows.ready.eq(engine.activations.ready)]
+        if datapath.dataflow == "rebuild":
+            m.d.comb += engine.activations.payload.eq(lane_row.row)
+        else:
+            m.d.comb += [engine.activations.payload.row.eq(lane_row.row),
+                         engine.activations.payload.last.eq(lane_row.last)]
 
         # The sequencer drives the units. ----------------------------------------------
         op, group = sequencer.op, sequencer.group
@@ -211,11 +265,10 @@ class SDCore(wiring.Component):
         ]
         compute_busy = issuer.busy | output.busy
         for fetcher in fetchers:
-            m.d.comb += [
-                fetcher.start.eq(sequencer.compute_start),
-                fetcher.base.eq(group.weight_base),
-                fetcher.repeats.eq(op.pixels),
-            ]
+            m.d.comb += fetcher.base.eq(group.weight_base)
+            if lookahead == 1:
+                m.d.comb += [fetcher.start.eq(sequencer.compute_start),
+                             fetcher.repeats.eq(op.pixels)]
             compute_busy |= fetcher.busy
         # A group whose lanes have one block each reads its bases once; the assemblers
         # send them once per pass.
@@ -248,6 +301,8 @@ class SDCore(wiring.Component):
 
         host_write_port(program, Space.PROGRAM)
         host_write_port(index, Space.INDEX)
+        if index_copy is not None:
+            host_write_port(index_copy, Space.INDEX)
         host_write_port(params, Space.PARAMS)
         for l in range(lanes):
             host_write_port(weights[l], Space.WEIGHTS, lane=l)
@@ -266,6 +321,13 @@ class SDCore(wiring.Component):
             sequencer.index_port.data.eq(index_port.data),
             issuer.port.data.eq(index_port.data),
         ]
+        index_reads = index_port.en
+        if index_copy is not None:
+            copy_port = index_copy.read_port()
+            m.d.comb += [copy_port.addr.eq(issuer.second_port.addr),
+                         copy_port.en.eq(issuer.second_port.en),
+                         issuer.second_port.data.eq(copy_port.data)]
+            index_reads = index_port.en + copy_port.en
         param_port = params.read_port()
         m.d.comb += [param_port.addr.eq(output.param_port.addr),
                      param_port.en.eq(output.param_port.en),
@@ -278,7 +340,7 @@ class SDCore(wiring.Component):
         host_reads_outputs = host.r_en & (space == Space.OUTPUTS.value)
         m.d.comb += [output_read.addr.eq(offset), output_read.en.eq(host_reads_outputs)]
 
-        # Activation memory: three copies, written together.
+        # Activation memory: three (lookahead 2: six) copies, written together.
         computing = op.kind == OpKind.COMPUTE
         host_reads_activations = host.r_en & (space == Space.ACTIVATIONS.value) & idle
         activation_reads = []
@@ -288,6 +350,7 @@ class SDCore(wiring.Component):
             m.d.comb += read.en.eq(0)
             m.d.comb += reader.ports[j].data.eq(read.data)
             if j < 2:
+                # The pool engine shares the first two copies with the activation reader.
                 m.d.comb += pool.ports[j].data.eq(read.data)
                 with m.If(busy & ~computing):
                     m.d.comb += [read.addr.eq(pool.ports[j].addr), read.en.eq(pool.ports[j].en)]
@@ -334,7 +397,7 @@ class SDCore(wiring.Component):
             "skipped_rows": issuer.skipped,
             "weight_reads": sum(fetcher.read for fetcher in fetchers),
             "basis_reads": sum((basis_reader.read for basis_reader in basis_readers), Const(0)),
-            "index_reads": index_port.en,
+            "index_reads": index_reads,
             "param_reads": param_port.en,
             "activation_reads": reader.reads + pool.reads,
             "activation_writes": output.activation_write.en | pool.activation_write.en,
@@ -360,7 +423,8 @@ class SDCore(wiring.Component):
             Register.DATAPATH: Cat(Const(lanes, 8), Const(datapath.stream_bits, 8),
                                    Const(datapath.code_bits, 4),
                                    Const(datapath.dataflow == "factored", 1),
-                                   Const(unpacked, 1), Const(dense, 2),
+                                   Const(unpacked, 1), Const(dense, 1),
+                                   Const(lookahead == 2, 1),
                                    Const(act_bits, 8)),
             Register.WIDTHS: Cat(Const(datapath.basis_bits, 8),
                                  Const(datapath.accumulator_bits, 8),

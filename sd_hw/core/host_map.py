@@ -19,6 +19,7 @@ offset name                   meaning
                               (19..16), dataflow (20: 1 = factored),
                               coefficients (21: 1 = unpacked),
                               weights (22: 1 = dense),
+                              row_lookahead (23: 1 = two rows per cycle),
                               activation_bits (28..24)
 3      ``WIDTHS``             basis_bits (7..0), accumulator_bits (15..8),
                               block_rows (31..16)

@@ -14,15 +14,19 @@ the parameter memory holds two words per output channel (bias, then
 from amaranth.hdl import signed, unsigned
 from amaranth.lib import data, enum
 
+from ..datapath.layouts import vector3_layout
 from .config import HOST_WORD_BITS
 
 
 __all__ = ["OpKind", "Window", "op_layout", "group_layout", "entry_layout",
-           "requant_layout", "row_request_layout", "OP_WORDS", "GROUP_WORDS",
-           "ROW_COUNT_BITS", "words_of", "pack_words"]
+           "requant_layout", "row_request_layout", "row_pair_layout", "numbered_row_layout",
+           "row_fetch_layout", "OP_WORDS", "GROUP_WORDS", "ROW_COUNT_BITS",
+           "ROW_ORDINAL_BITS", "words_of", "pack_words"]
 
 #: Width of the live/skipped row counts of a block header (block_rows <= 4096).
 ROW_COUNT_BITS = 13
+#: Width of a row's ordinal within a pass (a pass has at most 65535 index entries).
+ROW_ORDINAL_BITS = 16
 
 
 class OpKind(enum.Enum, shape=2):
@@ -137,6 +141,31 @@ def requant_layout():
 def row_request_layout():
     """An activation row to read: element 0's address and which elements exist."""
     return data.StructLayout({"address": 16, "valid": 3, "last": 1})
+
+
+def row_pair_layout():
+    """Up to two activation rows to read in one cycle (a core with ``row_lookahead=2``).
+
+    ``first`` is always a row; ``second`` is one if ``both`` is set, and is
+    then the row that follows ``first`` in the pass. ``ordinal`` counts the
+    row entries of the pass before ``first`` (``second``'s is ``ordinal +
+    1``): the position of the rows' weight records in each lane's region.
+    """
+    return data.StructLayout({"first": row_request_layout(), "second": row_request_layout(),
+                              "both": 1, "ordinal": ROW_ORDINAL_BITS})
+
+
+def numbered_row_layout(config):
+    """An activation row for the lanes, with its ordinal within the pass
+    (:func:`row_pair_layout`) and the block's ``last`` flag; ``config`` is the
+    :class:`~sd_hw.config.AcceleratorConfig`."""
+    return data.StructLayout({"row": vector3_layout(config.activation_bits), "last": 1,
+                              "ordinal": ROW_ORDINAL_BITS})
+
+
+def row_fetch_layout():
+    """A weight record to fetch: the row's ordinal within the pass."""
+    return data.StructLayout({"ordinal": ROW_ORDINAL_BITS})
 
 
 def words_of(layout):

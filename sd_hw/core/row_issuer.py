@@ -7,7 +7,8 @@ from amaranth.lib.wiring import In, Out
 
 from ..datapath.layouts import block_end_layout, block_layout
 from .config import HOST_WORD_BITS
-from .layouts import ROW_COUNT_BITS, Window, entry_layout, row_request_layout
+from .layouts import (ROW_COUNT_BITS, Window, entry_layout, row_pair_layout,
+                      row_request_layout)
 from .region_reader import RegionReader
 
 
@@ -36,6 +37,16 @@ class RowIssuer(wiring.Component):
       first or below the last image row, column left of the first or right
       of the last image column).
 
+    With ``lookahead=2`` it reads two entries per cycle, ``k`` from the
+    index memory and ``k + 1`` from a second, identical copy of it
+    (``second_port``), and hands on two rows of a pass in one cycle
+    (``requests`` then carries :func:`~sd_hw.core.layouts.row_pair_layout`
+    payloads with the rows' ordinal within the pass). Entries are read in
+    aligned pairs ``(index_base + 2i, index_base + 2i + 1)`` of a pass; a
+    pair holding a block header, and the last pair of a pass with an odd
+    number of entries, is handed on one entry per cycle (a lone row is a
+    pair request with ``both`` clear).
+
     Members
     -------
     start : ``In(1)``
@@ -45,19 +56,25 @@ class RowIssuer(wiring.Component):
     busy : ``Out(1)``
         Until every entry has been read and handed on.
     port : the index memory's read port.
+    second_port : the read port of the index memory's second copy (``lookahead=2``
+        only).
     commands : ``Out(stream.Signature(block_layout(config)))``
     block_ends : ``Out(stream.Signature(block_end_layout()))``
     requests : ``Out(stream.Signature(row_request_layout()))``
-    read : ``Out(1)``
-        An index memory read in this cycle.
+        (``lookahead=2``: ``row_pair_layout()``)
+    read : ``Out(lookahead)``
+        Index memory words read in this cycle.
     skipped : ``Out(ROW_COUNT_BITS)``
         Rows skipped by the block header handed on in this cycle (else 0).
     """
 
-    def __init__(self, config, *, addr_width):
+    def __init__(self, config, *, addr_width, lookahead=1):
+        if lookahead not in (1, 2):
+            raise ValueError(f"lookahead must be 1 or 2, got {lookahead!r}")
         self._config = config
         self._addr_width = addr_width
-        super().__init__({
+        self._lookahead = lookahead
+        members = {
             "start": In(1),
             "index_base": In(addr_width),
             "entries": In(16),
@@ -70,12 +87,23 @@ class RowIssuer(wiring.Component):
             "port": In(memory.ReadPort.Signature(addr_width=addr_width, shape=HOST_WORD_BITS)),
             "commands": Out(stream.Signature(block_layout(config))),
             "block_ends": Out(stream.Signature(block_end_layout())),
-            "requests": Out(stream.Signature(row_request_layout())),
-            "read": Out(1),
+            "requests": Out(stream.Signature(row_pair_layout() if lookahead == 2
+                                             else row_request_layout())),
+            "read": Out(lookahead),
             "skipped": Out(ROW_COUNT_BITS),
-        })
+        }
+        if lookahead == 2:
+            members["second_port"] = In(memory.ReadPort.Signature(addr_width=addr_width,
+                                                                  shape=HOST_WORD_BITS))
+        super().__init__(members)
+
+    @property
+    def lookahead(self):
+        return self._lookahead
 
     def elaborate(self, platform):
+        if self._lookahead == 2:
+            return self._elaborate_pairs()
         m = Module()
         m.submodules.reader = reader = RegionReader(addr_width=self._addr_width,
                                                     data_width=HOST_WORD_BITS)
@@ -152,4 +180,114 @@ class RowIssuer(wiring.Component):
                     m.d.sync += column.eq(column + 1)
             with m.Else():
                 m.d.sync += entry_index.eq(entry_index + 1)
+        return m
+
+    def _queues(self, m):
+        command_layout = block_layout(self._config)
+        m.submodules.command_queue = commands = SyncFIFOBuffered(
+            width=data.Layout.cast(command_layout).size, depth=QUEUE_DEPTH)
+        m.submodules.end_queue = ends = SyncFIFOBuffered(
+            width=data.Layout.cast(block_end_layout()).size, depth=QUEUE_DEPTH)
+        wiring.connect(m, commands.r_stream, wiring.flipped(self.commands))
+        wiring.connect(m, ends.r_stream, wiring.flipped(self.block_ends))
+        return commands, ends
+
+    def _elaborate_pairs(self):
+        m = Module()
+        # The reader streams pairs of words: pair i of a pass is entries 2i and 2i + 1,
+        # read from the two copies at once.
+        m.submodules.reader = reader = RegionReader(addr_width=self._addr_width,
+                                                    data_width=2 * HOST_WORD_BITS)
+        commands, ends = self._queues(m)
+        entries = self.entries
+        pairs = Signal(16)
+        odd = entries[0]
+        m.d.comb += pairs.eq((entries + 1) >> 1)
+        pair_address = Signal(self._addr_width)
+        m.d.comb += [
+            pair_address.eq(self.index_base + (reader.port.addr << 1)),
+            self.port.addr.eq(pair_address),
+            self.port.en.eq(reader.port.en),
+            self.second_port.addr.eq(pair_address + 1),
+            # The last pair of a pass with an odd number of entries has one entry.
+            self.second_port.en.eq(reader.port.en & ~(odd & (reader.port.addr == pairs - 1))),
+            reader.port.data.eq(Cat(self.port.data, self.second_port.data)),
+            reader.start.eq(self.start),
+            reader.base.eq(0),
+            reader.length.eq(pairs),
+            reader.repeats.eq(self.passes),
+            self.busy.eq(reader.busy),
+            self.read.eq(self.port.en + self.second_port.en),
+        ]
+
+        window, origin, width, height = self.window, self.origin, self.width, self.height
+        entry_index = Signal(16)   # position in the pass of the entry handed on next
+        ordinal = Signal(16)       # row entries of the pass before it
+        in_pair = Signal()         # it is the pair's second entry
+        pixel = Signal(16)
+        column = Signal(16)
+        row = Signal(16)
+        with m.If(self.start):
+            m.d.sync += [entry_index.eq(0), ordinal.eq(0), in_pair.eq(0), pixel.eq(0),
+                         column.eq(0), row.eq(0)]
+
+        entry_bits = data.Layout.cast(entry_layout()).size
+        words = [data.View(entry_layout(), reader.words.payload[HOST_WORD_BITS * k:]
+                           [:entry_bits]) for k in range(2)]
+        current = data.View(entry_layout(), Mux(in_pair, words[1].as_value(),
+                                                words[0].as_value()))
+        header = current.body.block
+        header_room = commands.w_rdy & ends.w_rdy
+        m.d.comb += [commands.w_data.eq(header.live), ends.w_data.eq(header.flush)]
+
+        conv3 = window == Window.CONV3
+        horizontal = Mux(conv3, Cat(column != 0, Const(1), column != width - 1), 0b111)
+
+        def describe(request, row_entry):
+            vertical = Mux(conv3 & (row_entry.tap == 0), row != 0,
+                           Mux(conv3 & (row_entry.tap == 2), row != height - 1, 1))
+            m.d.comb += [
+                request.address.eq(origin + pixel + row_entry.offset),
+                request.valid.eq(row_entry.columns & horizontal & vertical.replicate(3)),
+                request.last.eq(row_entry.last),
+            ]
+
+        second_exists = entry_index + 1 < entries
+        both_rows = Signal()
+        m.d.comb += both_rows.eq(~in_pair & second_exists & ~words[0].is_block
+                                 & ~words[1].is_block)
+        request = self.requests.payload
+        describe(request.first, current.body.row)
+        describe(request.second, words[1].body.row)
+        m.d.comb += [request.both.eq(both_rows), request.ordinal.eq(ordinal)]
+
+        consumed = Signal()
+        with m.If(current.is_block):
+            m.d.comb += [
+                consumed.eq(reader.words.valid & header_room),
+                commands.w_en.eq(consumed),
+                ends.w_en.eq(consumed),
+            ]
+            with m.If(consumed):
+                m.d.comb += self.skipped.eq(header.skipped)
+        with m.Else():
+            m.d.comb += [
+                self.requests.valid.eq(reader.words.valid),
+                consumed.eq(reader.words.valid & self.requests.ready),
+            ]
+        pair_done = both_rows | in_pair | ~second_exists
+        m.d.comb += reader.words.ready.eq(consumed & pair_done)
+
+        step = Mux(both_rows, 2, 1)
+        with m.If(consumed):
+            m.d.sync += in_pair.eq(~pair_done)
+            with m.If(entry_index + step == entries):
+                m.d.sync += [entry_index.eq(0), ordinal.eq(0), pixel.eq(pixel + 1)]
+                with m.If(column == width - 1):
+                    m.d.sync += [column.eq(0), row.eq(row + 1)]
+                with m.Else():
+                    m.d.sync += column.eq(column + 1)
+            with m.Else():
+                m.d.sync += [entry_index.eq(entry_index + step),
+                             ordinal.eq(ordinal + Mux(current.is_block, 0, step))]
         return m
