@@ -76,7 +76,8 @@ def core_shape(config):
                      code_bits=config.datapath.code_bits, basis_words=config.basis_words,
                      op_words=OP_WORDS, group_words=GROUP_WORDS,
                      coefficients=config.coefficients, weights=config.weights,
-                     block_rows=config.datapath.block_rows)
+                     block_rows=config.datapath.block_rows,
+                     row_lookahead=config.row_lookahead)
 
 
 def execute_script(script, config, *, simulator, build_dir, waves=False, rebuild=False):

@@ -31,8 +31,9 @@ __all__ = ["SDCore"]
 
 
 #: Forwarded activation rows that wait while the lanes' records are read
-#: (``row_lookahead=2``): a row leaves once its records have arrived, two cycles later.
-ACTIVATION_QUEUE_DEPTH = 4
+#: (``row_lookahead=2``): a row leaves once its records have been read (and, on the
+#: SmartDeal core, rebuilt): five rows in flight keep one row per cycle.
+ACTIVATION_QUEUE_DEPTH = 5
 
 
 def _bits(depth):

@@ -37,6 +37,11 @@ class CoreShape:
     ``weights``: ``"smartdeal"`` or ``"dense"`` (a dense core: one int8
     weight row and a ``last`` bit per issued row, no bases, the rows in
     blocks of ``block_rows``).
+    ``row_lookahead``: 1, or 2 for a core whose front end reads two index
+    entries and two activation rows per cycle and forwards to the lanes
+    only the rows with a nonzero activation, and every block's last row;
+    the lanes read the weight records of the forwarded rows only (and no
+    length header).
     """
 
     lanes: int
@@ -48,6 +53,7 @@ class CoreShape:
     coefficients: str = "packed"
     weights: str = "smartdeal"
     block_rows: int = 192
+    row_lookahead: int = 1
 
     @property
     def dense(self):
@@ -127,6 +133,20 @@ def _row_structure(weights, shape):
     return weights.row_nonzero(), weights.block_of_row()
 
 
+def _block_last(live, block_of_row):
+    """Of the issued rows (``live``, in order), which is its block's last issued row."""
+    blocks = block_of_row[live]
+    return np.append(blocks[1:] != blocks[:-1], True)
+
+
+def _forwarded(rows_in, valid, live, block_of_row):
+    """``(P, n)`` zero activation rows and rows sent to the lanes by a lookahead-2 core,
+    of the issued rows of one group, per pixel."""
+    masked = np.where(valid[:, live], rows_in[:, live], 0)
+    zero = np.all(masked == 0, axis=2)
+    return zero, ~zero | _block_last(live, block_of_row)[None, :]
+
+
 def _block_words(present, rows, shape):
     """Weight words of one lane's block of ``rows`` issued rows (``present`` (n, 3) or None)."""
     if shape.dense or shape.coefficients == "unpacked":
@@ -177,14 +197,19 @@ def expected_counters(net, x, shape):
             live = _live_rows(nonzero[channels.start:channels.stop])
             blocks = sorted(set(block_of_row[live].tolist()))
             n_live = int(live.sum())
-            counts["rows"] += pixels * n_live
+            zero, forwarded = _forwarded(rows_in, valid, live, block_of_row)
+            delivered = int(forwarded.sum()) if shape.row_lookahead == 2 else pixels * n_live
+            counts["rows"] += delivered
             counts["skipped_rows"] += pixels * (rows - n_live)
             counts["index_reads"] += shape.group_words + pixels * (len(blocks) + n_live)
             if not shape.dense:
                 # A group with one block reads its bases once, not once per pixel.
                 passes = 1 if len(blocks) == 1 else pixels
                 counts["basis_reads"] += shape.lanes * passes * len(blocks) * shape.basis_words
-            for lane in range(shape.lanes):
+            if shape.row_lookahead == 2:
+                # Fixed-size records, fetched one per forwarded row and lane.
+                counts["weight_reads"] += shape.lanes * delivered
+            for lane in range(shape.lanes if shape.row_lookahead == 1 else 0):
                 channel = first + lane
                 words = 0
                 for b in blocks:
@@ -193,23 +218,54 @@ def expected_counters(net, x, shape):
                                if channel < m and not shape.dense else None)
                     words += _block_words(present, len(issued), shape)
                 counts["weight_reads"] += shape.header_words + pixels * words
-            masked = np.where(valid[:, live], rows_in[:, live], 0)
             counts["activation_reads"] += int(valid[:, live].sum())
-            counts["zero_rows"] += int(np.all(masked == 0, axis=2).sum())
+            counts["zero_rows"] += int(zero.sum())
     return counts
 
 
-def cycle_estimate(net, shape):
-    """An analytic estimate of the cycles of one run (not input dependent).
+def _pass_cycles(block_sizes, forwarded):
+    """Cycles of a lookahead-2 core for one pass, per pixel.
+
+    ``forwarded`` (P, n): which of the pass's ``n`` issued rows reach the
+    lanes. Entries (a header, then its rows, per block) are read in aligned
+    pairs; a pair of two rows takes one cycle per row forwarded, at least
+    one; any other pair one cycle per entry.
+    """
+    entries = []
+    row = 0
+    for n in block_sizes:
+        entries.append(None)                 # the block header
+        entries += list(range(row, row + n))
+        row += n
+    cycles = np.zeros(forwarded.shape[0], np.int64)
+    for k in range(0, len(entries), 2):
+        pair = entries[k:k + 2]
+        if len(pair) == 2 and None not in pair:
+            cycles += np.maximum(forwarded[:, pair[0]].astype(np.int64) + forwarded[:, pair[1]], 1)
+        else:
+            cycles += len(pair)
+    return cycles
+
+
+def cycle_estimate(net, shape, x=None):
+    """An analytic estimate of the cycles of one run.
 
     Per lane group and pixel, the decoders' time (one cycle per issued row
     plus a cycle per block for its row bitmap and one for a record refill;
     unpacked or dense, one cycle per issued row and one per block header),
     at least ``lanes`` cycles (the output stage writes one output per
-    cycle); plus a fixed start-up per group and operation. It is an
-    estimate to compare with the measured count, not a bound.
+    cycle); plus a fixed start-up per group and operation. With
+    ``shape.row_lookahead = 2``, index entries go in aligned pairs: a pair
+    of two rows takes a cycle per row sent to the lanes (at least one), a
+    pair with a block header a cycle per entry; the rows sent are every
+    issued row without ``x`` (the int8 input, no batch axis), else the rows
+    with a nonzero activation and the blocks' last rows. It is an estimate to compare with the measured
+    count, not a bound.
     """
     network = net.network
+    outputs = None
+    if x is not None and shape.row_lookahead == 2:
+        outputs = run(net, np.asarray(x)[None], layer_outputs=True)
     cycles = 0
     for kind, index in layer_plan(network):
         spec = network.layers[index]
@@ -224,14 +280,26 @@ def cycle_estimate(net, shape):
             continue
         nonzero, block_of_row = _row_structure(net.layers[spec.name].weights, shape)
         pixels = 1 if spec.kind == "linear" else shape_in[1] * shape_in[2]
+        if outputs is not None:
+            tensor_in = x if index == 0 else outputs[index - 1][0]
+            rows_in, valid = _activation_rows(spec, np.asarray(tensor_in, np.int64))
         for first in range(0, spec.out_size, shape.lanes):
             live = _live_rows(nonzero[first:first + shape.lanes])
-            per_pass = 0
-            for b in sorted(set(block_of_row[live].tolist())):
-                n = int((live & (block_of_row == b)).sum())
-                if shape.dense or shape.coefficients == "unpacked":
-                    per_pass += n + 1
+            sizes = [int((live & (block_of_row == b)).sum())
+                     for b in sorted(set(block_of_row[live].tolist()))]
+            if shape.row_lookahead == 2:
+                if outputs is not None:
+                    _, forwarded = _forwarded(rows_in, valid, live, block_of_row)
                 else:
-                    per_pass += n + -(-n // shape.stream_bits) + 1
-            cycles += pixels * max(per_pass, shape.lanes) + shape.group_words + 2 * shape.lanes + 16
+                    forwarded = np.ones((pixels, sum(sizes)), bool)
+                cycles += int(np.maximum(_pass_cycles(sizes, forwarded), shape.lanes).sum())
+            else:
+                per_pass = 0
+                for n in sizes:
+                    if shape.dense or shape.coefficients == "unpacked":
+                        per_pass += n + 1
+                    else:
+                        per_pass += n + -(-n // shape.stream_bits) + 1
+                cycles += pixels * max(per_pass, shape.lanes)
+            cycles += shape.group_words + 2 * shape.lanes + 16
     return cycles
