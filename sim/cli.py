@@ -143,6 +143,10 @@ def add_core_options(parser):
     group.add_argument("--weights", dest="core_weights", metavar="KIND",
                        help="'smartdeal' (decomposed layers, the default) or 'dense' (int8 "
                             "layers compressed with --dense: the dense baseline core)")
+    group.add_argument("--row-lookahead", dest="core_row_lookahead", metavar="N",
+                       help="rows the front end looks at per cycle: 1 (the default) or 2 "
+                            "(two rows per cycle, all-zero activation rows dropped before "
+                            "the lanes; needs --coefficients unpacked or --weights dense)")
     group.add_argument("--no-counters", dest="core_no_counters", action="store_true",
                        help="build the cycle counter only, not the other performance counters")
 
@@ -175,6 +179,12 @@ def core_config_from_args(args, base=None):
     for name in ("coefficients", "weights"):
         if getattr(args, f"core_{name}", None) is not None:
             description[name] = getattr(args, f"core_{name}")
+    if getattr(args, "core_row_lookahead", None) is not None:
+        try:
+            description["row_lookahead"] = int(args.core_row_lookahead)
+        except ValueError:
+            raise ParameterError(f"parameter 'row_lookahead' must be an integer, "
+                                 f"got {args.core_row_lookahead!r}") from None
     for field in dataclasses.fields(CoreConfig):
         text = getattr(args, f"core_{field.name}", None)
         if field.name not in _DEPTH_HELP or text is None:

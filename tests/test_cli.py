@@ -228,6 +228,13 @@ BAD = {
     "simulate dense factored": (["simulate", "{d}/model.sdw", "--inputs", "{d}/x.npy",
                                  "--weights", "dense", "--dataflow", "factored"],
                                 "it needs dataflow 'rebuild', got 'factored'"),
+    "simulate lookahead on packed coefficients": (
+        ["simulate", "{d}/model.sdw", "--inputs", "{d}/x.npy", "--row-lookahead", "2"],
+        "parameter 'row_lookahead' is 2, which fetches a lane's weight record by row number; "
+        "with parameter 'coefficients' = 'packed'"),
+    "simulate lookahead 3": (["simulate", "{d}/model.sdw", "--inputs", "{d}/x.npy",
+                              "--row-lookahead", "3", "--coefficients", "unpacked"],
+                             "parameter 'row_lookahead' is 3, allowed values are 1, 2"),
     "simulate decomposed model on a dense core": (["simulate", "{d}/model.sdw", "--inputs",
                                                    "{d}/x.npy", "--weights", "dense"],
                                                   "is decomposed; a dense core"),
@@ -277,3 +284,10 @@ def test_config_round_trips_through_a_file(capsys, tmp_path):
     description = json.loads(again)
     assert description["datapath"]["lanes"] == 3
     assert (description["weight_depth"], description["basis_depth"]) == (512, 64)
+
+
+def test_config_row_lookahead(capsys):
+    description = json.loads(run_ok(capsys, "config", "--coefficients", "unpacked",
+                                    "--row-lookahead", "2"))
+    assert (description["row_lookahead"], description["coefficients"]) == (2, "unpacked")
+    assert json.loads(run_ok(capsys, "config"))["row_lookahead"] == 1

@@ -22,6 +22,7 @@ from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
 
 from sd_hw.config import AcceleratorConfig
+from sd_hw.core.activation_pair_reader import ActivationPairReader
 from sd_hw.core.activation_reader import ActivationReader
 from sd_hw.core.basis_assembler import BasisAssembler
 from sd_hw.core.config import BASIS_WORD_BITS
@@ -29,8 +30,10 @@ from sd_hw.core.fork import StreamFork
 from sd_hw.core.layouts import (GROUP_WORDS, OpKind, Window, entry_layout,
                                 group_layout, op_layout, pack_words, requant_layout)
 from sd_hw.core.output_stage import OutputStage
+from sd_hw.core.pair_queue import PairQueue
 from sd_hw.core.pool_engine import PoolEngine
 from sd_hw.core.region_reader import RegionReader
+from sd_hw.core.row_fetcher import RowFetcher
 from sd_hw.core.row_issuer import RowIssuer
 from sd_hw.core.sequencer import LayerSequencer
 from sd_hw.datapath.layouts import basis_layout
@@ -790,6 +793,209 @@ def test_activation_reader(stride, stall, seed, activation_bits):
         assert taken == list(range(taken[0], taken[0] + len(taken))), "not one row per cycle"
 
 
+# PairQueue -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("depth, stall, seed", [(2, 0.3, 0), (6, 0.5, 1), (5, 0.0, 2),
+                                                (3, 0.0, 3)])
+def test_pair_queue(depth, stall, seed):
+    rng = random.Random(seed)
+    entries = [rng.randrange(1 << 10) for _ in range(150)]
+    dut = PairQueue(unsigned(10), depth)
+    received = []
+    log = []
+
+    async def writer(ctx):
+        k = 0
+        while k < len(entries):
+            # The writer sends at most what the queue has room for.
+            room = depth - ctx.get(dut.level)
+            count = min(rng.choice([0, 1, 2, 2, 2]) if stall else 2, room, len(entries) - k)
+            ctx.set(dut.w_count, count)
+            ctx.set(dut.w_data, [entries[k + i] if i < count else 0 for i in range(2)])
+            k += count
+            await ctx.tick()
+        ctx.set(dut.w_count, 0)
+
+    async def reader(ctx):
+        received.extend(await stream_get(ctx, dut.r, len(entries), stall=stall,
+                                         rng=random.Random(seed + 1)))
+
+    simulate(dut, [writer, reader], [recorder(log, dut.level, dut.r.valid, dut.r.ready)])
+    assert received == entries
+    assert max(column(log, 0)) <= depth
+    if stall == 0.0:
+        taken = [c for c, (_, valid, ready) in enumerate(log) if valid and ready]
+        assert taken == list(range(taken[0], taken[0] + len(entries))), "not one per cycle"
+
+
+def test_pair_queue_rejects_a_depth_below_two():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        with pytest.raises(ValueError, match="depth"):
+            PairQueue(unsigned(8), 1)
+        gc.collect()
+
+
+# RowFetcher ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("data_width, header_words, stall, seed", [
+    (16, 1, 0.4, 0), (25, 1, 0.0, 1), (8, 2, 0.3, 2), (8, 2, 0.0, 3)])
+def test_row_fetcher(data_width, header_words, stall, seed):
+    rng = random.Random(seed)
+    addr_width = 8
+    contents = [rng.randrange(1 << data_width) for _ in range(1 << addr_width)]
+    base = rng.randrange(100)
+    ordinals = [rng.randrange(120) for _ in range(80)]
+    expected = [contents[(base + header_words + n) % (1 << addr_width)] for n in ordinals]
+    dut = RowFetcher(addr_width=addr_width, data_width=data_width, header_words=header_words)
+    harness = MemoryHarness(dut, [(dut.port, contents)])
+    received = []
+    log = []
+
+    async def producer(ctx):
+        ctx.set(dut.base, base)
+        await stream_put(ctx, dut.requests, [{"ordinal": n} for n in ordinals], stall=stall,
+                         rng=random.Random(seed + 1))
+
+    async def consumer(ctx):
+        received.extend(await stream_get(ctx, dut.words, len(ordinals), stall=stall,
+                                         rng=random.Random(seed + 2)))
+        for _ in range(3):
+            await ctx.tick()
+
+    simulate(harness, [producer, consumer],
+             [recorder(log, dut.requests.valid, dut.requests.ready, dut.words.valid,
+                       dut.words.ready, dut.read, dut.busy)])
+    assert received == expected
+    taken = [c for c, e in enumerate(log) if e[0] and e[1]]
+    assert [c for c, e in enumerate(log) if e[4]] == taken, "a read per request, no other"
+    first_valid = next(c for c, e in enumerate(log) if e[2])
+    assert first_valid == taken[0] + dut.latency
+    assert not log[-1][5], "busy after the last word"
+    if stall == 0.0:
+        assert taken == list(range(taken[0], taken[0] + len(taken))), "not one per cycle"
+
+
+# ActivationPairReader ------------------------------------------------------------------
+
+def pair_reader_model(memory, requests, stride):
+    """Forwarded rows ``(row, last, ordinal)`` and, per pair, (zero rows, dropped rows)."""
+    rows, counts = [], []
+    for pair in requests:
+        slots = [pair["first"]] + ([pair["second"]] if pair["both"] else [])
+        zero = dropped = 0
+        for s, slot in enumerate(slots):
+            row = [memory[slot["address"] + j * stride] if slot["valid"] >> j & 1 else 0
+                   for j in range(3)]
+            if row == [0, 0, 0]:
+                zero += 1
+                if not slot["last"]:
+                    dropped += 1
+                    continue
+            rows.append((row, slot["last"], pair["ordinal"] + s))
+        counts.append((zero, dropped))
+    return rows, counts
+
+
+def random_pair(rng, depth, stride, *, both=None):
+    def slot():
+        return dict(address=rng.randrange(depth - 2 * stride),
+                    valid=rng.choice([0b111, 0b111, 0b011, 0b001, 0b110, 0b000]),
+                    last=int(rng.random() < 0.2))
+    return dict(first=slot(), second=slot(),
+                both=int(rng.random() < 0.7) if both is None else both,
+                ordinal=rng.randrange(1000))
+
+
+@pytest.mark.parametrize("stride, stall, seed, zeros", [
+    (1, 0.4, 0, 0.6), (7, 0.3, 1, 0.8), (5, 0.0, 2, 0.5), (2, 0.5, 3, 0.0)])
+def test_activation_pair_reader(stride, stall, seed, zeros):
+    config = AcceleratorConfig()
+    rng = random.Random(seed)
+    depth = 1 << ACT_ADDR_WIDTH
+    memory = [0 if rng.random() < zeros else rng.choice([-128, -1, 1, 127, rng.randint(-128, 127)])
+              for _ in range(depth)]
+    requests = [random_pair(rng, depth, stride) for _ in range(120)]
+    expected, counts = pair_reader_model(memory, requests, stride)
+
+    dut = ActivationPairReader(config, addr_width=ACT_ADDR_WIDTH)
+    harness = MemoryHarness(dut, [(port, memory) for port in dut.ports])
+    received = []
+    log = []
+
+    async def producer(ctx):
+        ctx.set(dut.stride, stride)
+        await stream_put(ctx, dut.requests, requests, stall=stall, rng=random.Random(seed))
+
+    async def consumer(ctx):
+        received.extend(await stream_get(
+            ctx, dut.rows, len(expected), stall=stall, rng=random.Random(seed + 1),
+            convert=lambda p: ([p.row[j] for j in range(3)], p.last, p.ordinal)))
+        for _ in range(4):
+            await ctx.tick()
+
+    simulate(harness, [producer, consumer],
+             [recorder(log, dut.requests.valid, dut.requests.ready, dut.zero, dut.dropped,
+                       dut.reads, *[port.en for port in dut.ports])])
+    assert received == expected
+    taken = [c for c, e in enumerate(log) if e[0] and e[1]]
+    assert len(taken) == len(requests)
+    for c, request, (zero, dropped) in zip(taken, requests, counts):
+        # `zero` and `dropped` report, in the cycle after a pair's read, its rows' counts.
+        assert (log[c + 1][2], log[c + 1][3]) == (zero, dropped), f"pair read in cycle {c}"
+        enables = [request["first"]["valid"] >> j & 1 for j in range(3)]
+        enables += [request["both"] & (request["second"]["valid"] >> j & 1) for j in range(3)]
+        assert list(log[c][5:11]) == enables, "absent elements or rows are read"
+        assert log[c][4] == sum(enables)
+    others = set(range(len(log))) - set(taken)
+    assert not any(log[c][4] or any(log[c][5:11]) for c in others), "reads without a request"
+    after = {c + 1 for c in taken}
+    assert not any(log[c][2] or log[c][3] for c in set(range(len(log))) - after)
+
+
+def test_activation_pair_reader_rate():
+    """A pair per cycle while at most one row of each is forwarded; a row per cycle out."""
+    config = AcceleratorConfig()
+    rng = random.Random(5)
+    depth = 1 << ACT_ADDR_WIDTH
+    memory = [0] * (depth // 2) + [rng.randint(1, 127) for _ in range(depth // 2)]
+    requests = []
+    for k in range(60):
+        pair = random_pair(rng, depth // 2, 1, both=1)
+        pair["first"].update(valid=0b111, last=0)     # a zero row: dropped
+        pair["second"].update(address=depth // 2 + rng.randrange(depth // 4), valid=0b111)
+        requests.append(pair)
+    dense = [random_pair(rng, depth // 4, 1, both=1) for _ in range(30)]
+    for pair in dense:
+        for slot in ("first", "second"):
+            pair[slot].update(address=depth // 2 + rng.randrange(depth // 4), valid=0b111)
+    expected, _ = pair_reader_model(memory, requests + dense, 1)
+    assert len(expected) == 60 + 60
+
+    dut = ActivationPairReader(config, addr_width=ACT_ADDR_WIDTH)
+    harness = MemoryHarness(dut, [(port, memory) for port in dut.ports])
+    log = []
+    received = []
+
+    async def producer(ctx):
+        ctx.set(dut.stride, 1)
+        await stream_put(ctx, dut.requests, requests + dense)
+
+    async def consumer(ctx):
+        received.extend(await stream_get(ctx, dut.rows, len(expected),
+                                         convert=lambda p: p.ordinal))
+
+    simulate(harness, [producer, consumer],
+             [recorder(log, dut.requests.valid, dut.requests.ready, dut.rows.valid,
+                       dut.rows.ready)])
+    assert received == [ordinal for _, _, ordinal in expected]
+    taken = [c for c, e in enumerate(log) if e[0] and e[1]]
+    assert taken[:60] == list(range(taken[0], taken[0] + 60)), "not a pair per cycle"
+    delivered = [c for c, e in enumerate(log) if e[2] and e[3]]
+    assert delivered == list(range(delivered[0], delivered[0] + len(expected))), \
+        "not a row per cycle"
+
+
 # RowIssuer -----------------------------------------------------------------------------
 
 INDEX_ADDR_WIDTH = 8
@@ -900,6 +1106,130 @@ def test_row_issuer(window, height, width, blocks, seed):
     assert sum(column(log, 1)) == skipped
     assert sum(column(log, 2)) == passes * len(entries)
     assert not log[-1][0], "still busy after every entry was handed on"
+
+
+def expected_pairs(described, requests, *, passes):
+    """The pair requests of a lookahead-2 issuer, from its docstring's rules.
+
+    ``requests`` are the single-row requests of :func:`expected_issue`, in
+    order. Entries go in aligned pairs per pass; a pair of two rows is one
+    request, any other row a request of its own. Each request is ``(first,
+    second or None, ordinal of first within the pass)``.
+    """
+    rows = iter(requests)
+    pairs = []
+    for _ in range(passes):
+        entries = []
+        for live, _, _, _ in described:
+            entries += [None] + [next(rows) for _ in range(live)]
+        ordinal = 0
+        for k in range(0, len(entries), 2):
+            pair = entries[k:k + 2]
+            if len(pair) == 2 and None not in pair:
+                pairs.append((pair[0], pair[1], ordinal))
+                ordinal += 2
+                continue
+            for entry in pair:
+                if entry is not None:
+                    pairs.append((entry, None, ordinal))
+                    ordinal += 1
+    return pairs
+
+
+def _pair_of(payload):
+    first = (payload.first.address, payload.first.valid, payload.first.last)
+    second = (payload.second.address, payload.second.valid, payload.second.last)
+    return first, second if payload.both else None, payload.ordinal
+
+
+@pytest.mark.parametrize("window, height, width, blocks, seed", [
+    (Window.CONV3, 3, 4, 3, 10), (Window.CONV3, 2, 2, 4, 11), (Window.CONV1, 2, 3, 3, 12),
+    (Window.LINEAR, 1, 1, 5, 13), (Window.CONV3, 2, 3, 0, 14), (Window.LINEAR, 1, 1, 1, 15),
+])
+def test_row_issuer_lookahead_two(window, height, width, blocks, seed):
+    rng = random.Random(seed)
+    config = AcceleratorConfig(block_rows=8)
+    entries, described = issuer_program(rng, window, height=height, width=width,
+                                        channels=2, blocks=blocks)
+    index_base = rng.randrange(1, 200 - len(entries))
+    index = [rng.randrange(1 << 32) for _ in range(1 << INDEX_ADDR_WIDTH)]
+    index[index_base:index_base + len(entries)] = entries
+    passes = height * width
+    in_base = rng.randrange(100, 1000)
+    origin = (in_base - width - 1) & 0xffff if window == Window.CONV3 else in_base
+    commands, ends, requests, skipped = expected_issue(
+        window, described, passes=passes, origin=origin, height=height, width=width)
+    pairs = expected_pairs(described, requests, passes=passes)
+
+    dut = RowIssuer(config, addr_width=INDEX_ADDR_WIDTH, lookahead=2)
+    harness = MemoryHarness(dut, [(dut.port, index), (dut.second_port, index)])
+    got = {}
+    log = []
+
+    async def control(ctx):
+        for name, value in dict(index_base=index_base, entries=len(entries), passes=passes,
+                                window=window, origin=origin, width=width,
+                                height=height).items():
+            ctx.set(getattr(dut, name), value)
+        await pulse(ctx, dut.start)
+
+    def consumer(name, count, stall, convert):
+        async def testbench(ctx):
+            got[name] = await stream_get(ctx, getattr(dut, name), count, stall=stall,
+                                         rng=random.Random(f"{seed}-{name}"), convert=convert)
+            for _ in range(4):
+                await ctx.tick()
+        return testbench
+
+    simulate(harness, [
+        control,
+        consumer("commands", len(commands), 0.5, lambda p: p.rows),
+        consumer("block_ends", len(ends), 0.3, lambda p: p.flush),
+        consumer("requests", len(pairs), 0.3, _pair_of),
+    ], [recorder(log, dut.busy, dut.skipped, dut.read, dut.requests.valid,
+                 dut.requests.ready)])
+    assert got["commands"] == commands
+    assert got["block_ends"] == ends
+    assert got["requests"] == pairs
+    assert sum(column(log, 1)) == skipped
+    assert sum(column(log, 2)) == passes * len(entries), "every entry read once per pass"
+    assert not log[-1][0], "still busy after every entry was handed on"
+    if any(live >= 3 for live, *_ in described):  # such a block holds an aligned row pair
+        assert any(second is not None for _, second, _ in pairs), "no pair of rows issued"
+
+
+def test_row_issuer_lookahead_two_rate():
+    """Rows of one long block go two per cycle."""
+    rows = [(3 * k, 1, 0b111, k == 40) for k in range(41)]
+    entries = [block_entry(41, 0, 1)] + [row_entry(*row) for row in rows]
+    index = [0] * (1 << INDEX_ADDR_WIDTH)
+    index[5:5 + len(entries)] = entries
+    dut = RowIssuer(AcceleratorConfig(block_rows=64), addr_width=INDEX_ADDR_WIDTH, lookahead=2)
+    harness = MemoryHarness(dut, [(dut.port, index), (dut.second_port, index)])
+    log = []
+    got = {}
+
+    async def control(ctx):
+        for name, value in dict(index_base=5, entries=len(entries), passes=2,
+                                window=Window.LINEAR, origin=0, width=1, height=1).items():
+            ctx.set(getattr(dut, name), value)
+        await pulse(ctx, dut.start)
+
+    async def sink(ctx):
+        got["requests"] = await stream_get(ctx, dut.requests, 2 * 21, convert=_pair_of)
+
+    async def headers(ctx):
+        await stream_get(ctx, dut.commands, 2)
+
+    async def ends(ctx):
+        await stream_get(ctx, dut.block_ends, 2)
+
+    simulate(harness, [control, sink, headers, ends],
+             [recorder(log, dut.requests.valid, dut.requests.ready)])
+    taken = [c for c, (valid, ready) in enumerate(log) if valid and ready]
+    # Per pass: (header, row 0) one entry per cycle, then 20 pairs of rows.
+    assert [second is None for _, second, _ in got["requests"]] == ([True] + [False] * 20) * 2
+    assert taken[-1] - taken[0] <= 2 * 21 + 6
 
 
 # LayerSequencer ------------------------------------------------------------------------
