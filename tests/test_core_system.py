@@ -22,7 +22,12 @@ from sim.flow import compress_model
 from sim.golden.digits import DEFAULT_CNN, DEFAULT_MLP, load_digits_split
 from sim.golden.model_file import FloatModel
 from sim.golden.train import train_float
-from sim.simulate import build_script, compare, execute_script, layer_waveform, simulate
+from sd_hw.core.host_map import Register, Space, address
+from sd_hw.errors import ParameterError
+from sim.golden.counts import expected_counters
+from sim.host.script import BusScript
+from sim.simulate import (build_script, compare, core_shape, execute_script, layer_waveform,
+                          simulate)
 from tests.factories import TINY, hardware_network
 
 
@@ -70,6 +75,14 @@ RANDOM_CASES = [
     (TINY, dict(lanes=2, block_rows=5), dict(weights="dense"), 0, 12),
     (CONV1X1, dict(lanes=3), dict(weights="dense"), 0, 13),
     (MLP, dict(lanes=1, block_rows=2), dict(weights="dense"), 0, 14),
+    # Lookahead 2: two rows per cycle, all-zero activation rows dropped before the lanes.
+    (TINY, dict(lanes=2), dict(coefficients="unpacked", row_lookahead=2), 4, 15),
+    (CONV1X1, dict(lanes=3, dataflow="factored"), dict(coefficients="unpacked",
+                                                       row_lookahead=2), 4, 16),
+    (TINY, dict(lanes=1), dict(coefficients="unpacked", row_lookahead=2,
+                               activation_depth=100), 3, 17),
+    (CONV1X1, dict(lanes=2, block_rows=4), dict(weights="dense", row_lookahead=2), 0, 18),
+    (TINY, dict(lanes=3, block_rows=5), dict(weights="dense", row_lookahead=2), 0, 19),
 ]
 
 
@@ -97,6 +110,13 @@ def test_random_networks_in_amaranth(case, tmp_path):
     assert report.counters[0]["skipped_rows"] > 0
     assert report.counters[0]["rows"] + report.counters[0]["skipped_rows"] > 0
     assert (report.counters[0]["basis_reads"] == 0) == dense
+    if config.row_lookahead == 2:
+        # Zero activation rows (ReLU outputs) were there to drop: fewer rows reached the
+        # lanes than the index issued.
+        issued = [expected_counters(net, xi, dataclasses.replace(core_shape(config),
+                                                                 row_lookahead=1))["rows"]
+                  for xi in x]
+        assert sum(c["rows"] for c in report.counters) < sum(issued)
 
 
 def test_zero_activation_rows_are_counted(tmp_path):
@@ -113,6 +133,62 @@ def test_zero_activation_rows_are_counted(tmp_path):
                for g in range(groups))
     assert report.counters[0]["zero_rows"] >= live
     assert program.op_count == 2
+
+
+SPARSE_INPUT = Network.from_dict({"input_shape": [8, 3, 3], "layers": [
+    {"type": "conv2d", "name": "c1", "in_channels": 8, "out_channels": 4, "kernel_size": 3},
+    {"type": "relu", "name": "r1"},
+    {"type": "flatten", "name": "flat"},
+    {"type": "linear", "name": "fc", "in_features": 36, "out_features": 3}]})
+
+
+@pytest.mark.parametrize("core", [dict(coefficients="unpacked"), dict(weights="dense")],
+                         ids=["unpacked", "dense"])
+def test_lookahead_two_saves_cycles_on_zero_rows(core, tmp_path):
+    """The same network and inputs: with many zero activation rows, lookahead 2 needs
+    far fewer cycles than lookahead 1; with few (padding and ReLU zeros only), no more."""
+    dense = core.get("weights") == "dense"
+    net = hardware_network(SPARSE_INPUT, 51, block_rows=12, group=4, shared_zero_rows=0.0,
+                           row_density=1.0, dense=dense)
+    rng = np.random.default_rng(51)
+    x = rng.integers(1, 128, size=(2, 8, 3, 3)).astype(np.int8)
+    x[0, 2:] = 0            # six of eight input channels zero
+    cycles = {}
+    for lookahead in (1, 2):
+        config = CoreConfig(datapath=AcceleratorConfig(lanes=4), row_lookahead=lookahead,
+                            **core)
+        report = simulate(net, config, x, simulator="amaranth", build_dir=tmp_path)
+        assert_passed(report)
+        cycles[lookahead] = report.cycles
+    (sparse1, full1), (sparse2, full2) = cycles[1], cycles[2]
+    assert sparse2 < 0.75 * sparse1, cycles
+    assert full2 <= 1.05 * full1, cycles
+
+
+def test_row_lookahead_configuration():
+    assert CoreConfig().row_lookahead == 1
+    for config in (CoreConfig(coefficients="unpacked", row_lookahead=2),
+                   CoreConfig(weights="dense", row_lookahead=2)):
+        assert CoreConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ParameterError, match=r"parameter 'row_lookahead' is 2.*parameter "
+                                             r"'coefficients' = 'packed'.*decoded in order"):
+        CoreConfig(row_lookahead=2)
+    for bad in (0, 3, True, "2"):
+        with pytest.raises(ParameterError, match=r"parameter 'row_lookahead' is .*, allowed "
+                                                 r"values are 1, 2"):
+            CoreConfig(coefficients="unpacked", row_lookahead=bad)
+
+
+@pytest.mark.parametrize("lookahead", [1, 2])
+def test_datapath_register_reports_the_lookahead(lookahead, tmp_path):
+    config = CoreConfig(datapath=AcceleratorConfig(lanes=1), coefficients="unpacked",
+                        row_lookahead=lookahead)
+    script = BusScript()
+    script.read(address(Space.REGISTERS, Register.DATAPATH), 1, "datapath")
+    words, _ = execute_script(script, config, simulator="amaranth", build_dir=tmp_path)
+    (word,) = words["datapath"]
+    assert (word & 0xFF, word >> 21 & 1, word >> 22 & 1) == (1, 1, 0)
+    assert word >> 23 & 1 == (lookahead == 2)
 
 
 def test_negative_control_names_layer_and_element(tmp_path):

@@ -1,5 +1,7 @@
 """The golden model's performance counts, checked by hand on tiny layers, and on the RTL."""
 
+import dataclasses
+
 import numpy as np
 
 from sd_hw.config import AcceleratorConfig
@@ -53,6 +55,51 @@ def test_linear_layer_by_hand(tmp_path):
     assert report.passed
     assert {k: report.counters[0][k] for k in report.expected_counters[0]} \
         == report.expected_counters[0]
+
+
+def test_lookahead_two_linear_layer_by_hand(tmp_path):
+    network = Network.from_dict({"input_shape": [9], "layers": [
+        {"type": "linear", "name": "fc", "in_features": 9, "out_features": 2}]})
+    net, weights = single_layer(network)     # blocks of two rows: (0, 1), (2)
+    weights.present[0, :, 0] = True          # every row live in the group
+    x = np.array([0, 0, 0, 0, 0, 0, 5, 0, 0], np.int8)
+    shape = dataclasses.replace(SHAPE, coefficients="unpacked", row_lookahead=2)
+    counts = expected_counters(net, x, shape)
+    # Row 0 is zero and not its block's last: dropped. Row 1 is zero but ends block 0,
+    # row 2 (nonzero) ends block 1: both reach the lanes.
+    assert (counts["rows"], counts["zero_rows"]) == (2, 2)
+    assert counts["weight_reads"] == 2 * 2          # one record per lane and row, no header
+    assert counts["index_reads"] == 4 + 2 + 3       # group header, two block headers, rows
+    assert counts["activation_reads"] == 9
+    one = expected_counters(net, x, dataclasses.replace(shape, row_lookahead=1))
+    assert (one["rows"], one["zero_rows"], one["weight_reads"]) == (3, 2, 2 * (1 + 3))
+    config = CoreConfig(datapath=AcceleratorConfig(lanes=2), coefficients="unpacked",
+                        row_lookahead=2)
+    report = simulate(net, config, x[None], simulator="amaranth", build_dir=tmp_path)
+    assert report.passed
+    assert {k: report.counters[0][k] for k in counts} == counts
+
+
+def test_lookahead_two_estimate_follows_the_input():
+    network = Network.from_dict({"input_shape": [60], "layers": [
+        {"type": "linear", "name": "fc", "in_features": 60, "out_features": 2}]})
+    net, weights = single_layer(network)
+    weights.present[:, :, 1] = True
+    shape = dataclasses.replace(SHAPE, coefficients="unpacked", row_lookahead=2)
+    ones = np.ones(60, np.int8)
+    zeros = np.zeros(60, np.int8)
+    # Ten blocks of two rows: entries H R R H R R ..., read in aligned pairs (H, R),
+    # (R, H), (R, R) per two blocks. A pair of rows takes a cycle per row forwarded, at
+    # least one: with a nonzero input two, with a zero one (the first row is dropped,
+    # the block's last is not). Five such pairs: five cycles saved.
+    assert cycle_estimate(net, shape, ones) == cycle_estimate(net, shape)
+    assert cycle_estimate(net, shape) - cycle_estimate(net, shape, zeros) == 5
+    big = hardware_network(network, 3, block_rows=192, shared_zero_rows=0.0, row_density=1.0)
+    assert big.layers["fc"].weights.row_nonzero().any(axis=0).all()
+    saved = cycle_estimate(big, shape) - cycle_estimate(big, shape, zeros)
+    # 20 rows in one block: (header, row), 9 pairs of rows, then the last row alone. All
+    # zero, the 9 pairs take a cycle each instead of two.
+    assert saved == 9
 
 
 def test_conv3_padding_rows_by_hand(tmp_path):
