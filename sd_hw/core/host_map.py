@@ -72,12 +72,13 @@ COUNTER_BASE = 16
 #: Performance counters (32 bits, wrapping), cleared at every start:
 COUNTERS = (
     "cycles",             # cycles from start to done
-    "rows",               # activation rows sent to the lanes (one per Ce row issued)
-    "zero_rows",          # of these, rows whose three activations are all zero
+    "rows",               # activation rows sent to the lanes (row_lookahead 1: one per Ce
+                          # row issued; 2: the issued rows not dropped as all zero)
+    "zero_rows",          # activation rows read whose three activations are all zero
     "skipped_rows",       # Ce rows zero in every lane of their group: never issued
     "weight_reads",       # reads of the lanes' weight memories (all lanes)
     "basis_reads",        # reads of the lanes' basis memories (all lanes)
-    "index_reads",        # reads of the index memory
+    "index_reads",        # words read from the index memory (either copy)
     "param_reads",        # reads of the channel-parameter memory
     "activation_reads",   # activations read (elements, not rows)
     "activation_writes",  # activations written
