@@ -289,6 +289,17 @@ def test_random_network_on_icarus(overrides, tmp_path):
     assert_passed(simulate(net, config, x, simulator="icarus", build_dir=tmp_path))
 
 
+def test_lookahead_two_on_icarus(tmp_path):
+    """The lookahead-2 front end on the generated Verilog (one small case)."""
+    config = CoreConfig(datapath=AcceleratorConfig(lanes=2), coefficients="unpacked",
+                        row_lookahead=2, activation_depth=256)
+    net = hardware_network(CONV1X1, 33, block_rows=4, group=config.lanes)
+    x = random_inputs(CONV1X1, 1, 33)
+    report = simulate(net, config, x, simulator="icarus", build_dir=tmp_path)
+    assert_passed(report)
+    assert report.counters[0]["zero_rows"] > 0
+
+
 def test_layer_waveform_records_one_layer(tmp_path):
     config = CoreConfig(datapath=AcceleratorConfig(lanes=1), activation_depth=256)
     net = hardware_network(MLP, 41, block_rows=4, group=1)
