@@ -218,8 +218,10 @@ class SDCore(wiring.Component):
             waiting = m.submodules.activation_queue = SyncFIFO(
                 width=data.Layout.cast(waiting_layout).size, depth=ACTIVATION_QUEUE_DEPTH)
             forwarded = row_fork.o[0]
+            entering = data.View(waiting_layout, waiting.w_data)
             m.d.comb += [waiting.w_en.eq(forwarded.valid),
-                         waiting.w_data.eq(Cat(forwarded.payload.row, forwarded.payload.last)),
+                         entering.row.eq(forwarded.payload.row),
+                         entering.last.eq(forwarded.payload.last),
                          forwarded.ready.eq(waiting.w_rdy)]
             lane_rows = waiting.r_stream
             lane_row = data.View(waiting_layout, waiting.r_data)

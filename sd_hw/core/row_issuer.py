@@ -107,22 +107,13 @@ class RowIssuer(wiring.Component):
         m = Module()
         m.submodules.reader = reader = RegionReader(addr_width=self._addr_width,
                                                     data_width=HOST_WORD_BITS)
-        command_layout = block_layout(self._config)
-        m.submodules.command_queue = commands = SyncFIFOBuffered(
-            width=data.Layout.cast(command_layout).size, depth=QUEUE_DEPTH)
-        m.submodules.end_queue = ends = SyncFIFOBuffered(
-            width=data.Layout.cast(block_end_layout()).size, depth=QUEUE_DEPTH)
+        commands, ends = self._queues(m)
         wiring.connect(m, wiring.flipped(self.port), reader.port)
-        wiring.connect(m, commands.r_stream, wiring.flipped(self.commands))
-        wiring.connect(m, ends.r_stream, wiring.flipped(self.block_ends))
 
         # The driver holds the inputs while busy.
-        window, origin, width, height = self.window, self.origin, self.width, self.height
         entries = self.entries
         entry_index = Signal(16)
-        pixel = Signal(16)
-        column = Signal(16)
-        row = Signal(16)
+        pixel, column, row = position = self._position(m)
 
         m.d.comb += [
             reader.start.eq(self.start),
@@ -133,27 +124,16 @@ class RowIssuer(wiring.Component):
             self.read.eq(reader.read),
         ]
         with m.If(self.start):
-            m.d.sync += [entry_index.eq(0), pixel.eq(0), column.eq(0), row.eq(0)]
+            m.d.sync += entry_index.eq(0)
 
         entry_bits = data.Layout.cast(entry_layout()).size
         entry = data.View(entry_layout(), reader.words.payload[:entry_bits])
         header = entry.body.block
-        row_entry = entry.body.row
 
         # Block headers go to both queues at once.
         m.d.comb += [commands.w_data.eq(header.live), ends.w_data.eq(header.flush)]
         header_room = commands.w_rdy & ends.w_rdy
-
-        conv3 = window == Window.CONV3
-        horizontal = Mux(conv3, Cat(column != 0, Const(1), column != width - 1), 0b111)
-        vertical = Mux(conv3 & (row_entry.tap == 0), row != 0,
-                       Mux(conv3 & (row_entry.tap == 2), row != height - 1, 1))
-        request = self.requests.payload
-        m.d.comb += [
-            request.address.eq(origin + pixel + row_entry.offset),
-            request.valid.eq(row_entry.columns & horizontal & vertical.replicate(3)),
-            request.last.eq(row_entry.last),
-        ]
+        self._describe(m, self.requests.payload, entry.body.row, position)
 
         consumed = Signal()
         with m.If(entry.is_block):
@@ -173,16 +153,14 @@ class RowIssuer(wiring.Component):
 
         with m.If(consumed):
             with m.If(entry_index == entries - 1):
-                m.d.sync += [entry_index.eq(0), pixel.eq(pixel + 1)]
-                with m.If(column == width - 1):
-                    m.d.sync += [column.eq(0), row.eq(row + 1)]
-                with m.Else():
-                    m.d.sync += column.eq(column + 1)
+                m.d.sync += entry_index.eq(0)
+                self._next_pixel(m, position)
             with m.Else():
                 m.d.sync += entry_index.eq(entry_index + 1)
         return m
 
     def _queues(self, m):
+        """The block command and block-end queues, connected to their outputs."""
         command_layout = block_layout(self._config)
         m.submodules.command_queue = commands = SyncFIFOBuffered(
             width=data.Layout.cast(command_layout).size, depth=QUEUE_DEPTH)
@@ -191,6 +169,36 @@ class RowIssuer(wiring.Component):
         wiring.connect(m, commands.r_stream, wiring.flipped(self.commands))
         wiring.connect(m, ends.r_stream, wiring.flipped(self.block_ends))
         return commands, ends
+
+    def _position(self, m):
+        """The pass's pixel and its column and row, cleared at ``start``."""
+        pixel = Signal(16)
+        column = Signal(16)
+        row = Signal(16)
+        with m.If(self.start):
+            m.d.sync += [pixel.eq(0), column.eq(0), row.eq(0)]
+        return pixel, column, row
+
+    def _next_pixel(self, m, position):
+        pixel, column, row = position
+        m.d.sync += pixel.eq(pixel + 1)
+        with m.If(column == self.width - 1):
+            m.d.sync += [column.eq(0), row.eq(row + 1)]
+        with m.Else():
+            m.d.sync += column.eq(column + 1)
+
+    def _describe(self, m, request, row_entry, position):
+        """Drive ``request`` (a ``row_request_layout``) for ``row_entry`` at ``position``."""
+        pixel, column, row = position
+        conv3 = self.window == Window.CONV3
+        horizontal = Mux(conv3, Cat(column != 0, Const(1), column != self.width - 1), 0b111)
+        vertical = Mux(conv3 & (row_entry.tap == 0), row != 0,
+                       Mux(conv3 & (row_entry.tap == 2), row != self.height - 1, 1))
+        m.d.comb += [
+            request.address.eq(self.origin + pixel + row_entry.offset),
+            request.valid.eq(row_entry.columns & horizontal & vertical.replicate(3)),
+            request.last.eq(row_entry.last),
+        ]
 
     def _elaborate_pairs(self):
         m = Module()
@@ -220,16 +228,12 @@ class RowIssuer(wiring.Component):
             self.read.eq(self.port.en + self.second_port.en),
         ]
 
-        window, origin, width, height = self.window, self.origin, self.width, self.height
         entry_index = Signal(16)   # position in the pass of the entry handed on next
         ordinal = Signal(16)       # row entries of the pass before it
         in_pair = Signal()         # it is the pair's second entry
-        pixel = Signal(16)
-        column = Signal(16)
-        row = Signal(16)
+        position = self._position(m)
         with m.If(self.start):
-            m.d.sync += [entry_index.eq(0), ordinal.eq(0), in_pair.eq(0), pixel.eq(0),
-                         column.eq(0), row.eq(0)]
+            m.d.sync += [entry_index.eq(0), ordinal.eq(0), in_pair.eq(0)]
 
         entry_bits = data.Layout.cast(entry_layout()).size
         words = [data.View(entry_layout(), reader.words.payload[HOST_WORD_BITS * k:]
@@ -240,25 +244,13 @@ class RowIssuer(wiring.Component):
         header_room = commands.w_rdy & ends.w_rdy
         m.d.comb += [commands.w_data.eq(header.live), ends.w_data.eq(header.flush)]
 
-        conv3 = window == Window.CONV3
-        horizontal = Mux(conv3, Cat(column != 0, Const(1), column != width - 1), 0b111)
-
-        def describe(request, row_entry):
-            vertical = Mux(conv3 & (row_entry.tap == 0), row != 0,
-                           Mux(conv3 & (row_entry.tap == 2), row != height - 1, 1))
-            m.d.comb += [
-                request.address.eq(origin + pixel + row_entry.offset),
-                request.valid.eq(row_entry.columns & horizontal & vertical.replicate(3)),
-                request.last.eq(row_entry.last),
-            ]
-
         second_exists = entry_index + 1 < entries
         both_rows = Signal()
         m.d.comb += both_rows.eq(~in_pair & second_exists & ~words[0].is_block
                                  & ~words[1].is_block)
         request = self.requests.payload
-        describe(request.first, current.body.row)
-        describe(request.second, words[1].body.row)
+        self._describe(m, request.first, current.body.row, position)
+        self._describe(m, request.second, words[1].body.row, position)
         m.d.comb += [request.both.eq(both_rows), request.ordinal.eq(ordinal)]
 
         consumed = Signal()
@@ -275,6 +267,7 @@ class RowIssuer(wiring.Component):
                 self.requests.valid.eq(reader.words.valid),
                 consumed.eq(reader.words.valid & self.requests.ready),
             ]
+        # The pair is released with its last entry.
         pair_done = both_rows | in_pair | ~second_exists
         m.d.comb += reader.words.ready.eq(consumed & pair_done)
 
@@ -282,11 +275,8 @@ class RowIssuer(wiring.Component):
         with m.If(consumed):
             m.d.sync += in_pair.eq(~pair_done)
             with m.If(entry_index + step == entries):
-                m.d.sync += [entry_index.eq(0), ordinal.eq(0), pixel.eq(pixel + 1)]
-                with m.If(column == width - 1):
-                    m.d.sync += [column.eq(0), row.eq(row + 1)]
-                with m.Else():
-                    m.d.sync += column.eq(column + 1)
+                m.d.sync += [entry_index.eq(0), ordinal.eq(0)]
+                self._next_pixel(m, position)
             with m.Else():
                 m.d.sync += [entry_index.eq(entry_index + step),
                              ordinal.eq(ordinal + Mux(current.is_block, 0, step))]

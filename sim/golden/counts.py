@@ -6,9 +6,10 @@ an analytic estimate of the cycles. Both follow the accelerator's documented
 schedule (docs/core.md): per compute layer, output channels in lane groups of
 ``lanes``; per group and output pixel, every Ce row that is nonzero in at
 least one channel of the group, block by block; rows zero in the whole group
-skipped. They are computed here from the integer network and the golden
-model's activations, with NumPy only, independently of the compiler and the
-RTL.
+skipped; with ``row_lookahead=2``, rows whose activations are all zero
+(but a block's last) are not sent to the lanes. They are computed here from
+the integer network and the golden model's activations, with NumPy only,
+independently of the compiler and the RTL.
 """
 
 from dataclasses import dataclass
@@ -209,15 +210,16 @@ def expected_counters(net, x, shape):
             if shape.row_lookahead == 2:
                 # Fixed-size records, fetched one per forwarded row and lane.
                 counts["weight_reads"] += shape.lanes * delivered
-            for lane in range(shape.lanes if shape.row_lookahead == 1 else 0):
-                channel = first + lane
-                words = 0
-                for b in blocks:
-                    issued = np.flatnonzero(live & (block_of_row == b))
-                    present = (weights.present[channel, issued]
-                               if channel < m and not shape.dense else None)
-                    words += _block_words(present, len(issued), shape)
-                counts["weight_reads"] += shape.header_words + pixels * words
+            else:
+                for lane in range(shape.lanes):
+                    channel = first + lane
+                    words = 0
+                    for b in blocks:
+                        issued = np.flatnonzero(live & (block_of_row == b))
+                        present = (weights.present[channel, issued]
+                                   if channel < m and not shape.dense else None)
+                        words += _block_words(present, len(issued), shape)
+                    counts["weight_reads"] += shape.header_words + pixels * words
             counts["activation_reads"] += int(valid[:, live].sum())
             counts["zero_rows"] += int(zero.sum())
     return counts
