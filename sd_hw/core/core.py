@@ -225,16 +225,18 @@ class SDCore(wiring.Component):
                          forwarded.ready.eq(waiting.w_rdy)]
             lane_rows = waiting.r_stream
             lane_row = data.View(waiting_layout, waiting.r_data)
+            m.d.comb += [engine.activations.valid.eq(lane_rows.valid),
+                         lane_rows.ready.eq(engine.activations.ready)]
+            if datapath.dataflow == "rebuild":
+                m.d.comb += engine.activations.payload.eq(lane_row.row)
+            else:
+                m.d.comb += engine.activations.payload.eq(lane_row)
+        elif datapath.dataflow == "rebuild":
+            m.d.comb += [engine.activations.valid.eq(reader.rows.valid),
+                         engine.activations.payload.eq(reader.rows.payload.row),
+                         reader.rows.ready.eq(engine.activations.ready)]
         else:
-            lane_rows = reader.rows
-            lane_row = reader.rows.payload
-        m.d.comb += [engine.activations.valid.eq(lane_rows.valid),
-                     lane_rows.ready.eq(engine.activations.ready)]
-        if datapath.dataflow == "rebuild":
-            m.d.comb += engine.activations.payload.eq(lane_row.row)
-        else:
-            m.d.comb += [engine.activations.payload.row.eq(lane_row.row),
-                         engine.activations.payload.last.eq(lane_row.last)]
+            wiring.connect(m, reader.rows, engine.activations)
 
         # The sequencer drives the units. ----------------------------------------------
         op, group = sequencer.op, sequencer.group
