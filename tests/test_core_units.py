@@ -1112,9 +1112,9 @@ def expected_pairs(described, requests, *, passes):
     """The pair requests of a lookahead-2 issuer, from its docstring's rules.
 
     ``requests`` are the single-row requests of :func:`expected_issue`, in
-    order. Entries go in aligned pairs per pass; a pair of two rows is one
-    request, any other row a request of its own. Each request is ``(first,
-    second or None, ordinal of first within the pass)``.
+    order. Entries go in aligned pairs per pass; the rows of a pair form one
+    request. Each request is ``(first, second or None, ordinal of first
+    within the pass)``.
     """
     rows = iter(requests)
     pairs = []
@@ -1124,15 +1124,10 @@ def expected_pairs(described, requests, *, passes):
             entries += [None] + [next(rows) for _ in range(live)]
         ordinal = 0
         for k in range(0, len(entries), 2):
-            pair = entries[k:k + 2]
-            if len(pair) == 2 and None not in pair:
-                pairs.append((pair[0], pair[1], ordinal))
-                ordinal += 2
-                continue
-            for entry in pair:
-                if entry is not None:
-                    pairs.append((entry, None, ordinal))
-                    ordinal += 1
+            in_pair = [entry for entry in entries[k:k + 2] if entry is not None]
+            if in_pair:
+                pairs.append((in_pair[0], in_pair[1] if len(in_pair) == 2 else None, ordinal))
+                ordinal += len(in_pair)
     return pairs
 
 
@@ -1199,9 +1194,16 @@ def test_row_issuer_lookahead_two(window, height, width, blocks, seed):
 
 
 def test_row_issuer_lookahead_two_rate():
-    """Rows of one long block go two per cycle."""
-    rows = [(3 * k, 1, 0b111, k == 40) for k in range(41)]
-    entries = [block_entry(41, 0, 1)] + [row_entry(*row) for row in rows]
+    """A pair of entries per cycle, block headers included."""
+    entries, described = [], []
+    for block, live in enumerate([3, 1, 6, 2, 5]):
+        entries.append(block_entry(live, 0, int(block == 4)))
+        rows = [(10 * block + 3 * k, 1, 0b111, int(k == live - 1)) for k in range(live)]
+        entries += [row_entry(*row) for row in rows]
+        described.append((live, 0, block == 4, rows))
+    _, _, requests, _ = expected_issue(Window.LINEAR, described, passes=3, origin=0,
+                                       height=1, width=1)
+    pairs = expected_pairs(described, requests, passes=3)
     index = [0] * (1 << INDEX_ADDR_WIDTH)
     index[5:5 + len(entries)] = entries
     dut = RowIssuer(AcceleratorConfig(block_rows=64), addr_width=INDEX_ADDR_WIDTH, lookahead=2)
@@ -1210,26 +1212,27 @@ def test_row_issuer_lookahead_two_rate():
     got = {}
 
     async def control(ctx):
-        for name, value in dict(index_base=5, entries=len(entries), passes=2,
+        for name, value in dict(index_base=5, entries=len(entries), passes=3,
                                 window=Window.LINEAR, origin=0, width=1, height=1).items():
             ctx.set(getattr(dut, name), value)
         await pulse(ctx, dut.start)
 
     async def sink(ctx):
-        got["requests"] = await stream_get(ctx, dut.requests, 2 * 21, convert=_pair_of)
+        got["requests"] = await stream_get(ctx, dut.requests, len(pairs), convert=_pair_of)
 
     async def headers(ctx):
-        await stream_get(ctx, dut.commands, 2)
+        await stream_get(ctx, dut.commands, 3 * 5)
 
     async def ends(ctx):
-        await stream_get(ctx, dut.block_ends, 2)
+        await stream_get(ctx, dut.block_ends, 3 * 5)
 
     simulate(harness, [control, sink, headers, ends],
              [recorder(log, dut.requests.valid, dut.requests.ready)])
+    assert got["requests"] == pairs
+    # Every pair holds a row, so a request per pair: one per cycle.
     taken = [c for c, (valid, ready) in enumerate(log) if valid and ready]
-    # Per pass: (header, row 0) one entry per cycle, then 20 pairs of rows.
-    assert [second is None for _, second, _ in got["requests"]] == ([True] + [False] * 20) * 2
-    assert taken[-1] - taken[0] <= 2 * 21 + 6
+    assert len(taken) == 3 * ((len(entries) + 1) // 2)
+    assert taken == list(range(taken[0], taken[0] + len(taken))), "not a pair per cycle"
 
 
 # LayerSequencer ------------------------------------------------------------------------

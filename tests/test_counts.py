@@ -89,16 +89,16 @@ def test_lookahead_two_estimate_follows_the_input():
     ones = np.ones(60, np.int8)
     zeros = np.zeros(60, np.int8)
     # Ten blocks of two rows: entries H R R H R R ..., read in aligned pairs (H, R),
-    # (R, H), (R, R) per two blocks. A pair of rows takes a cycle per row forwarded, at
-    # least one: with a nonzero input two, with a zero one (the first row is dropped,
-    # the block's last is not). Five such pairs: five cycles saved.
+    # (R, H), (R, R) per two blocks, a pair per cycle and a row per cycle to the lanes.
+    # With a nonzero input: 1 + 1 + 2 cycles; with a zero one, the first row of each
+    # block is dropped (the last is not): 1 + 1 + 1. Five cycles saved.
     assert cycle_estimate(net, shape, ones) == cycle_estimate(net, shape)
     assert cycle_estimate(net, shape) - cycle_estimate(net, shape, zeros) == 5
     big = hardware_network(network, 3, block_rows=192, shared_zero_rows=0.0, row_density=1.0)
     assert big.layers["fc"].weights.row_nonzero().any(axis=0).all()
     saved = cycle_estimate(big, shape) - cycle_estimate(big, shape, zeros)
     # 20 rows in one block: (header, row), 9 pairs of rows, then the last row alone. All
-    # zero, the 9 pairs take a cycle each instead of two.
+    # zero, the 9 pairs of rows take a cycle each instead of two.
     assert saved == 9
 
 

@@ -16,6 +16,9 @@ __all__ = ["RowIssuer"]
 
 #: Block commands and block-end tokens that may wait for the lanes.
 QUEUE_DEPTH = 2
+#: The same with a lookahead of 2, which may hand on a block header in consecutive cycles
+#: (a SyncFIFOBuffered of depth 2 takes one every other cycle).
+PAIR_QUEUE_DEPTH = 3
 
 
 class RowIssuer(wiring.Component):
@@ -42,10 +45,11 @@ class RowIssuer(wiring.Component):
     (``second_port``), and hands on two rows of a pass in one cycle
     (``requests`` then carries :func:`~sd_hw.core.layouts.row_pair_layout`
     payloads with the rows' ordinal within the pass). Entries are read in
-    aligned pairs ``(index_base + 2i, index_base + 2i + 1)`` of a pass; a
-    pair holding a block header, and the last pair of a pass with an odd
-    number of entries, is handed on one entry per cycle (a lone row is a
-    pair request with ``both`` clear).
+    aligned pairs ``(index_base + 2i, index_base + 2i + 1)`` of a pass (the
+    last pair of a pass with an odd number of entries has one), and a pair
+    is handed on in one cycle: its rows as one request (``both`` set if it
+    has two), its block header, if any, to ``commands`` and ``block_ends``.
+    A pair holds at most one header, since a block has at least one row.
 
     Members
     -------
@@ -107,7 +111,7 @@ class RowIssuer(wiring.Component):
         m = Module()
         m.submodules.reader = reader = RegionReader(addr_width=self._addr_width,
                                                     data_width=HOST_WORD_BITS)
-        commands, ends = self._queues(m)
+        commands, ends = self._queues(m, QUEUE_DEPTH)
         wiring.connect(m, wiring.flipped(self.port), reader.port)
 
         # The driver holds the inputs while busy.
@@ -159,13 +163,13 @@ class RowIssuer(wiring.Component):
                 m.d.sync += entry_index.eq(entry_index + 1)
         return m
 
-    def _queues(self, m):
+    def _queues(self, m, depth):
         """The block command and block-end queues, connected to their outputs."""
         command_layout = block_layout(self._config)
         m.submodules.command_queue = commands = SyncFIFOBuffered(
-            width=data.Layout.cast(command_layout).size, depth=QUEUE_DEPTH)
+            width=data.Layout.cast(command_layout).size, depth=depth)
         m.submodules.end_queue = ends = SyncFIFOBuffered(
-            width=data.Layout.cast(block_end_layout()).size, depth=QUEUE_DEPTH)
+            width=data.Layout.cast(block_end_layout()).size, depth=depth)
         wiring.connect(m, commands.r_stream, wiring.flipped(self.commands))
         wiring.connect(m, ends.r_stream, wiring.flipped(self.block_ends))
         return commands, ends
@@ -206,7 +210,7 @@ class RowIssuer(wiring.Component):
         # read from the two copies at once.
         m.submodules.reader = reader = RegionReader(addr_width=self._addr_width,
                                                     data_width=2 * HOST_WORD_BITS)
-        commands, ends = self._queues(m)
+        commands, ends = self._queues(m, PAIR_QUEUE_DEPTH)
         entries = self.entries
         pairs = Signal(16)
         odd = entries[0]
@@ -228,56 +232,50 @@ class RowIssuer(wiring.Component):
             self.read.eq(self.port.en + self.second_port.en),
         ]
 
-        entry_index = Signal(16)   # position in the pass of the entry handed on next
-        ordinal = Signal(16)       # row entries of the pass before it
-        in_pair = Signal()         # it is the pair's second entry
+        pair_index = Signal(16)    # the pair's position in the pass
+        ordinal = Signal(16)       # row entries of the pass before the pair
         position = self._position(m)
         with m.If(self.start):
-            m.d.sync += [entry_index.eq(0), ordinal.eq(0), in_pair.eq(0)]
+            m.d.sync += [pair_index.eq(0), ordinal.eq(0)]
 
         entry_bits = data.Layout.cast(entry_layout()).size
         words = [data.View(entry_layout(), reader.words.payload[HOST_WORD_BITS * k:]
                            [:entry_bits]) for k in range(2)]
-        current = data.View(entry_layout(), Mux(in_pair, words[1].as_value(),
-                                                words[0].as_value()))
-        header = current.body.block
-        header_room = commands.w_rdy & ends.w_rdy
+        second_exists = ~(odd & (pair_index == pairs - 1))
+        # A pair holds at most one block header (a block has at least one row).
+        is_row = [~words[0].is_block, second_exists & ~words[1].is_block]
+        has_header = ~is_row[0] | (second_exists & ~is_row[1])
+        header = Mux(is_row[0], words[1].as_value(), words[0].as_value())
+        header = data.View(entry_layout(), header).body.block
         m.d.comb += [commands.w_data.eq(header.live), ends.w_data.eq(header.flush)]
 
-        second_exists = entry_index + 1 < entries
-        both_rows = Signal()
-        m.d.comb += both_rows.eq(~in_pair & second_exists & ~words[0].is_block
-                                 & ~words[1].is_block)
         request = self.requests.payload
-        self._describe(m, request.first, current.body.row, position)
+        first = data.View(entry_layout(), Mux(is_row[0], words[0].as_value(),
+                                              words[1].as_value()))
+        self._describe(m, request.first, first.body.row, position)
         self._describe(m, request.second, words[1].body.row, position)
-        m.d.comb += [request.both.eq(both_rows), request.ordinal.eq(ordinal)]
+        has_rows = is_row[0] | is_row[1]
+        m.d.comb += [request.both.eq(is_row[0] & is_row[1]), request.ordinal.eq(ordinal)]
 
+        # The header and the rows of a pair are handed on in the same cycle.
+        header_done = ~has_header | (commands.w_rdy & ends.w_rdy)
+        rows_done = ~has_rows | self.requests.ready
         consumed = Signal()
-        with m.If(current.is_block):
-            m.d.comb += [
-                consumed.eq(reader.words.valid & header_room),
-                commands.w_en.eq(consumed),
-                ends.w_en.eq(consumed),
-            ]
-            with m.If(consumed):
-                m.d.comb += self.skipped.eq(header.skipped)
-        with m.Else():
-            m.d.comb += [
-                self.requests.valid.eq(reader.words.valid),
-                consumed.eq(reader.words.valid & self.requests.ready),
-            ]
-        # The pair is released with its last entry.
-        pair_done = both_rows | in_pair | ~second_exists
-        m.d.comb += reader.words.ready.eq(consumed & pair_done)
+        m.d.comb += [
+            self.requests.valid.eq(reader.words.valid & has_rows & header_done),
+            consumed.eq(reader.words.valid & header_done & rows_done),
+            commands.w_en.eq(consumed & has_header),
+            ends.w_en.eq(consumed & has_header),
+            reader.words.ready.eq(consumed),
+        ]
+        with m.If(consumed & has_header):
+            m.d.comb += self.skipped.eq(header.skipped)
 
-        step = Mux(both_rows, 2, 1)
         with m.If(consumed):
-            m.d.sync += in_pair.eq(~pair_done)
-            with m.If(entry_index + step == entries):
-                m.d.sync += [entry_index.eq(0), ordinal.eq(0)]
+            with m.If(pair_index == pairs - 1):
+                m.d.sync += [pair_index.eq(0), ordinal.eq(0)]
                 self._next_pixel(m, position)
             with m.Else():
-                m.d.sync += [entry_index.eq(entry_index + step),
-                             ordinal.eq(ordinal + Mux(current.is_block, 0, step))]
+                m.d.sync += [pair_index.eq(pair_index + 1),
+                             ordinal.eq(ordinal + is_row[0] + is_row[1])]
         return m

@@ -230,8 +230,9 @@ def _pass_cycles(block_sizes, forwarded):
 
     ``forwarded`` (P, n): which of the pass's ``n`` issued rows reach the
     lanes. Entries (a header, then its rows, per block) are read in aligned
-    pairs; a pair of two rows takes one cycle per row forwarded, at least
-    one; any other pair one cycle per entry.
+    pairs, a pair per cycle (its header and rows together), and the lanes
+    take a row per cycle: a pair takes a cycle per row forwarded, at least
+    one.
     """
     entries = []
     row = 0
@@ -241,11 +242,8 @@ def _pass_cycles(block_sizes, forwarded):
         row += n
     cycles = np.zeros(forwarded.shape[0], np.int64)
     for k in range(0, len(entries), 2):
-        pair = entries[k:k + 2]
-        if len(pair) == 2 and None not in pair:
-            cycles += np.maximum(forwarded[:, pair[0]].astype(np.int64) + forwarded[:, pair[1]], 1)
-        else:
-            cycles += len(pair)
+        rows = [entry for entry in entries[k:k + 2] if entry is not None]
+        cycles += np.maximum(forwarded[:, rows].sum(axis=1), 1)
     return cycles
 
 
@@ -257,11 +255,11 @@ def cycle_estimate(net, shape, x=None):
     unpacked or dense, one cycle per issued row and one per block header),
     at least ``lanes`` cycles (the output stage writes one output per
     cycle); plus a fixed start-up per group and operation. With
-    ``shape.row_lookahead = 2``, index entries go in aligned pairs: a pair
-    of two rows takes a cycle per row sent to the lanes (at least one), a
-    pair with a block header a cycle per entry; the rows sent are every
-    issued row without ``x`` (the int8 input, no batch axis), else the rows
-    with a nonzero activation and the blocks' last rows. It is an estimate to compare with the measured
+    ``shape.row_lookahead = 2``, index entries go in aligned pairs, a pair
+    per cycle, and a pair takes a cycle per row of it sent to the lanes (at
+    least one); the rows sent are every issued row without ``x`` (the int8
+    input, no batch axis), else the rows with a nonzero activation and the
+    blocks' last rows. It is an estimate to compare with the measured
     count, not a bound.
     """
     network = net.network
