@@ -3,9 +3,10 @@
 The steps, each usable on its own:
 
 1. :func:`prune_masks` fixes SmartDeal's group-structured sparsity per layer;
-2. :func:`decompose` factors every decomposed layer into Ce and B, and
+2. :func:`decompose` factors every decomposed layer into Ce and B;
    :func:`project` turns float parameters into their SmartDeal
-   reconstruction (the projection used by retraining);
+   reconstruction, and :func:`project_int8` into the weights that the
+   integer factors (int8 bases) stand for: the projection retraining uses;
 3. :func:`calibrate` picks activation scales on sample inputs;
 4. :func:`integerise` builds the exact integer network that the weight file
    stores and the accelerator runs.
@@ -17,13 +18,14 @@ import numpy as np
 
 from sd_hw.errors import ParameterError, check_range
 from sim.golden.decompose import DecomposeParams, decompose_weight, group_prune_mask
-from sim.golden.integerise import activation_scale, build_integer_network
+from sim.golden.integerise import (activation_scale, build_integer_network,
+                                   integerise_decomposed)
 from sim.golden.nn import layer_inputs
 from sim.golden.reference import rebuild_weight
 
 
-__all__ = ["CompressOptions", "prune_masks", "decompose", "project", "calibrate",
-           "integerise"]
+__all__ = ["CompressOptions", "prune_masks", "decompose", "project", "project_int8",
+           "calibrate", "integerise"]
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,28 @@ def project(params, decomposed):
     projected = dict(params)
     for name, factors in decomposed.items():
         projected[f"{name}.weight"] = factors.reconstruct()
+    return projected
+
+
+def project_int8(network, params, decomposed, options):
+    """``params`` with each decomposed weight replaced by what its integer
+    factors stand for: the int8 bases and exponent codes that
+    :func:`integerise` stores, times their weight scale.
+
+    It differs from :func:`project` by the rounding of the bases to int8,
+    which matters where a block's Ce is nearly singular and its rows
+    reconstruct small weights as differences of large basis entries (a
+    3-row block, as a one-channel 3x3 convolution has): retraining through
+    this projection sees, and selects on, the weights the accelerator uses.
+    """
+    projected = dict(params)
+    final = network.compute_layers[-1].name
+    shapes = {layer.name: layer.weight_shape for layer in network.compute_layers}
+    for name, factors in decomposed.items():
+        weights, scale = integerise_decomposed(factors, code_bits=options.decompose.code_bits,
+                                               per_layer_scale=name == final)
+        integer = rebuild_weight(weights, shapes[name]).astype(np.float64)
+        projected[f"{name}.weight"] = integer * scale.reshape((-1,) + (1,) * (integer.ndim - 1))
     return projected
 
 

@@ -8,7 +8,7 @@ digits model and measures accuracy after each.
 from dataclasses import dataclass, field
 
 from sd_hw.errors import SdHwError
-from sim.compress import calibrate, decompose, integerise, project, prune_masks
+from sim.compress import calibrate, decompose, integerise, project_int8, prune_masks
 
 
 __all__ = ["CompressionResult", "compress_model", "retrain", "RETRAIN_METHODS"]
@@ -27,6 +27,10 @@ class CompressionResult:
 def retrain(network, params, data, masks, options, *, method, epochs, seed=0, log=None):
     """SmartDeal retraining with the sparsity masks held fixed.
 
+    The projection is :func:`sim.compress.project_int8`: the weights the
+    integer factors stand for (int8 bases), so what is trained through and
+    validated is what the accelerator computes with.
+
     ``projection``: train an epoch in float, project every weight onto its
     SmartDeal reconstruction, validate, repeat
     (:func:`sim.golden.train.retrain_projection`). ``ste``: train through the
@@ -40,7 +44,8 @@ def retrain(network, params, data, masks, options, *, method, epochs, seed=0, lo
     from sim.golden.train import retrain_projection, retrain_ste
 
     def to_smartdeal(current):
-        return project(current, decompose(network, current, masks, options))
+        return project_int8(network, current, decompose(network, current, masks, options),
+                            options)
 
     if method == "projection":
         run = retrain_projection
