@@ -3,7 +3,8 @@
     python bench/bench_simulate.py [--out docs/bench-simulate.md]
 
 Trains and compresses the bundled digits MLP and CNN (fixed seeds, group
-pruning as in the demo, no retraining: accuracy does not matter here), then
+pruning: MLP fc1 0.5, CNN conv2 and fc 0.5; no retraining: accuracy does not
+matter here), then
 for each simulator builds the default SDCore once (timed) and runs two
 batches of test images on it, outputs only. The per-inference time is the
 difference of the two batches' wall times divided by the difference of
@@ -110,7 +111,7 @@ def main():
         "`python bench/bench_simulate.py --out docs/bench-simulate.md`: the default SDCore "
         f"({config.lanes} lanes, {config.datapath.dataflow} dataflow, "
         f"{config.datapath.stream_bits}-bit coefficient words) running the bundled digits "
-        "networks (trained 10 epochs, group pruning as in the demo, not retrained) on the "
+        "networks (trained 10 epochs, group pruning MLP fc1 0.5, CNN conv2 and fc 0.5, not retrained) on the "
         "generated RTL, outputs only.",
         "",
         "## Cycles per inference",

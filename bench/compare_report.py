@@ -214,7 +214,7 @@ def markdown(designs, runs, speed, decomposition, *, stamp, seeds, quick, images
         "",
         f"Run on {stamp}.",
         "",
-        "Networks: SD is group-pruned as in the demo (MLP fc1 0.5; CNN conv2 0.5 and fc "
+        "Networks: SD is group-pruned (MLP fc1 0.5; CNN conv2 0.5 and fc "
         "0.5, groups of 32 filters) and decomposed; \"dense\" is the same float network "
         "in int8, unpruned; \"dense, pruned\" (an ablation) is int8 with the very same "
         "pruning masks, on the dense core, which skips all-zero weight rows too.",

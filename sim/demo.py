@@ -35,7 +35,7 @@ __all__ = ["run_demo", "DEMO_PRUNE", "DEMO_EPOCHS", "ACCURACY_BAR", "AccuracyBar
 
 # Structured sparsity of the bundled networks: the first conv layer has one
 # input channel (three Ce rows per filter) and stays unpruned.
-DEMO_PRUNE = {"cnn": {"conv2": 0.5, "fc": 0.5}, "mlp": {"fc1": 0.5, "fc2": 0.25}}
+DEMO_PRUNE = {"cnn": {"conv2": 0.25, "fc": 0.25}, "mlp": {"fc1": 0.5, "fc2": 0.25}}
 DEMO_EPOCHS = {"train": 40, "retrain": 60}
 
 #: How far (in points of test accuracy) the retrained integer SmartDeal model

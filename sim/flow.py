@@ -8,7 +8,7 @@ digits model and measures accuracy after each.
 from dataclasses import dataclass, field
 
 from sd_hw.errors import SdHwError
-from sim.compress import calibrate, decompose, integerise, project_int8, prune_masks
+from sim.compress import calibrate, decompose, integerise, project, project_int8, prune_masks
 
 
 __all__ = ["CompressionResult", "compress_model", "retrain", "RETRAIN_METHODS"]
