@@ -25,9 +25,21 @@ PARTS = {"code_bits": ("Ce codes", "tab:blue"), "index_bits": ("Ce index", "tab:
          "padding_bits": ("padding", "0.75"), "metadata_bits": ("metadata", "0.45")}
 
 
-def _stamp(figure, stamp):
+def _unique_legend(axis):
+    """The axis' legend entries, one per label (handles and labels)."""
+    handles, labels = axis.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    return list(unique.values()), list(unique.keys())
+
+
+def _finish(figure, path, stamp, rect):
+    """Lay out within ``rect``, stamp the run, write ``path`` and return it."""
+    figure.tight_layout(rect=rect)
     figure.text(0.005, 0.005, "\n".join(textwrap.wrap(stamp, 170)), fontsize=5.5, color="0.3",
                 va="bottom")
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
 
 
 def resources_vs_throughput(designs, runs, path, stamp):
@@ -71,16 +83,10 @@ def resources_vs_throughput(designs, runs, path, stamp):
                  ylabel="dense-equivalent MMAC/s at median fmax", xlim=(0, right),
                  ylim=(0, 1.12 * top))
         axis.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    unique = dict(zip(labels, handles))
-    figure.legend(unique.values(), unique.keys(), loc="lower center", ncol=6, fontsize=7,
+    figure.legend(*_unique_legend(axes[0][0]), loc="lower center", ncol=6, fontsize=7,
                   bbox_to_anchor=(0.5, 0.06))
     figure.suptitle("Resources against throughput: SmartDeal (SD) and dense int8 cores")
-    figure.tight_layout(rect=(0, 0.12, 1, 1))
-    _stamp(figure, stamp)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return _finish(figure, path, stamp, (0, 0.12, 1, 1))
 
 
 def storage_per_layer(runs, path, stamp):
@@ -105,9 +111,7 @@ def storage_per_layer(runs, path, stamp):
             for x, top in zip(positions, bottom):
                 axis.text(x, top, run.variant, rotation=90, fontsize=6, ha="center",
                           va="bottom")
-        handles, labels = axis.get_legend_handles_labels()
-        unique = dict(zip(labels, handles))
-        axis.legend(unique.values(), unique.keys(), fontsize=7)
+        axis.legend(*_unique_legend(axis), fontsize=7)
         axis.set_xticks(range(len(names)), names)
         axis.set(title=f"digits {network.upper()}: weight file by layer",
                  ylabel="kbit", xlabel="layer (bars: " + ", ".join(r.variant for r in shown)
@@ -115,11 +119,7 @@ def storage_per_layer(runs, path, stamp):
         axis.margins(y=0.15)
         axis.grid(axis="y", alpha=0.3)
     figure.suptitle("Weight storage per layer: SmartDeal (SD) against dense int8")
-    figure.tight_layout(rect=(0, 0.05, 1, 1))
-    _stamp(figure, stamp)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return _finish(figure, path, stamp, (0, 0.05, 1, 1))
 
 
 def plot_all(designs, runs, image_dir, stamp):

@@ -16,15 +16,15 @@ import pytest
 from sd_hw.compiler import compile_network
 from sd_hw.config import AcceleratorConfig
 from sd_hw.core.config import CoreConfig
+from sd_hw.core.host_map import Register, Space, address
+from sd_hw.errors import ParameterError
 from sd_hw.network import Network
 from sim.compress import CompressOptions
 from sim.flow import compress_model
+from sim.golden.counts import expected_counters
 from sim.golden.digits import DEFAULT_CNN, DEFAULT_MLP, load_digits_split
 from sim.golden.model_file import FloatModel
 from sim.golden.train import train_float
-from sd_hw.core.host_map import Register, Space, address
-from sd_hw.errors import ParameterError
-from sim.golden.counts import expected_counters
 from sim.host.script import BusScript
 from sim.simulate import (build_script, compare, core_shape, execute_script, layer_waveform,
                           simulate)
