@@ -1055,27 +1055,37 @@ def expected_issue(window, described, *, passes, origin, height, width):
     return commands, ends, requests, skipped
 
 
-@pytest.mark.parametrize("window, height, width, blocks, seed", [
-    (Window.CONV3, 3, 4, 3, 0), (Window.CONV3, 2, 2, 3, 1), (Window.CONV3, 4, 3, 2, 2),
-    (Window.CONV1, 2, 3, 3, 3), (Window.LINEAR, 1, 1, 4, 4), (Window.CONV3, 2, 3, 0, 5),
-])
-def test_row_issuer(window, height, width, blocks, seed):
+def run_issuer(window, height, width, blocks, seed, *, lookahead, stalls):
+    """A random index program through a RowIssuer with ``lookahead``, its outputs
+    taken with random stalls (``stalls``: probability per stream name).
+
+    Returns the program's ``described`` blocks, the expected ``commands``,
+    ``ends``, single-row ``requests`` and ``skipped`` count, what each
+    stream delivered (``got``) and the per-cycle log of busy, skipped, read.
+    """
     rng = random.Random(seed)
-    config = AcceleratorConfig(block_rows=8)
-    channels = 2
     entries, described = issuer_program(rng, window, height=height, width=width,
-                                        channels=channels, blocks=blocks)
+                                        channels=2, blocks=blocks)
     index_base = rng.randrange(1, 200 - len(entries))
     index = [rng.randrange(1 << 32) for _ in range(1 << INDEX_ADDR_WIDTH)]
     index[index_base:index_base + len(entries)] = entries
     passes = height * width
     in_base = rng.randrange(100, 1000)
     origin = (in_base - width - 1) & 0xffff if window == Window.CONV3 else in_base
-    commands, ends, requests, skipped = expected_issue(
-        window, described, passes=passes, origin=origin, height=height, width=width)
+    expected = expected_issue(window, described, passes=passes, origin=origin, height=height,
+                              width=width)
+    commands, ends, requests, _ = expected
+    if lookahead == 2:
+        requests = expected_pairs(described, requests, passes=passes)
+        convert = _pair_of
+    else:
+        def convert(p):
+            return p.address, p.valid, p.last
 
-    dut = RowIssuer(config, addr_width=INDEX_ADDR_WIDTH)
-    harness = MemoryHarness(dut, [(dut.port, index)])
+    dut = RowIssuer(AcceleratorConfig(block_rows=8), addr_width=INDEX_ADDR_WIDTH,
+                    lookahead=lookahead)
+    ports = [(dut.port, index)] + ([(dut.second_port, index)] if lookahead == 2 else [])
+    harness = MemoryHarness(dut, ports)
     got = {}
     log = []
 
@@ -1086,9 +1096,9 @@ def test_row_issuer(window, height, width, blocks, seed):
             ctx.set(getattr(dut, name), value)
         await pulse(ctx, dut.start)
 
-    def consumer(name, count, stall, convert):
+    def consumer(name, count, convert):
         async def testbench(ctx):
-            got[name] = await stream_get(ctx, getattr(dut, name), count, stall=stall,
+            got[name] = await stream_get(ctx, getattr(dut, name), count, stall=stalls[name],
                                          rng=random.Random(f"{seed}-{name}"), convert=convert)
             for _ in range(4):
                 await ctx.tick()
@@ -1096,15 +1106,26 @@ def test_row_issuer(window, height, width, blocks, seed):
 
     simulate(harness, [
         control,
-        consumer("commands", len(commands), 0.6, lambda p: p.rows),
-        consumer("block_ends", len(ends), 0.3, lambda p: p.flush),
-        consumer("requests", len(requests), 0.4, lambda p: (p.address, p.valid, p.last)),
+        consumer("commands", len(commands), lambda p: p.rows),
+        consumer("block_ends", len(ends), lambda p: p.flush),
+        consumer("requests", len(requests), convert),
     ], [recorder(log, dut.busy, dut.skipped, dut.read)])
+    return described, expected, got, log, passes * len(entries)
+
+
+@pytest.mark.parametrize("window, height, width, blocks, seed", [
+    (Window.CONV3, 3, 4, 3, 0), (Window.CONV3, 2, 2, 3, 1), (Window.CONV3, 4, 3, 2, 2),
+    (Window.CONV1, 2, 3, 3, 3), (Window.LINEAR, 1, 1, 4, 4), (Window.CONV3, 2, 3, 0, 5),
+])
+def test_row_issuer(window, height, width, blocks, seed):
+    _, (commands, ends, requests, skipped), got, log, reads = run_issuer(
+        window, height, width, blocks, seed, lookahead=1,
+        stalls={"commands": 0.6, "block_ends": 0.3, "requests": 0.4})
     assert got["commands"] == commands
     assert got["block_ends"] == ends
     assert got["requests"] == requests
     assert sum(column(log, 1)) == skipped
-    assert sum(column(log, 2)) == passes * len(entries)
+    assert sum(column(log, 2)) == reads
     assert not log[-1][0], "still busy after every entry was handed on"
 
 
@@ -1142,52 +1163,15 @@ def _pair_of(payload):
     (Window.LINEAR, 1, 1, 5, 13), (Window.CONV3, 2, 3, 0, 14), (Window.LINEAR, 1, 1, 1, 15),
 ])
 def test_row_issuer_lookahead_two(window, height, width, blocks, seed):
-    rng = random.Random(seed)
-    config = AcceleratorConfig(block_rows=8)
-    entries, described = issuer_program(rng, window, height=height, width=width,
-                                        channels=2, blocks=blocks)
-    index_base = rng.randrange(1, 200 - len(entries))
-    index = [rng.randrange(1 << 32) for _ in range(1 << INDEX_ADDR_WIDTH)]
-    index[index_base:index_base + len(entries)] = entries
-    passes = height * width
-    in_base = rng.randrange(100, 1000)
-    origin = (in_base - width - 1) & 0xffff if window == Window.CONV3 else in_base
-    commands, ends, requests, skipped = expected_issue(
-        window, described, passes=passes, origin=origin, height=height, width=width)
-    pairs = expected_pairs(described, requests, passes=passes)
-
-    dut = RowIssuer(config, addr_width=INDEX_ADDR_WIDTH, lookahead=2)
-    harness = MemoryHarness(dut, [(dut.port, index), (dut.second_port, index)])
-    got = {}
-    log = []
-
-    async def control(ctx):
-        for name, value in dict(index_base=index_base, entries=len(entries), passes=passes,
-                                window=window, origin=origin, width=width,
-                                height=height).items():
-            ctx.set(getattr(dut, name), value)
-        await pulse(ctx, dut.start)
-
-    def consumer(name, count, stall, convert):
-        async def testbench(ctx):
-            got[name] = await stream_get(ctx, getattr(dut, name), count, stall=stall,
-                                         rng=random.Random(f"{seed}-{name}"), convert=convert)
-            for _ in range(4):
-                await ctx.tick()
-        return testbench
-
-    simulate(harness, [
-        control,
-        consumer("commands", len(commands), 0.5, lambda p: p.rows),
-        consumer("block_ends", len(ends), 0.3, lambda p: p.flush),
-        consumer("requests", len(pairs), 0.3, _pair_of),
-    ], [recorder(log, dut.busy, dut.skipped, dut.read, dut.requests.valid,
-                 dut.requests.ready)])
+    described, (commands, ends, requests, skipped), got, log, reads = run_issuer(
+        window, height, width, blocks, seed, lookahead=2,
+        stalls={"commands": 0.5, "block_ends": 0.3, "requests": 0.3})
+    pairs = expected_pairs(described, requests, passes=height * width)
     assert got["commands"] == commands
     assert got["block_ends"] == ends
     assert got["requests"] == pairs
     assert sum(column(log, 1)) == skipped
-    assert sum(column(log, 2)) == passes * len(entries), "every entry read once per pass"
+    assert sum(column(log, 2)) == reads, "every entry read once per pass"
     assert not log[-1][0], "still busy after every entry was handed on"
     if any(live >= 3 for live, *_ in described):  # such a block holds an aligned row pair
         assert any(second is not None for _, second, _ in pairs), "no pair of rows issued"
