@@ -743,6 +743,29 @@ def test_pool_engine(seed, activation_bits):
 ACT_ADDR_WIDTH = 9
 
 
+def run_activation_reader(dut, memory, stride, requests, count, *, stall, seed, convert,
+                          recorded):
+    """``requests`` into an activation reader over ``memory`` (all its copies), ``count``
+    rows out, both with random stalls; returns the rows (``convert``-ed) and the
+    per-cycle log of ``recorded``."""
+    harness = MemoryHarness(dut, [(port, memory) for port in dut.ports])
+    received = []
+    log = []
+
+    async def producer(ctx):
+        ctx.set(dut.stride, stride)
+        await stream_put(ctx, dut.requests, requests, stall=stall, rng=random.Random(seed))
+
+    async def consumer(ctx):
+        received.extend(await stream_get(ctx, dut.rows, count, stall=stall,
+                                         rng=random.Random(seed + 1), convert=convert))
+        for _ in range(4):
+            await ctx.tick()
+
+    simulate(harness, [producer, consumer], [recorder(log, *recorded)])
+    return received, log
+
+
 @pytest.mark.parametrize("stride, stall, seed, activation_bits", [
     (1, 0.4, 0, 8), (7, 0.5, 1, 8), (64, 0.3, 2, 16), (5, 0.0, 3, 8), (3, 0.3, 4, 3)])
 def test_activation_reader(stride, stall, seed, activation_bits):
@@ -760,22 +783,11 @@ def test_activation_reader(stride, stall, seed, activation_bits):
                   for j in range(3)], int(r["last"])) for r in requests]
 
     dut = ActivationReader(config, addr_width=ACT_ADDR_WIDTH)
-    harness = MemoryHarness(dut, [(port, memory) for port in dut.ports])
-    received = []
-    log = []
-
-    async def producer(ctx):
-        ctx.set(dut.stride, stride)
-        await stream_put(ctx, dut.requests, requests, stall=stall, rng=random.Random(seed))
-
-    async def consumer(ctx):
-        received.extend(await stream_get(
-            ctx, dut.rows, len(requests), stall=stall, rng=random.Random(seed + 1),
-            convert=lambda p: ([p.row[j] for j in range(3)], p.last)))
-
-    simulate(harness, [producer, consumer],
-             [recorder(log, dut.requests.valid, dut.requests.ready, dut.zero, dut.reads,
-                       *[port.en for port in dut.ports])])
+    received, log = run_activation_reader(
+        dut, memory, stride, requests, len(requests), stall=stall, seed=seed,
+        convert=lambda p: ([p.row[j] for j in range(3)], p.last),
+        recorded=(dut.requests.valid, dut.requests.ready, dut.zero, dut.reads,
+                  *[port.en for port in dut.ports]))
     assert received == expected
 
     taken = [c for c, e in enumerate(log) if e[0] and e[1]]
@@ -919,24 +931,11 @@ def test_activation_pair_reader(stride, stall, seed, zeros):
     expected, counts = pair_reader_model(memory, requests, stride)
 
     dut = ActivationPairReader(config, addr_width=ACT_ADDR_WIDTH)
-    harness = MemoryHarness(dut, [(port, memory) for port in dut.ports])
-    received = []
-    log = []
-
-    async def producer(ctx):
-        ctx.set(dut.stride, stride)
-        await stream_put(ctx, dut.requests, requests, stall=stall, rng=random.Random(seed))
-
-    async def consumer(ctx):
-        received.extend(await stream_get(
-            ctx, dut.rows, len(expected), stall=stall, rng=random.Random(seed + 1),
-            convert=lambda p: ([p.row[j] for j in range(3)], p.last, p.ordinal)))
-        for _ in range(4):
-            await ctx.tick()
-
-    simulate(harness, [producer, consumer],
-             [recorder(log, dut.requests.valid, dut.requests.ready, dut.zero, dut.dropped,
-                       dut.reads, *[port.en for port in dut.ports])])
+    received, log = run_activation_reader(
+        dut, memory, stride, requests, len(expected), stall=stall, seed=seed,
+        convert=lambda p: ([p.row[j] for j in range(3)], p.last, p.ordinal),
+        recorded=(dut.requests.valid, dut.requests.ready, dut.zero, dut.dropped, dut.reads,
+                  *[port.en for port in dut.ports]))
     assert received == expected
     taken = [c for c, e in enumerate(log) if e[0] and e[1]]
     assert len(taken) == len(requests)
