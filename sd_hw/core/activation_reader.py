@@ -11,7 +11,13 @@ from .layouts import row_request_layout
 
 __all__ = ["ActivationReader"]
 
-QUEUE_DEPTH = 3
+#: Rows read ahead of the lanes. The row issuer can run only this far ahead of the
+#: multipliers, and it hands on a pass's block command after the previous pass's last
+#: row; the command must then cross the command queue and start the decoders (four
+#: cycles) while the rebuild pipeline (decoder to multipliers) still drains the previous
+#: pass, or the decoders wait between passes: with three rows, a pass of 18 rows took 25
+#: cycles instead of 21; seven or more rows hide the wait.
+QUEUE_DEPTH = 8
 
 
 class ActivationReader(wiring.Component):
