@@ -179,20 +179,14 @@ def core_config_from_args(args, base=None):
     for name in ("coefficients", "weights"):
         if getattr(args, f"core_{name}", None) is not None:
             description[name] = getattr(args, f"core_{name}")
-    if getattr(args, "core_row_lookahead", None) is not None:
-        try:
-            description["row_lookahead"] = int(args.core_row_lookahead)
-        except ValueError:
-            raise ParameterError(f"parameter 'row_lookahead' must be an integer, "
-                                 f"got {args.core_row_lookahead!r}") from None
-    for field in dataclasses.fields(CoreConfig):
-        text = getattr(args, f"core_{field.name}", None)
-        if field.name not in _DEPTH_HELP or text is None:
+    for name in (*_DEPTH_HELP, "row_lookahead"):
+        text = getattr(args, f"core_{name}", None)
+        if text is None:
             continue
         try:
-            description[field.name] = int(text)
+            description[name] = int(text)
         except ValueError:
-            raise ParameterError(f"parameter {field.name!r} must be an integer, "
+            raise ParameterError(f"parameter {name!r} must be an integer, "
                                  f"got {text!r}") from None
     return CoreConfig.from_dict(description)
 
