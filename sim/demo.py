@@ -139,9 +139,10 @@ def run_demo(*, model="cnn", retrain_method="ste", out_dir=Path("build/demo"),
         f"{'identical' if round_trip else 'DIFFERENT'} outputs")
     log(report.format_table())
     gap = 100 * (float_acc - final_acc)
+    within = gap <= accuracy_bar
+    verdict = f"{'within' if within else 'NOT within'} the bar of {_points(accuracy_bar)}"
     log(f"\nretrained integer SmartDeal model: {100 * final_acc:.2f} % against float "
-        f"{100 * float_acc:.2f} %, {gap:.2f} points below ("
-        f"{'within' if gap <= accuracy_bar else 'NOT within'} the bar of {_points(accuracy_bar)}); "
+        f"{100 * float_acc:.2f} %, {gap:.2f} points below ({verdict}); "
         f"total {time.perf_counter() - start:.1f} s")
     if not (agree and round_trip):
         raise RuntimeError("demo self-check failed: dataflows or weight-file round trip differ")
@@ -152,9 +153,9 @@ def run_demo(*, model="cnn", retrain_method="ste", out_dir=Path("build/demo"),
                           build_dir=out_dir.parent / "simulate")
     if report_path:
         _write_report(report_path, model, retrain_method, rows, report, float_acc, final_acc,
-                      history, rtl, accuracy_bar)
+                      history, rtl, verdict)
         log(f"wrote {report_path}")
-    if gap > accuracy_bar:
+    if not within:
         raise AccuracyBarMissed(
             f"the retrained integer SmartDeal model ({100 * final_acc:.2f} %) is {gap:.2f} points "
             f"below float ({100 * float_acc:.2f} %); the bar is {_points(accuracy_bar)}")
@@ -218,7 +219,7 @@ def _recipe(method):
 
 
 def _write_report(path, model, method, rows, report, float_acc, final_acc, history, rtl,
-                  accuracy_bar):
+                  verdict):
     prune = ", ".join(f"{k} {v}" for k, v in DEMO_PRUNE[model].items())
     lines = [
         f"# Digits results ({model})",
@@ -242,8 +243,7 @@ def _write_report(path, model, method, rows, report, float_acc, final_acc, histo
         + ", ".join(f"{100 * v.accuracy:.1f}" for v in history) + ".",
         "",
         f"Retrained integer SmartDeal model vs float: {100 * (final_acc - float_acc):+.2f} points "
-        f"({'within' if 100 * (float_acc - final_acc) <= accuracy_bar else 'NOT within'} the "
-        f"bar of {_points(accuracy_bar)}).",
+        f"({verdict}).",
         "",
         "## Storage of the packed weight file",
         "",
