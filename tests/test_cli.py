@@ -235,6 +235,10 @@ BAD = {
     "simulate lookahead 3": (["simulate", "{d}/model.sdw", "--inputs", "{d}/x.npy",
                               "--row-lookahead", "3", "--coefficients", "unpacked"],
                              "parameter 'row_lookahead' is 3, allowed values are 1, 2"),
+    "simulate lookahead not a number": (["simulate", "{d}/model.sdw", "--inputs", "{d}/x.npy",
+                                         "--row-lookahead", "two"],
+                                        "parameter 'row_lookahead' must be an integer, "
+                                        "got 'two'"),
     "simulate decomposed model on a dense core": (["simulate", "{d}/model.sdw", "--inputs",
                                                    "{d}/x.npy", "--weights", "dense"],
                                                   "is decomposed; a dense core"),
