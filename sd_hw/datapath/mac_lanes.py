@@ -1,0 +1,228 @@
+"""MacLaneArray: lanes that rebuild one weight element per cycle and multiply-accumulate it."""
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..errors import ParameterError, check_range
+from .layouts import row_layout
+
+
+__all__ = ["MacLaneArray", "MAC_WEIGHT_BITS", "element_layout", "lane_sum_layout",
+           "basis_column_layout"]
+
+#: Signed width of a rebuilt weight as the multipliers take it (an iCE40 SB_MAC16 in
+#: 16x16 mode). The compiler refuses a layer with a rebuilt weight outside this range.
+MAC_WEIGHT_BITS = 16
+
+
+def basis_column_layout(config):
+    """Column ``c`` of a 3x3 basis, ``B[0][c], B[1][c], B[2][c]``: the entries that
+    coefficient ``j`` scales for activation ``c`` of a row. A lane's basis memory holds
+    one such word per (basis, column), at ``4 * basis + column``."""
+    return data.ArrayLayout(signed(config.basis_bits), 3)
+
+
+def element_layout(config, lanes, basis_addr_width):
+    """One activation element and what every lane needs to use it.
+
+    ``activation`` is element ``column`` (0..2) of the activation row that Ce row
+    ``rows[l]`` of lane ``l`` multiplies, with that row's block basis at ``basis``
+    of every lane's basis memory. ``first`` starts a new sum in every lane, ``last``
+    ends it: the sums are emitted once that element has been accumulated.
+    """
+    return data.StructLayout({
+        "activation": signed(config.activation_bits),
+        "column": unsigned(2),
+        "basis": unsigned(basis_addr_width),
+        "rows": data.ArrayLayout(row_layout(config), lanes),
+        "first": 1,
+        "last": 1,
+    })
+
+
+def lane_sum_layout(config, lanes):
+    """One lane's finished sum, when ``valid``."""
+    return data.StructLayout({
+        "valid": 1,
+        "lane": unsigned(max(1, (lanes - 1).bit_length())),
+        "value": signed(config.accumulator_bits),
+    })
+
+
+class MacLaneArray(wiring.Component):
+    """``lanes`` output channels working in lock-step on one activation element a cycle.
+
+    Every cycle in which ``elements`` transfers, each lane ``l`` rebuilds the one
+    weight that element ``column`` of its Ce row needs,
+
+        w = sum_j present[j] * (-1)**negative[j] * (B_l[j][column] << exponent[j])
+
+    (``B_l`` the lane's basis at address ``basis``, ``rows[l]`` the lane's Ce row
+    record; its ``last`` bit is ignored here) and multiply-accumulates ``w *
+    activation``. The weight is taken as a :data:`MAC_WEIGHT_BITS`-bit signed
+    number, the width of an iCE40 DSP's multiplier input: the compiler guarantees
+    that every rebuilt weight fits. The element with ``first`` set starts each
+    lane's sum afresh; :attr:`latency` cycles after the element with ``last``
+    set was taken, the ``lanes`` sums are captured and then leave on ``sums``, lane
+    0 first, one per cycle, while the lanes go on with the next sums.
+
+    An element with ``last`` set is taken only when at least ``lanes`` cycles have
+    passed since the previous one, so that the captured sums have left by the time
+    the next are captured: a sum of fewer than ``lanes`` elements stalls the
+    stream for the difference. Elements without ``last`` are always taken.
+
+    Each lane's basis memory (``basis_depth`` bases of four words, one per column
+    and one unused, :func:`basis_column_layout`) is written through
+    ``basis_write``: ``lane`` selects the memory, ``addr`` is ``4 * basis + column``.
+    The host writes it while the array is idle.
+
+    Parameters
+    ----------
+    config : :class:`~sd_hw.config.AcceleratorConfig`
+        Widths and the lane count (``config.lanes``).
+    basis_depth : int
+        Bases each lane's basis memory holds (1..16384).
+
+    Members
+    -------
+    elements : ``In(stream.Signature(element_layout(config, lanes, ...)))``
+    sums : ``Out(lane_sum_layout(config, lanes))``
+        One lane's sum in each cycle ``valid`` is set; there is no back-pressure:
+        the consumer takes one sum a cycle.
+    basis_write : ``In(...)``
+        ``en``, ``lane``, ``addr``, ``data`` (a :func:`basis_column_layout`).
+    """
+
+    def __init__(self, config, *, basis_depth):
+        check_range("basis_depth", basis_depth, 1, 16384)
+        if config.activation_bits + MAC_WEIGHT_BITS + 1 > config.accumulator_bits:
+            raise ParameterError(
+                f"parameter 'accumulator_bits' is {config.accumulator_bits}, but a "
+                f"{MAC_WEIGHT_BITS}-bit weight times a {config.activation_bits}-bit activation "
+                f"needs {MAC_WEIGHT_BITS + config.activation_bits} bits and a sign of headroom;"
+                f" use at least {config.activation_bits + MAC_WEIGHT_BITS + 1}")
+        self._config = config
+        self._lanes = config.lanes
+        self._basis_depth = basis_depth
+        self._basis_addr_width = max(1, (basis_depth - 1).bit_length())
+        lanes = self._lanes
+        super().__init__({
+            "elements": In(stream.Signature(element_layout(config, lanes,
+                                                           self._basis_addr_width))),
+            "sums": Out(lane_sum_layout(config, lanes)),
+            "basis_write": In(data.StructLayout({
+                "en": 1,
+                "lane": unsigned(max(1, (lanes - 1).bit_length())),
+                "addr": unsigned(self._basis_addr_width + 2),
+                "data": basis_column_layout(config),
+            })),
+        })
+
+    @property
+    def config(self):
+        return self._config
+
+    @property
+    def lanes(self):
+        return self._lanes
+
+    @property
+    def basis_depth(self):
+        return self._basis_depth
+
+    @property
+    def latency(self):
+        """Cycles from taking an element with ``last`` set to lane 0's sum on ``sums``
+        (basis read, weight rebuild, multiply-accumulate, capture)."""
+        return 4
+
+    def elaborate(self, platform):
+        m = Module()
+        config = self._config
+        lanes = self._lanes
+        elements = self.elements
+        element = elements.payload
+
+        # Capture spacing: a `last` element needs `lanes` cycles since the previous one.
+        gap = Signal(range(lanes))
+        taking = elements.valid & elements.ready
+        m.d.comb += elements.ready.eq(~element.last | (gap == 0))
+        with m.If(taking & element.last):
+            m.d.sync += gap.eq(lanes - 1)
+        with m.Elif(gap != 0):
+            m.d.sync += gap.eq(gap - 1)
+
+        # Stage 1: the basis column is read; the element waits beside it.
+        held = Signal.like(element)
+        held_valid = Signal()
+        m.d.sync += [held.eq(element), held_valid.eq(taking)]
+        # Stage 2: the rebuilt weights and the activation, into the multiply-accumulate.
+        weights = [Signal(signed(MAC_WEIGHT_BITS), name=f"weight{l}") for l in range(lanes)]
+        activation = Signal(signed(config.activation_bits))
+        mac_valid = Signal()
+        mac_first = Signal()
+        mac_last = Signal()
+        m.d.sync += [activation.eq(held.activation), mac_valid.eq(held_valid),
+                     mac_first.eq(held.first), mac_last.eq(held.last)]
+        # Stage 3: the accumulators; `done` marks the cycle they hold a finished sum.
+        accumulators = [Signal(signed(config.accumulator_bits), name=f"acc{l}")
+                        for l in range(lanes)]
+        done = Signal()
+        m.d.sync += done.eq(mac_valid & mac_last)
+
+        write = self.basis_write
+        for l in range(lanes):
+            bases = m.submodules[f"bases{l}"] = memory.Memory(
+                shape=basis_column_layout(config), depth=4 * self._basis_depth, init=[])
+            write_port = bases.write_port()
+            m.d.comb += [write_port.addr.eq(write.addr), write_port.data.eq(write.data),
+                         write_port.en.eq(write.en & (write.lane == l))]
+            read_port = bases.read_port()
+            m.d.comb += [read_port.addr.eq(element.basis * 4 + element.column),
+                         read_port.en.eq(taking)]
+            m.d.sync += weights[l].eq(self._rebuild(m, held.rows[l], read_port.data))
+            product = weights[l] * activation
+            with m.If(mac_valid):
+                m.d.sync += accumulators[l].eq(Mux(mac_first, 0, accumulators[l]) + product)
+
+        # The finished sums are captured and leave one a cycle, lane 0 first.
+        chain = [Signal(signed(config.accumulator_bits), name=f"sum{l}") for l in range(lanes)]
+        remaining = Signal(range(lanes + 1))
+        with m.If(done):
+            m.d.sync += [chain[l].eq(accumulators[l]) for l in range(lanes)]
+            m.d.sync += remaining.eq(lanes)
+        with m.Elif(remaining != 0):
+            m.d.sync += [chain[l].eq(chain[l + 1]) for l in range(lanes - 1)]
+            m.d.sync += remaining.eq(remaining - 1)
+        m.d.comb += [self.sums.valid.eq(remaining != 0),
+                     self.sums.value.eq(chain[0]),
+                     self.sums.lane.eq(lanes - remaining)]
+        return m
+
+    def _rebuild(self, m, row, column):
+        """The weight of one lane for one activation: the sum of its shifted basis entries.
+
+        Everything is computed modulo ``2**MAC_WEIGHT_BITS`` (the compiler guarantees
+        that the weight fits): a negative term is its one's complement plus one, and the
+        three ones go in with the sum.
+        """
+        terms, ones = [], []
+        for j in range(3):
+            coefficient = row.coefficients[j]
+            negate = row.present[j] & coefficient.negative
+            # A logarithmic shifter: stages of 1, 2 and 4; the first masks an absent
+            # coefficient, the last complements a negative one.
+            value = Mux(row.present[j], column[j], 0)
+            for stage in range(coefficient.exponent.shape().width):
+                step = Signal(signed(MAC_WEIGHT_BITS), name=f"shift{j}_{stage}")
+                m.d.comb += step.eq(Mux(coefficient.exponent[stage], value << (1 << stage),
+                                        value))
+                value = step
+            terms.append(value.as_unsigned() ^ negate.replicate(MAC_WEIGHT_BITS))
+            ones.append(negate)
+        # Two carry chains, each taking one of the ones as its carry in (the third one is
+        # added by the second chain's spare low bit).
+        partial = Signal(MAC_WEIGHT_BITS)
+        m.d.comb += partial.eq(terms[0] + terms[1] + ones[0])
+        return (partial + terms[2] + (ones[1] + ones[2]))[:MAC_WEIGHT_BITS].as_signed()
