@@ -16,7 +16,8 @@ from amaranth.lib import data
 
 
 __all__ = ["WEIGHT_BANKS", "WORD_BITS", "OFFSET_BITS", "record_header_layout", "record_words",
-           "record_reads", "record_word_address", "param_layout"]
+           "record_reads", "record_word_address", "param_layout", "OP_WORDS", "GROUP_WORDS",
+           "op_layout", "group_layout"]
 
 #: Single-port memories that hold the records side by side.
 WEIGHT_BANKS = 3
@@ -62,3 +63,37 @@ def param_layout():
     units), the requantisation multiplier (15 bits, unsigned) and shift (1..62)."""
     return data.StructLayout({"bias": signed(32), "multiplier": unsigned(16),
                               "shift": unsigned(6)})
+
+
+#: Words of an operation header in the program memory (:func:`op_layout`).
+OP_WORDS = 6
+#: Words of a lane group's descriptor in the program memory (:func:`group_layout`).
+GROUP_WORDS = 2
+
+
+def op_layout():
+    """One operation (a compute layer with the ReLU and max pooling that follow it).
+
+    ``groups`` lane groups, whose descriptors (:func:`group_layout`) start at program
+    address ``group_table``; group ``g`` computes channels ``g * lanes ..`` of
+    ``channels``, reads its parameters from ``param_base + g * lanes`` and writes its
+    lane-0 output plane at ``out_base + g * group_stride`` (lane ``l``'s ``l * plane``
+    further). ``passes`` output pixels per group (1 for a linear layer).
+    """
+    return data.StructLayout({
+        "conv": 1, "pool": 1, "relu": 1, "final": 1, "_reserved": 12, "groups": unsigned(16),
+        "height": unsigned(8), "width": unsigned(8), "in_size": unsigned(16),
+        "in_base": unsigned(16), "out_base": unsigned(16),
+        "passes": unsigned(16), "plane": unsigned(16),
+        "group_stride": unsigned(16), "param_base": unsigned(16),
+        "group_table": unsigned(16), "channels": unsigned(16),
+    })
+
+
+def group_layout():
+    """One lane group: its records (``records`` of them from bank address
+    ``record_base``) and the address of its first basis in the lanes' basis memories."""
+    return data.StructLayout({
+        "record_base": unsigned(16), "records": unsigned(16),
+        "basis_base": unsigned(16), "_reserved": unsigned(16),
+    })

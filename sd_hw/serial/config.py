@@ -1,0 +1,107 @@
+"""The configuration of an element-serial core: its lanes and its memories."""
+
+from dataclasses import asdict, dataclass, field
+
+from ..config import AcceleratorConfig
+from ..errors import ParameterError, check_range
+
+
+__all__ = ["SerialConfig"]
+
+# (name, smallest, largest) of every memory size.
+_SIZES = (
+    ("bank_depth", 16, 65536),
+    ("activation_bytes", 32, 131072),
+    ("basis_depth", 1, 16384),
+    ("param_depth", 1, 65536),
+    ("output_depth", 1, 65536),
+    ("program_depth", 8, 65536),
+)
+
+
+def _default_datapath():
+    return AcceleratorConfig(lanes=8)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SerialConfig:
+    """Parameters of a :class:`~sd_hw.serial.core.SerialCore`.
+
+    datapath
+        The :class:`~sd_hw.config.AcceleratorConfig` of the lanes (lane count,
+        widths, block size); ``dataflow`` must be ``"rebuild"``.
+    bank_depth
+        16-bit words of each of the three weight banks, which hold the lane groups'
+        records (16..65536; an iCE40 UP5K SPRAM holds 16384).
+    activation_bytes
+        int8 values of the activation memory, 16-bit words of two (32..131072).
+    basis_depth
+        Bases each lane's basis memory holds (1..16384).
+    param_depth
+        Output channels whose parameters (bias, multiplier, shift: one 64-bit word
+        each) the parameter memory holds (1..65536).
+    output_depth
+        32-bit words of the output memory, which receives the last layer's
+        accumulators (1..65536).
+    program_depth
+        32-bit words of the program memory: operation headers and lane-group
+        descriptors (8..65536).
+    """
+
+    datapath: AcceleratorConfig = field(default_factory=_default_datapath)
+    bank_depth: int = 16384
+    activation_bytes: int = 32768
+    basis_depth: int = 64
+    param_depth: int = 512
+    output_depth: int = 64
+    program_depth: int = 256
+
+    def __post_init__(self):
+        if not isinstance(self.datapath, AcceleratorConfig):
+            raise ParameterError(f"parameter 'datapath' must be an AcceleratorConfig, "
+                                 f"got {self.datapath!r}")
+        if self.datapath.dataflow != "rebuild":
+            raise ParameterError(f"parameter 'dataflow' is {self.datapath.dataflow!r}; an "
+                                 f"element-serial core rebuilds weights: use 'rebuild'")
+        for name, low, high in _SIZES:
+            check_range(name, getattr(self, name), low, high)
+        if self.activation_bytes % 2:
+            raise ParameterError(f"parameter 'activation_bytes' is {self.activation_bytes}; "
+                                 f"the activation memory holds 16-bit words: use an even size")
+        if self.datapath.lanes > 255:
+            raise ParameterError(f"parameter 'lanes' is {self.datapath.lanes}, the host bus "
+                                 f"addresses at most 255 lanes")
+
+    @property
+    def lanes(self):
+        return self.datapath.lanes
+
+    def to_dict(self):
+        """A JSON-ready description (the datapath as a nested dict)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, description):
+        """Inverse of :meth:`to_dict`; unknown or bad fields raise :class:`ParameterError`."""
+        if not isinstance(description, dict):
+            raise ParameterError(f"a serial core configuration must be an object, "
+                                 f"got {description!r}")
+        description = dict(description)
+        datapath = description.pop("datapath", {})
+        known = {name for name, _, _ in _SIZES}
+        unknown = sorted(set(description) - known)
+        if unknown:
+            raise ParameterError(f"unknown serial core parameter(s) "
+                                 f"{', '.join(map(repr, unknown))}; known are datapath, "
+                                 f"{', '.join(sorted(known))}")
+        if not isinstance(datapath, dict):
+            raise ParameterError(f"parameter 'datapath' must be an object, got {datapath!r}")
+        fields = set(AcceleratorConfig.__dataclass_fields__)
+        unknown = sorted(set(datapath) - fields)
+        if unknown:
+            raise ParameterError(f"unknown datapath parameter(s) {', '.join(map(repr, unknown))};"
+                                 f" known are {', '.join(sorted(fields))}")
+        try:
+            return cls(datapath=AcceleratorConfig(**datapath), **description)
+        except TypeError as error:
+            raise ParameterError(str(error)) from None

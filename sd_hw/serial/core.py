@@ -1,0 +1,283 @@
+"""SerialCore: the element-serial SmartDeal accelerator behind a host bus."""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.lib import memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..core.host_map import COUNTER_BASE, IDENT, HostBus, Register, Space
+from ..datapath.mac_lanes import MacLaneArray
+from ..errors import ParameterError
+from ..primitives import SinglePortRAM
+from .config import SerialConfig
+from .element_issuer import ElementIssuer
+from .layouts import WEIGHT_BANKS, WORD_BITS
+from .output_unit import OutputUnit
+from .record_reader import RecordReader
+from .sequencer import OpSequencer
+
+
+__all__ = ["SerialCore", "SERIAL_COUNTERS", "SERIAL_IDENT"]
+
+#: IDENT register of an element-serial core ("SDHS").
+SERIAL_IDENT = 0x53444853
+
+#: Performance counters (32 bits), cleared at every start, at COUNTER_BASE on.
+SERIAL_COUNTERS = (
+    "cycles",             # cycles from start to done
+    "elements",           # activation elements multiply-accumulated by the lanes
+    "records",            # records read from the weight banks
+    "passes",             # sums completed (output pixels, per lane group)
+    "write_cycles",       # cycles the activation memory was taken by an output write
+)
+
+
+def _bits(depth):
+    return max(1, (depth - 1).bit_length())
+
+
+class SerialCore(wiring.Component):
+    """An element-serial SmartDeal accelerator: weight banks, lanes, output unit.
+
+    The host loads a program and its memory images (:mod:`sd_hw.serial.compiler`)
+    and the network input through ``host`` (the address map of
+    :mod:`sd_hw.core.host_map`: space ``WEIGHTS`` with the lane field selecting one
+    of the three weight banks, ``BASES`` with it selecting a lane, ``PARAMS`` two
+    words per channel, ``ACTIVATIONS`` one int8 value per address), starts a run and
+    reads back activations, outputs and counters.
+
+    Per lane group, the :class:`OpSequencer` starts the :class:`RecordReader`
+    (records from the banks), the :class:`ElementIssuer` (one activation element a
+    cycle, from the activation memory, to every lane) and the :class:`OutputUnit`
+    (pooling, bias, requantisation, write-back of the lanes' sums); the
+    :class:`~sd_hw.datapath.mac_lanes.MacLaneArray` rebuilds a weight per lane and
+    element and multiply-accumulates it. The weight banks and the activation memory
+    are single-port :class:`~sd_hw.primitives.SinglePortRAM` (SPRAM on the iCE40
+    UP5K); an output write takes the activation memory for a cycle, the issuer
+    waits.
+
+    Members
+    -------
+    host : ``In(HostBus())``
+    busy : ``Out(1)``
+    done : ``Out(1)``
+        The last run has finished (cleared by the next start).
+    """
+
+    def __init__(self, config):
+        if not isinstance(config, SerialConfig):
+            raise ParameterError(f"parameter 'config' must be a SerialConfig, got {config!r}")
+        self._config = config
+        super().__init__({"host": In(HostBus()), "busy": Out(1), "done": Out(1)})
+
+    @property
+    def config(self):
+        return self._config
+
+    def elaborate(self, platform):
+        m = Module()
+        config = self._config
+        datapath = config.datapath
+        lanes = config.lanes
+        bank_aw = _bits(config.bank_depth)
+        byte_aw = _bits(config.activation_bytes)
+
+        banks = [SinglePortRAM(width=WORD_BITS, depth=config.bank_depth, max_sprams=1)
+                 for _ in range(WEIGHT_BANKS)]
+        for b, bank in enumerate(banks):
+            m.submodules[f"bank{b}"] = bank
+        activations = m.submodules.activations = SinglePortRAM(
+            width=WORD_BITS, depth=config.activation_bytes // 2, granularity=8, max_sprams=4)
+        program = m.submodules.program = memory.Memory(shape=32, depth=config.program_depth,
+                                                       init=[])
+        params = m.submodules.params = memory.Memory(shape=64, depth=config.param_depth,
+                                                     init=[])
+        outputs = m.submodules.outputs = memory.Memory(shape=32, depth=config.output_depth,
+                                                       init=[])
+
+        sequencer = m.submodules.sequencer = OpSequencer(
+            lanes=lanes, program_addr_width=max(3, _bits(config.program_depth)))
+        reader = m.submodules.record_reader = RecordReader(datapath, addr_width=bank_aw)
+        issuer = m.submodules.element_issuer = ElementIssuer(
+            datapath, basis_addr_width=_bits(config.basis_depth),
+            activation_addr_width=byte_aw)
+        array = m.submodules.lanes = MacLaneArray(datapath, basis_depth=config.basis_depth)
+        output = m.submodules.output_unit = OutputUnit(
+            datapath, param_addr_width=_bits(config.param_depth),
+            activation_addr_width=byte_aw, output_addr_width=_bits(config.output_depth))
+
+        # The datapath. -----------------------------------------------------------------
+        wiring.connect(m, reader.headers, issuer.headers)
+        m.d.comb += issuer.rows.eq(reader.rows)
+        wiring.connect(m, issuer.elements, array.elements)
+        m.d.comb += [output.sums.eq(array.sums),
+                     issuer.pass_ready.eq(output.pass_ready),
+                     output.pass_commit.eq(issuer.pass_commit)]
+
+        # The sequencer starts the units of each lane group. ------------------------------
+        op, group = sequencer.op, sequencer.group
+        start = sequencer.group_start
+        m.d.comb += [
+            reader.start.eq(start), reader.base.eq(group.record_base),
+            reader.count.eq(group.records), reader.passes.eq(op.passes),
+            issuer.start.eq(start), issuer.conv.eq(op.conv), issuer.height.eq(op.height),
+            issuer.width.eq(op.width), issuer.in_size.eq(op.in_size),
+            issuer.in_base.eq(op.in_base), issuer.basis_base.eq(group.basis_base),
+            issuer.pool.eq(op.pool), issuer.records.eq(group.records),
+            issuer.passes.eq(op.passes),
+            output.start.eq(start), output.param_base.eq(sequencer.param_base),
+            output.channels.eq(sequencer.channels),
+            output.windows.eq(Mux(op.pool, op.passes >> 2, op.passes)),
+            output.pool.eq(op.pool), output.out_base.eq(sequencer.out_base),
+            output.plane.eq(op.plane), output.final.eq(op.final), output.relu.eq(op.relu),
+            sequencer.units_busy.eq(reader.busy | issuer.busy | output.busy),
+        ]
+
+        # Memories shared between the host and the units. ---------------------------------
+        host = self.host
+        space = host.addr[24:32]
+        lane_select = host.addr[16:24]
+        offset = host.addr[:16]
+        busy = sequencer.busy
+        idle = ~busy
+
+        def host_writes(target):
+            return idle & host.w_en & (space == target.value)
+
+        for b, bank in enumerate(banks):
+            with m.If(busy):
+                m.d.comb += [bank.addr.eq(reader.banks[b].addr), bank.en.eq(reader.banks[b].en)]
+            with m.Else():
+                selected = host_writes(Space.WEIGHTS) & (lane_select == b)
+                m.d.comb += [bank.addr.eq(offset), bank.w_data.eq(host.w_data),
+                             bank.w_en.eq(selected), bank.en.eq(selected)]
+            m.d.comb += reader.banks[b].data.eq(bank.r_data)
+
+        m.d.comb += array.basis_write.eq(0)
+        with m.If(host_writes(Space.BASES)):
+            m.d.comb += [array.basis_write.en.eq(1), array.basis_write.lane.eq(lane_select),
+                         array.basis_write.addr.eq(offset),
+                         array.basis_write.data.eq(host.w_data)]
+
+        program_write = program.write_port()
+        m.d.comb += [program_write.addr.eq(offset), program_write.data.eq(host.w_data),
+                     program_write.en.eq(host_writes(Space.PROGRAM))]
+        program_read = program.read_port()
+        m.d.comb += [program_read.addr.eq(sequencer.program.addr),
+                     program_read.en.eq(sequencer.program.en),
+                     sequencer.program.data.eq(program_read.data)]
+
+        param_write = params.write_port(granularity=32)
+        m.d.comb += [param_write.addr.eq(offset >> 1),
+                     param_write.data.eq(Cat(host.w_data, host.w_data)),
+                     param_write.en.eq(Mux(host_writes(Space.PARAMS),
+                                           Mux(offset[0], 0b10, 0b01), 0))]
+        param_read = params.read_port()
+        m.d.comb += [param_read.addr.eq(output.param_port.addr),
+                     param_read.en.eq(output.param_port.en),
+                     output.param_port.data.eq(param_read.data)]
+
+        output_write = outputs.write_port()
+        m.d.comb += [output_write.addr.eq(output.output_write.addr),
+                     output_write.data.eq(output.output_write.data),
+                     output_write.en.eq(output.output_write.en)]
+        output_read = outputs.read_port()
+        host_reads_outputs = host.r_en & (space == Space.OUTPUTS.value)
+        m.d.comb += [output_read.addr.eq(offset), output_read.en.eq(host_reads_outputs)]
+
+        # The activation memory: output writes first, then the issuer's reads; the host
+        # while idle. A write takes one byte of a word.
+        writing = output.activation_write.valid
+        m.d.comb += [output.activation_write.ready.eq(busy),
+                     issuer.activations.blocked.eq(writing),
+                     issuer.activations.data.eq(activations.r_data)]
+        host_byte = Signal()
+        with m.If(busy):
+            with m.If(writing):
+                byte = output.activation_write.payload.addr
+                m.d.comb += [activations.addr.eq(byte >> 1), activations.en.eq(1),
+                             activations.w_data.eq(output.activation_write.payload.data
+                                                   .as_value().replicate(2)),
+                             activations.w_en.eq(Mux(byte[0], 0b10, 0b01))]
+            with m.Else():
+                m.d.comb += [activations.addr.eq(issuer.activations.addr),
+                             activations.en.eq(issuer.activations.en)]
+        with m.Else():
+            host_activation = space == Space.ACTIVATIONS.value
+            m.d.comb += [activations.addr.eq(offset >> 1),
+                         activations.w_data.eq(host.w_data[:8].replicate(2)),
+                         activations.en.eq(host_activation & (host.w_en | host.r_en))]
+            with m.If(host.w_en & host_activation):
+                m.d.comb += activations.w_en.eq(Mux(offset[0], 0b10, 0b01))
+            with m.If(host.r_en & host_activation):
+                m.d.sync += host_byte.eq(offset[0])
+
+        # Registers and counters. ---------------------------------------------------------
+        run = Signal()
+        m.d.comb += [
+            run.eq(host.w_en & (space == Space.REGISTERS.value)
+                   & (offset == Register.CONTROL) & idle),
+            sequencer.start.eq(run),
+            sequencer.first_op.eq(host.w_data[:16]),
+            sequencer.op_count.eq(host.w_data[16:]),
+            self.busy.eq(busy),
+        ]
+        with m.If(run):
+            m.d.sync += self.done.eq(0)
+        with m.Elif(sequencer.done):
+            m.d.sync += self.done.eq(1)
+
+        increments = {
+            "cycles": busy,
+            "elements": array.elements.valid & array.elements.ready,
+            "records": reader.headers.valid & reader.headers.ready,
+            "passes": issuer.pass_commit,
+            "write_cycles": busy & writing,
+        }
+        assert tuple(increments) == SERIAL_COUNTERS
+        counters = []
+        for name in SERIAL_COUNTERS:
+            counter = Signal(32, name=f"counter_{name}")
+            counters.append(counter)
+            with m.If(run):
+                m.d.sync += counter.eq(0)
+            with m.Else():
+                m.d.sync += counter.eq(counter + increments[name])
+
+        identity = {
+            Register.CONTROL: Cat(busy, self.done),
+            Register.IDENT: Const(SERIAL_IDENT, 32),
+            Register.DATAPATH: Cat(Const(lanes, 8), Const(WORD_BITS, 8),
+                                   Const(datapath.code_bits, 4), Const(0, 4),
+                                   Const(datapath.activation_bits, 8)),
+            Register.WIDTHS: Cat(Const(datapath.basis_bits, 8),
+                                 Const(datapath.accumulator_bits, 8),
+                                 Const(datapath.block_rows, 16)),
+            4: Const(config.activation_bytes, 32),
+            5: Const(config.bank_depth, 32),
+            6: Const(config.basis_depth, 32),
+            7: Const(config.param_depth, 32),
+            8: Const(config.output_depth, 32),
+            9: Const(config.program_depth, 32),
+        }
+        register_value = Signal(32)
+        with m.Switch(offset):
+            for number, value in identity.items():
+                with m.Case(int(number)):
+                    m.d.comb += register_value.eq(value)
+            for k, counter in enumerate(counters):
+                with m.Case(COUNTER_BASE + k):
+                    m.d.comb += register_value.eq(counter)
+
+        read_space = Signal(8)
+        read_register = Signal(32)
+        with m.If(host.r_en):
+            m.d.sync += [read_space.eq(space), read_register.eq(register_value)]
+        with m.Switch(read_space):
+            with m.Case(Space.ACTIVATIONS.value):
+                word = activations.r_data
+                m.d.comb += host.r_data.eq(Mux(host_byte, word[8:16], word[:8]).as_signed())
+            with m.Case(Space.OUTPUTS.value):
+                m.d.comb += host.r_data.eq(output_read.data)
+            with m.Default():
+                m.d.comb += host.r_data.eq(read_register)
+        return m
