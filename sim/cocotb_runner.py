@@ -155,7 +155,7 @@ def _build(runner, simulator, *, build_log, **kwargs):
 
 def run_cocotb(verilog_sources, toplevel, test_module, *, simulator, build_dir,
                module_dirs=(), config=None, extra_env=None, parameters=None,
-               testcase=None, seed=None, waves=False, rebuild=True):
+               testcase=None, seed=None, waves=False, rebuild=True, build_args=()):
     """Build ``verilog_sources`` and run the cocotb tests of ``test_module`` on them.
 
     simulator
@@ -183,6 +183,9 @@ def run_cocotb(verilog_sources, toplevel, test_module, *, simulator, build_dir,
     rebuild
         Build even if the run's folder holds a build of the same sources and
         arguments (``build.stamp``); otherwise such a build is reused.
+    build_args
+        Compiler arguments added to this module's own for ``simulator``
+        (e.g. ``-D`` defines that vendor simulation models need).
 
     Returns a :class:`CocotbResult`; raises :class:`CocotbFailure` if the
     build failed, the simulator crashed, a test failed or no test ran.
@@ -208,6 +211,7 @@ def run_cocotb(verilog_sources, toplevel, test_module, *, simulator, build_dir,
     try:
         runner = _PortsOnlyVerilator() if simulator == "verilator" else get_runner(simulator)
         sources = [Path(s).resolve() for s in verilog_sources]
+        extra_build_args = list(build_args)
         if simulator == "icarus":
             build_args = list(ICARUS_BUILD_ARGS)
             if waves:
@@ -219,6 +223,7 @@ def run_cocotb(verilog_sources, toplevel, test_module, *, simulator, build_dir,
                 build_args += ["-s", "sd_hw_iverilog_dump"]
         else:
             build_args = list(VERILATOR_BUILD_ARGS)
+        build_args += extra_build_args
         started = time.perf_counter()
         stamp = run_dir / "build.stamp"
         fingerprint = _build_fingerprint(simulator, sources, build_args, waves)
