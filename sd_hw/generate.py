@@ -227,8 +227,36 @@ def _source_digest():
     return digest.hexdigest()[:16]
 
 
+def core_component(config):
+    """The accelerator a configuration describes: an :class:`~sd_hw.core.core.SDCore` for a
+    :class:`~sd_hw.core.config.CoreConfig`, a :class:`~sd_hw.serial.core.SerialCore` for
+    a :class:`~sd_hw.serial.config.SerialConfig`."""
+    from .core.config import CoreConfig
+    from .serial.config import SerialConfig
+    if isinstance(config, CoreConfig):
+        from .core.core import SDCore
+        return SDCore(config)
+    if isinstance(config, SerialConfig):
+        from .serial.core import SerialCore
+        return SerialCore(config)
+    raise SdHwError(f"a core configuration is a CoreConfig or a SerialConfig, got {config!r}")
+
+
+def core_description(config):
+    """The JSON description of a core configuration, naming the core for a serial one."""
+    from .core.config import CoreConfig
+    from .serial.config import SerialConfig
+    if not isinstance(config, (CoreConfig, SerialConfig)):
+        raise SdHwError(f"a core configuration is a CoreConfig or a SerialConfig, "
+                        f"got {config!r}")
+    description = config.to_dict()
+    if isinstance(config, SerialConfig):
+        description = {"core": "serial", **description}
+    return description
+
+
 def generate_core(config, out_dir="build/core", *, reuse=True):
-    """Write the Verilog and port map of an :class:`~sd_hw.core.core.SDCore` for ``config``.
+    """Write the Verilog and port map of the core of ``config`` (:func:`core_component`).
 
     The files go to ``out_dir/<tag>/sd_core.{v,ports.json}``, the tag naming
     the configuration and the generator's sources; with ``reuse``, files
@@ -236,11 +264,7 @@ def generate_core(config, out_dir="build/core", *, reuse=True):
     default configuration takes seconds to convert).
     """
     import hashlib
-    from .core.config import CoreConfig
-    from .core.core import SDCore
-    if not isinstance(config, CoreConfig):
-        raise SdHwError(f"generate_core takes a CoreConfig, got {config!r}")
-    description = config.to_dict()
+    description = core_description(config)
     tag = hashlib.sha1((json.dumps(description, sort_keys=True) + _source_digest())
                        .encode()).hexdigest()[:12]
     folder = Path(out_dir) / tag
@@ -251,4 +275,4 @@ def generate_core(config, out_dir="build/core", *, reuse=True):
         if ports.get("config") == description:
             return GeneratedBlock(CORE_TOP, verilog_path, port_map_path, ports)
     folder.mkdir(parents=True, exist_ok=True)
-    return generate_component(SDCore(config), CORE_TOP, folder, config=description)
+    return generate_component(core_component(config), CORE_TOP, folder, config=description)

@@ -20,14 +20,20 @@ from sd_hw.compiler import compile_network
 from sd_hw.core.layouts import GROUP_WORDS, OP_WORDS
 from sd_hw.core.host_map import Space
 from sd_hw.errors import ParameterError, SdHwError
+from sd_hw.serial.compiler import compile_serial
+from sd_hw.serial.config import SerialConfig
+from sd_hw.serial.layouts import record_reads
 from sim.golden.counts import CoreShape, cycle_estimate, expected_counters
+from sim.golden.serial_counts import (SerialShape, expected_serial_counters,
+                                      serial_cycle_estimate)
 from sim.golden.reference import checked_inputs, run
 from sim.host import runtime
 from sim.host.script import BusScript
 
 
 __all__ = ["SIMULATORS", "Mismatch", "SimulationReport", "simulate", "build_script",
-           "execute_script", "compare", "layer_waveform", "core_shape"]
+           "execute_script", "compare", "layer_waveform", "core_shape", "compile_for",
+           "estimate", "golden_counters"]
 
 SIMULATORS = ("icarus", "verilator", "amaranth")
 
@@ -72,6 +78,9 @@ class SimulationReport:
 
 
 def core_shape(config):
+    """What the golden model's counts need of a core configuration."""
+    if isinstance(config, SerialConfig):
+        return SerialShape(lanes=config.lanes, record_reads=record_reads(config.lanes))
     return CoreShape(lanes=config.lanes, stream_bits=config.datapath.stream_bits,
                      code_bits=config.datapath.code_bits, basis_words=config.basis_words,
                      op_words=OP_WORDS, group_words=GROUP_WORDS,
@@ -80,16 +89,38 @@ def core_shape(config):
                      row_lookahead=config.row_lookahead)
 
 
+def compile_for(net, config):
+    """The program of ``net`` for the core of ``config`` (an SDCore or a SerialCore)."""
+    if isinstance(config, SerialConfig):
+        return compile_serial(net, config)
+    return compile_network(net, config)
+
+
+def estimate(net, config):
+    """The golden model's cycle estimate of one inference on the core of ``config``."""
+    if isinstance(config, SerialConfig):
+        return serial_cycle_estimate(net, core_shape(config))
+    return cycle_estimate(net, core_shape(config))
+
+
+def golden_counters(net, x, config):
+    """Every counter but ``cycles`` of one inference of ``x`` (empty for a core built
+    without its counters)."""
+    if isinstance(config, SerialConfig):
+        return expected_serial_counters(net, core_shape(config))
+    return expected_counters(net, x, core_shape(config)) if config.counters else {}
+
+
 def execute_script(script, config, *, simulator, build_dir, waves=False, rebuild=False):
     """Run ``script`` on a core of ``config``; returns ``({tag: words}, waveform path)``."""
     build_dir = Path(build_dir)
     if simulator == "amaranth":
-        from sd_hw.core.core import SDCore
+        from sd_hw.generate import core_component
         from sim.amaranth_executor import execute
         waveform = build_dir / "amaranth.vcd" if waves else None
         if waveform:
             waveform.parent.mkdir(parents=True, exist_ok=True)
-        return execute(SDCore(config), script, vcd_path=waveform), waveform
+        return execute(core_component(config), script, vcd_path=waveform), waveform
     if simulator not in SIMULATORS:
         raise ParameterError(f"simulator is {simulator!r}, allowed are {', '.join(SIMULATORS)}")
     from sd_hw.generate import generate_core
@@ -137,7 +168,7 @@ def build_script(net, program, x, *, layers=True):
     ``x<i>``; a rerun of a program prefix for operation ``k`` ``x<i>/prefix<k>``.
     """
     script = runtime.load(BusScript(), program)
-    limit = _max_cycles(cycle_estimate(net, core_shape(program.config)))
+    limit = _max_cycles(estimate(net, program.config))
     layer_inputs = len(x) if layers is True else int(layers)
     for i in range(len(x)):
         check_layers = i < layer_inputs
@@ -156,7 +187,6 @@ def compare(net, program, x, words, *, simulator):
     Returns a :class:`SimulationReport` (its ``seconds`` left at 0).
     """
     config = program.config
-    shape = core_shape(config)
     golden = run(net, x, layer_outputs=True, dataflow=config.datapath.dataflow)
     outputs, counters, mismatches, counter_mismatches, expected_list = [], [], [], [], []
     checked = 0
@@ -183,13 +213,13 @@ def compare(net, program, x, words, *, simulator):
         outputs.append(ops[program.output.index].reshape(golden[-1][i].shape))
         counters.append(result.counters)
         # A core built without its performance counters has the cycle counter only.
-        expected = expected_counters(net, x[i], shape) if config.counters else {}
+        expected = golden_counters(net, x[i], config)
         expected_list.append(expected)
         for name, value in expected.items():
             if result.counters[name] != value:
                 counter_mismatches.append((i, name, value, result.counters[name]))
     return SimulationReport(simulator, np.stack(outputs), golden[-1], counters, expected_list,
-                            cycle_estimate(net, shape), mismatches, counter_mismatches, checked)
+                            estimate(net, config), mismatches, counter_mismatches, checked)
 
 
 def simulate(net, config, x, *, simulator="verilator", build_dir="build/simulate",
@@ -203,7 +233,7 @@ def simulate(net, config, x, *, simulator="verilator", build_dir="build/simulate
     """
     started = time.perf_counter()
     x = checked_inputs(net, x)
-    program = compile_network(net, config)
+    program = compile_for(net, config)
     script = build_script(net, program, x, layers=layers)
     if log:
         log(f"simulating {len(x)} input(s) on {simulator} "
@@ -239,7 +269,7 @@ def layer_waveform(net, program, x, op_name, *, simulator, build_dir):
         tensor = golden[program.ops[info.index - 1].last_layer][0]
     script = runtime.load(BusScript(), program)
     runtime.infer(script, program, tensor, tag="layer", max_cycles=_max_cycles(
-        cycle_estimate(net, core_shape(config))), first_op=info.index, op_count=1)
+        estimate(net, config)), first_op=info.index, op_count=1)
     _, waveform = execute_script(script, config, simulator=simulator,
                                  build_dir=Path(build_dir) / "waves", waves=True, rebuild=True)
     return waveform

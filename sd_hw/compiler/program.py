@@ -7,7 +7,7 @@ import numpy as np
 
 from ..config import signed_bits
 from ..core.config import CoreConfig
-from ..core.host_map import Space
+from ..core.host_map import COUNTERS, Space
 from ..core.layouts import GROUP_WORDS, OpKind, Window, group_layout, op_layout, pack_words
 from ..errors import ParameterError
 from ..integer_network import ACTIVATION_MIN, IntegerNetwork
@@ -59,6 +59,11 @@ class CompiledProgram:
     @property
     def op_count(self):
         return len(self.ops)
+
+    @property
+    def counter_names(self):
+        """The performance counters the core reports, in register order."""
+        return COUNTERS
 
     def survives(self, op):
         """Whether ``op``'s result is still in memory after a full run.

@@ -5,6 +5,9 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..errors import ParameterError, check_range
+from ..primitives import Mac16
+from ..primitives._lowering import checked_lowering
+from ..primitives.mac16 import LATENCY as MAC_LATENCY
 from .layouts import row_layout
 
 
@@ -83,6 +86,9 @@ class MacLaneArray(wiring.Component):
         Widths and the lane count (``config.lanes``).
     basis_depth : int
         Bases each lane's basis memory holds (1..16384).
+    lowering : str
+        Of the lanes' :class:`~sd_hw.primitives.Mac16` units: ``"auto"`` (SB_MAC16 on
+        an iCE40 UltraPlus platform), ``"ice40"`` or ``"generic"``.
 
     Members
     -------
@@ -94,8 +100,13 @@ class MacLaneArray(wiring.Component):
         ``en``, ``lane``, ``addr``, ``data`` (a :func:`basis_column_layout`).
     """
 
-    def __init__(self, config, *, basis_depth):
+    def __init__(self, config, *, basis_depth, lowering="auto"):
         check_range("basis_depth", basis_depth, 1, 16384)
+        self._lowering = checked_lowering(lowering)
+        if config.accumulator_bits > 32:
+            raise ParameterError(
+                f"parameter 'accumulator_bits' is {config.accumulator_bits}; the lanes' "
+                f"multiply-accumulate units sum 32 bits: use at most 32")
         if config.activation_bits + MAC_WEIGHT_BITS + 1 > config.accumulator_bits:
             raise ParameterError(
                 f"parameter 'accumulator_bits' is {config.accumulator_bits}, but a "
@@ -133,9 +144,9 @@ class MacLaneArray(wiring.Component):
 
     @property
     def latency(self):
-        """Cycles from taking an element with ``last`` set to lane 0's sum on ``sums``
-        (basis read, weight rebuild, multiply-accumulate, capture)."""
-        return 4
+        """Cycles from taking an element with ``last`` set to lane 0's sum on ``sums``:
+        the basis read, the multiply-accumulate (:attr:`Mac16.latency`) and the capture."""
+        return 2 + MAC_LATENCY["mac16x16"]
 
     def elaborate(self, platform):
         m = Module()
@@ -153,26 +164,22 @@ class MacLaneArray(wiring.Component):
         with m.Elif(gap != 0):
             m.d.sync += gap.eq(gap - 1)
 
-        # Stage 1: the basis column is read; the element waits beside it.
+        # Stage 1: the basis column is read; the element waits beside it. The weight is
+        # rebuilt and goes with the activation into the lane's multiply-accumulate, whose
+        # sum includes it `Mac16.latency` cycles later; a cycle without an element adds 0.
         held = Signal.like(element)
         held_valid = Signal()
         m.d.sync += [held.eq(element), held_valid.eq(taking)]
-        # Stage 2: the rebuilt weights and the activation, into the multiply-accumulate.
-        weights = [Signal(signed(MAC_WEIGHT_BITS), name=f"weight{l}") for l in range(lanes)]
-        activation = Signal(signed(config.activation_bits))
-        mac_valid = Signal()
-        mac_first = Signal()
-        mac_last = Signal()
-        m.d.sync += [activation.eq(held.activation), mac_valid.eq(held_valid),
-                     mac_first.eq(held.first), mac_last.eq(held.last)]
-        # Stage 3: the accumulators; `done` marks the cycle they hold a finished sum.
-        accumulators = [Signal(signed(config.accumulator_bits), name=f"acc{l}")
-                        for l in range(lanes)]
-        done = Signal()
-        m.d.sync += done.eq(mac_valid & mac_last)
+        macs = [Mac16(mode="mac16x16", lowering=self._lowering) for _ in range(lanes)]
+        done = held_valid & held.last
+        for _ in range(MAC_LATENCY["mac16x16"]):
+            delayed = Signal()
+            m.d.sync += delayed.eq(done)
+            done = delayed
 
         write = self.basis_write
-        for l in range(lanes):
+        for l, mac in enumerate(macs):
+            m.submodules[f"mac{l}"] = mac
             bases = m.submodules[f"bases{l}"] = memory.Memory(
                 shape=basis_column_layout(config), depth=4 * self._basis_depth, init=[])
             write_port = bases.write_port()
@@ -181,10 +188,11 @@ class MacLaneArray(wiring.Component):
             read_port = bases.read_port()
             m.d.comb += [read_port.addr.eq(element.basis * 4 + element.column),
                          read_port.en.eq(taking)]
-            m.d.sync += weights[l].eq(self._rebuild(m, held.rows[l], read_port.data))
-            product = weights[l] * activation
-            with m.If(mac_valid):
-                m.d.sync += accumulators[l].eq(Mux(mac_first, 0, accumulators[l]) + product)
+            m.d.comb += [mac.a.eq(self._rebuild(m, held.rows[l], read_port.data)),
+                         mac.b.eq(Mux(held_valid, held.activation, 0)),
+                         mac.clear.eq(held_valid & held.first),
+                         mac.en.eq(1)]
+        accumulators = [mac.acc for mac in macs]
 
         # The finished sums are captured and leave one a cycle, lane 0 first.
         chain = [Signal(signed(config.accumulator_bits), name=f"sum{l}") for l in range(lanes)]

@@ -50,7 +50,8 @@ _DUAL8X8_PARAMETERS = {
     "BOTADDSUB_CARRYSELECT": 0,
 }
 
-_LATENCY = {"mac16x16": 3, "dual8x8": 2}
+#: Enabled cycles from a unit's inputs to the outputs that include them, per mode.
+LATENCY = {"mac16x16": 3, "dual8x8": 2}
 
 
 class Mac16(wiring.Component):
@@ -144,7 +145,7 @@ class Mac16(wiring.Component):
     @property
     def latency(self):
         """Enabled cycles from inputs to the outputs that include them: 3 (mac16x16), 2 (dual8x8)."""
-        return _LATENCY[self._mode]
+        return LATENCY[self._mode]
 
     def elaborate(self, platform):
         primitive = uses_primitive(self._lowering, platform, _DSP_DEVICES)

@@ -52,6 +52,12 @@ class SerialProgram:
     def op_count(self):
         return len(self.ops)
 
+    @property
+    def counter_names(self):
+        """The performance counters the core reports, in register order."""
+        from .core import SERIAL_COUNTERS
+        return SERIAL_COUNTERS
+
     def survives(self, op):
         """Every operation's result stays in memory after a run."""
         return True

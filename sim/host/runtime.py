@@ -11,7 +11,7 @@ from math import prod
 
 import numpy as np
 
-from sd_hw.core.host_map import COUNTER_BASE, COUNTERS, Register, Space, address
+from sd_hw.core.host_map import COUNTER_BASE, Register, Space, address
 from sim.host.script import BusScript
 
 
@@ -63,7 +63,8 @@ def infer(script, program, x, *, tag, max_cycles, layers=True, first_op=0, op_co
     for info in program.ops[first_op:last + 1]:
         if info.index == last or (layers and program.survives(info)):
             read_tensor(script, info, f"{tag}/op{info.index}")
-    script.read(address(Space.REGISTERS, COUNTER_BASE), len(COUNTERS), f"{tag}/counters")
+    script.read(address(Space.REGISTERS, COUNTER_BASE), len(program.counter_names),
+                f"{tag}/counters")
     script.read(address(Space.REGISTERS, Register.CONTROL), 1, f"{tag}/status")
     return script
 
@@ -84,6 +85,6 @@ def results_of(program, words, tag):
         key = f"{tag}/op{info.index}"
         if key in words:
             ops[info.index] = _signed(words[key]).reshape(info.shape)
-    counters = dict(zip(COUNTERS, (int(v) for v in words[f"{tag}/counters"])))
+    counters = dict(zip(program.counter_names, (int(v) for v in words[f"{tag}/counters"])))
     status = int(words[f"{tag}/status"][0])
     return RunResult(ops, counters, bool(status & 2))

@@ -1,0 +1,134 @@
+"""What an element-serial core does for a network, worked out from the network alone.
+
+The counters of :class:`~sd_hw.serial.core.SerialCore` follow from its definition
+(docs/serial-core.md), not from its RTL: a lane group issues one record per Ce row
+that is not zero in all of its channels, once per output pixel; every record sends
+the lanes one element per activation that exists (not in the zero padding, not past
+a linear layer's inputs); a pass whose last record sends nothing ends with one
+element of activation 0. :func:`cycle_estimate` adds the time the records take to
+arrive and the fixed costs of operations and groups.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+__all__ = ["SerialShape", "serial_plan", "expected_serial_counters", "serial_cycle_estimate"]
+
+
+@dataclass(frozen=True)
+class SerialShape:
+    """What the estimate needs of a core: lanes, and the reads a record takes."""
+
+    lanes: int
+    record_reads: int
+    #: Cycles of an operation's header fetch and of a lane group's start and end.
+    op_cycles: int = 8
+    group_cycles: int = 6
+    #: Cycles from a group's start to its first element, and from its last element to
+    #: its last output written (sums leaving the lanes, pooling, requantisation).
+    fill_cycles: int = 6
+    output_cycles: int = 8
+
+
+@dataclass
+class _Op:
+    compute: int
+    pool: bool
+    final: bool
+
+
+def serial_plan(network):
+    """The operations: ``(compute layer index, pooled, final)``, one per compute layer."""
+    ops = []
+    for index, layer in enumerate(network.layers):
+        if layer.is_compute:
+            ops.append(_Op(index, False, False))
+        elif layer.kind == "maxpool2d":
+            ops[-1].pool = True
+    ops[-1].final = True
+    return ops
+
+
+def _pixels(height, width, pool):
+    if not pool:
+        return [(y, x) for y in range(height) for x in range(width)]
+    return [(2 * py + qy, 2 * px + qx) for py in range(height // 2)
+            for px in range(width // 2) for qy in range(2) for qx in range(2)]
+
+
+def _columns(network, op, rows):
+    """``(passes, R)`` valid-column counts of every Ce row at every pass, and passes."""
+    spec = network.layers[op.compute]
+    if spec.kind == "linear":
+        counts = np.clip(spec.in_size - 3 * rows, 0, 3)[None, :]
+        return counts
+    _, height, width = network.input_shape_of(op.compute)
+    dy = rows % 3
+    result = []
+    for y, x in _pixels(height, width, op.pool):
+        row_ok = (y + dy >= 1) & (y + dy <= height)
+        cols = 3 - int(x == 0) - int(x + 1 >= width)
+        result.append(np.where(row_ok, cols, 0))
+    return np.array(result, dtype=np.int64)
+
+
+def _groups(net, shape):
+    """Per operation and lane group: (op, valid-column counts (passes, records))."""
+    network = net.network
+    for op in serial_plan(network):
+        spec = network.layers[op.compute]
+        weights = net.layers[spec.name].weights
+        for start in range(0, spec.out_size, shape.lanes):
+            live = np.flatnonzero(weights.present[start:start + shape.lanes].any(axis=(0, 2)))
+            yield op, spec, _columns(network, op, live)
+
+
+def expected_serial_counters(net, shape):
+    """Every counter but ``cycles`` of one inference (they do not depend on the input)."""
+    elements = records = passes = writes = 0
+    network = net.network
+    for op, spec, columns in _groups(net, shape):
+        n_passes, n_records = columns.shape
+        if columns.size:
+            sent = columns.sum(axis=1)
+            tail = columns[:, -1] == 0
+        else:
+            sent = np.zeros(n_passes, np.int64)
+            tail = np.ones(n_passes, bool)
+        elements += int(sent.sum() + tail.sum())
+        records += n_passes * n_records
+        passes += n_passes
+    for op in serial_plan(network):
+        if not op.final:
+            out_shape = network.output_shape_of(_last_layer(network, op))
+            writes += int(np.prod(out_shape))
+    return {"elements": elements, "records": records, "passes": passes, "write_cycles": writes}
+
+
+def _last_layer(network, op):
+    index = op.compute
+    while index + 1 < len(network.layers) and not network.layers[index + 1].is_compute:
+        index += 1
+    return index
+
+
+def serial_cycle_estimate(net, shape):
+    """Cycles of one inference: per record, the slower of its reads and its elements; a
+    zero element where a pass ends with an empty record; fixed costs per operation and
+    group; one cycle per activation written."""
+    cycles = 0
+    ops = set()
+    for op, spec, columns in _groups(net, shape):
+        if op.compute not in ops:
+            ops.add(op.compute)
+            cycles += shape.op_cycles
+        cycles += shape.group_cycles + shape.fill_cycles + shape.output_cycles
+        if columns.size:
+            per_record = np.maximum(columns, 1)
+            per_record = np.maximum(per_record, shape.record_reads)
+            cycles += int(per_record.sum() + (columns[:, -1] == 0).sum())
+        else:
+            cycles += columns.shape[0]
+    return cycles + expected_serial_counters(net, shape)["write_cycles"]
