@@ -5,21 +5,23 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .core.config import CoreConfig
-from .core.core import SDCore
 from .errors import ParameterError
+from .generate import core_component
 from .link.host_link import HostLink
 from .link.uart import UARTReceiver, UARTTransmitter, check_divisor
+from .serial.config import SerialConfig
 
 
 __all__ = ["AcceleratorSystem"]
 
 
 class AcceleratorSystem(wiring.Component):
-    """A UART, the host link and an :class:`~sd_hw.core.core.SDCore`.
+    """A UART, the host link and a core: an :class:`~sd_hw.core.core.SDCore` or a
+    :class:`~sd_hw.serial.core.SerialCore`, as ``config`` says.
 
     Parameters
     ----------
-    config : :class:`~sd_hw.core.config.CoreConfig`
+    config : :class:`~sd_hw.core.config.CoreConfig` or :class:`~sd_hw.serial.config.SerialConfig`
     divisor : int
         Clock cycles per UART bit (clock frequency / baud rate), at least 4.
     timeout_cycles : int
@@ -35,8 +37,9 @@ class AcceleratorSystem(wiring.Component):
     """
 
     def __init__(self, config, *, divisor, timeout_cycles=None):
-        if not isinstance(config, CoreConfig):
-            raise ParameterError(f"parameter 'config' must be a CoreConfig, got {config!r}")
+        if not isinstance(config, (CoreConfig, SerialConfig)):
+            raise ParameterError(f"parameter 'config' must be a CoreConfig or a SerialConfig, "
+                                 f"got {config!r}")
         self._config = config
         self._divisor = check_divisor(divisor)
         self._timeout = timeout_cycles if timeout_cycles is not None else 64 * 10 * divisor
@@ -55,7 +58,7 @@ class AcceleratorSystem(wiring.Component):
         m.submodules.receiver = receiver = UARTReceiver(self._divisor)
         m.submodules.transmitter = transmitter = UARTTransmitter(self._divisor)
         m.submodules.link = link = HostLink(timeout_cycles=self._timeout)
-        m.submodules.core = core = SDCore(self._config)
+        m.submodules.core = core = core_component(self._config)
         wiring.connect(m, receiver.bytes, link.rx)
         wiring.connect(m, link.tx, transmitter.bytes)
         wiring.connect(m, link.bus, core.host)
