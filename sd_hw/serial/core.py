@@ -172,9 +172,9 @@ class SerialCore(wiring.Component):
                      param_write.en.eq(Mux(host_writes(Space.PARAMS),
                                            Mux(offset[0], 0b10, 0b01), 0))]
         param_read = params.read_port()
-        m.d.comb += [param_read.addr.eq(output.param_port.addr),
-                     param_read.en.eq(output.param_port.en),
-                     output.param_port.data.eq(param_read.data)]
+        m.d.comb += [param_read.addr.eq(output.param_read.addr),
+                     param_read.en.eq(output.param_read.en),
+                     output.param_read.data.eq(param_read.data)]
 
         output_write = outputs.write_port()
         m.d.comb += [output_write.addr.eq(output.output_write.addr),
@@ -196,7 +196,7 @@ class SerialCore(wiring.Component):
                 byte = output.activation_write.payload.addr
                 m.d.comb += [activations.addr.eq(byte >> 1), activations.en.eq(1),
                              activations.w_data.eq(output.activation_write.payload.data
-                                                   .as_value().replicate(2)),
+                                                   .as_unsigned().replicate(2)),
                              activations.w_en.eq(Mux(byte[0], 0b10, 0b01))]
             with m.Else():
                 m.d.comb += [activations.addr.eq(issuer.activations.addr),
