@@ -158,6 +158,8 @@ def decomposition_notes(decomposed, options):
     for name in dict.fromkeys(e.layer for e in excess):
         blocks = [e for e in excess if e.layer == name]
         worst = max(blocks, key=lambda e: e.span)
-        notes.append(f"layer {name!r}: {len(blocks)} block(s) exceed the exponent window; "
-                     f"worst {worst}")
+        notes.append(f"layer {name!r}: {len(blocks)} block(s) exceed the exponent window of "
+                     f"{worst.window} (code_bits = {options.decompose.code_bits}); worst: "
+                     f"filter {worst.filter}, block {worst.block}, 2^{worst.e_min} .. "
+                     f"2^{worst.e_max}, {worst.span} values")
     return notes
