@@ -188,6 +188,8 @@ BAD = {
                                    "{d}/wrong_shape.npy"], "wrong_shape.npy: inputs have shape"),
     "compress code bits": (["compress", "{d}/model.npz", "-o", "{d}/out.sdw", "--code-bits", "9"],
                            "parameter 'code_bits' is 9"),
+    "compress preset": (["compress", "{d}/model.npz", "-o", "{d}/out.sdw", "--preset", "fast"],
+                        "parameter 'preset' is 'fast', allowed values are 'sd-hw', 'official'"),
     "generate code bits": (["generate", "coefficient_decoder", "-o", "{d}/v", "--code-bits", "9"],
                            "parameter 'code_bits' is 9, allowed range is 1 to 6"),
     "generate lanes": (["generate", "basis_engine", "-o", "{d}/v", "--lanes", "0"],
