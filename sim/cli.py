@@ -51,6 +51,9 @@ def _add_decompose_options(parser):
                             "(1x1, linear) removed per group of 32 output filters; repeatable")
     group.add_argument("--dense", action="append", default=[], metavar="LAYER",
                        help="keep this layer as dense int8; repeatable")
+    group.add_argument("--accumulator-bits", type=int, default=32,
+                       help="output accumulator width the integer network must fit, 16..48 "
+                            "(default 32; wider codes, --code-bits above 3, can need more)")
 
 
 def _compress_options(args):
@@ -64,7 +67,7 @@ def _compress_options(args):
     default = [fraction for name, fraction in args.prune if name is None]
     return CompressOptions(decompose=params, prune=per_layer,
                            default_prune=default[-1] if default else 0.0,
-                           dense=frozenset(args.dense))
+                           dense=frozenset(args.dense), accumulator_bits=args.accumulator_bits)
 
 
 #: AcceleratorConfig field -> (meaning, allowed values) for its option's help.

@@ -386,6 +386,9 @@ def test_cli_options_build_the_preset():
                   "--iterations", "50") == DecomposeParams.official(
         vector_wise=True, theta=4e-3, iterations=50)
     assert params("--no-vector-wise").vector_wise is False
+    options = _compress_options(parser.parse_args(
+        ["compress", "m.npz", "-o", "w.sdw", "--accumulator-bits", "40"]))
+    assert options.accumulator_bits == 40
 
 
 @pytest.fixture
