@@ -143,8 +143,9 @@ class DecomposeParams:
         if self.preset == "official" and checked["block_rows"] != _OFFICIAL_BLOCK_LIMIT:
             raise ParameterError(
                 f"parameter 'block_rows' is {checked['block_rows']}; the official preset "
-                f"computes each layer's block length (a divisor of its row count up to "
-                f"{_OFFICIAL_BLOCK_LIMIT}), so block_rows must be {_OFFICIAL_BLOCK_LIMIT}")
+                f"computes each layer's block length (official_block_rows, at most "
+                f"{_OFFICIAL_BLOCK_LIMIT} but for a few row counts), so block_rows must be "
+                f"{_OFFICIAL_BLOCK_LIMIT}")
         for name, value in checked.items():
             object.__setattr__(self, name, value)
 
