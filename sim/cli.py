@@ -24,36 +24,50 @@ def _prune_option(text):
 
 def _add_decompose_options(parser):
     group = parser.add_argument_group("decomposition")
-    group.add_argument("--block-rows", type=int, default=192,
-                       help="Ce rows per basis block (default 192 = 64 channels x 3 kernel rows)")
-    group.add_argument("--code-bits", type=int, default=3,
+    group.add_argument("--preset", default="sd-hw", metavar="NAME",
+                       help="decomposition semantics: sd-hw (default) or official (the "
+                            "authors' smart_exchange.py: its fit count, threshold order and "
+                            "block split, no exponent window; docs/decomposition.md)")
+    group.add_argument("--block-rows", type=int,
+                       help="Ce rows per basis block (default 192 = 64 channels x 3 kernel "
+                            "rows; the official preset computes its own, up to 192)")
+    group.add_argument("--code-bits", type=int,
                        help="exponent bits per coefficient code; a code is sign + these bits "
                             "(default 3)")
-    group.add_argument("--theta", type=float, default=1e-3,
+    group.add_argument("--theta", type=float,
                        help="coefficients below this magnitude become zero (default 1e-3)")
-    group.add_argument("--iterations", type=int, default=30,
-                       help="alternating-minimisation iterations per block (default 30)")
-    group.add_argument("--no-vector-wise", dest="vector_wise", action="store_false",
-                       help="do not zero whole Ce rows with small L1 norm")
+    group.add_argument("--iterations", type=int,
+                       help="alternating-minimisation iterations per block (default 30; "
+                            "the official preset makes one fit fewer)")
+    group.add_argument("--vector-wise", dest="vector_wise", action="store_const", const=True,
+                       help="zero whole Ce rows with small L1 norm (default with the sd-hw "
+                            "preset; the official preset then applies it to 3x3 convs only)")
+    group.add_argument("--no-vector-wise", dest="vector_wise", action="store_const",
+                       const=False, help="do not zero whole Ce rows with small L1 norm "
+                                         "(default with the official preset)")
     group.add_argument("--prune", type=_prune_option, action="append", default=[],
                        metavar="[LAYER=]FRACTION",
                        help="structured sparsity: fraction of Ce rows (3x3) or input channels "
                             "(1x1, linear) removed per group of 32 output filters; repeatable")
     group.add_argument("--dense", action="append", default=[], metavar="LAYER",
                        help="keep this layer as dense int8; repeatable")
+    group.add_argument("--accumulator-bits", type=int, default=32,
+                       help="output accumulator width the integer network must fit, 16..48 "
+                            "(default 32; wider codes, --code-bits above 3, can need more)")
 
 
 def _compress_options(args):
     from sim.compress import CompressOptions
     from sim.golden.decompose import DecomposeParams
-    params = DecomposeParams(block_rows=args.block_rows, code_bits=args.code_bits,
-                             theta=args.theta, iterations=args.iterations,
-                             vector_wise=args.vector_wise)
+    given = {name: getattr(args, name)
+             for name in ("block_rows", "code_bits", "theta", "iterations", "vector_wise")
+             if getattr(args, name) is not None}
+    params = DecomposeParams(preset=args.preset, **given)
     per_layer = {name: fraction for name, fraction in args.prune if name is not None}
     default = [fraction for name, fraction in args.prune if name is None]
     return CompressOptions(decompose=params, prune=per_layer,
                            default_prune=default[-1] if default else 0.0,
-                           dense=frozenset(args.dense))
+                           dense=frozenset(args.dense), accumulator_bits=args.accumulator_bits)
 
 
 #: AcceleratorConfig field -> (meaning, allowed values) for its option's help.

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sd_hw.errors import ParameterError, check_range
-from sim.golden.decompose import DecomposeParams, decompose_weight, group_prune_mask
+from sim.golden.decompose import (DecomposeParams, decompose_weight, exponent_window_report,
+                                  group_prune_mask)
 from sim.golden.integerise import (activation_scale, build_integer_network,
                                    integerise_decomposed)
 from sim.golden.nn import layer_inputs
@@ -25,7 +26,7 @@ from sim.golden.reference import rebuild_weight
 
 
 __all__ = ["CompressOptions", "prune_masks", "decompose", "project", "project_int8",
-           "calibrate", "integerise"]
+           "calibrate", "integerise", "decomposition_notes"]
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ def project_int8(network, params, decomposed, options):
     shapes = {layer.name: layer.weight_shape for layer in network.compute_layers}
     for name, factors in decomposed.items():
         weights, scale = integerise_decomposed(factors, code_bits=options.decompose.code_bits,
-                                               per_layer_scale=name == final)
+                                               per_layer_scale=name == final, layer=name)
         integer = rebuild_weight(weights, shapes[name]).astype(np.float64)
         projected[f"{name}.weight"] = integer * scale.reshape((-1,) + (1,) * (integer.ndim - 1))
     return projected
@@ -121,8 +122,44 @@ def calibrate(network, params, x):
 
 
 def integerise(network, params, decomposed, scales, options, *, metadata=None):
+    """The :class:`IntegerNetwork` of the factors (see :func:`build_integer_network`).
+
+    Its network-wide ``block_rows`` is ``options.decompose.block_rows``, or
+    the longest block of a layer if that is longer (the official preset's
+    block lengths are per layer and can exceed 192). Factors of the official
+    preset whose blocks exceed the exponent window of ``code_bits`` are
+    refused (:func:`sim.golden.integerise.integerise_decomposed`).
+    """
+    block_rows = max([options.decompose.block_rows]
+                     + [factors.block_rows for factors in decomposed.values()])
     return build_integer_network(
         network, params, decomposed, scales,
-        code_bits=options.decompose.code_bits, block_rows=options.decompose.block_rows,
+        code_bits=options.decompose.code_bits, block_rows=block_rows,
         accumulator_bits=options.accumulator_bits, rebuild=rebuild_weight,
         metadata=metadata)
+
+
+def decomposition_notes(decomposed, options):
+    """Lines worth telling the user about the factors, for the log.
+
+    The official preset: blocks whose exponents exceed the window of
+    ``code_bits`` (counted per layer, with the worst block) and rows its
+    block split leaves undecomposed. Empty for the sd-hw preset.
+    """
+    notes = []
+    for name, factors in decomposed.items():
+        if factors.skipped_rows:
+            notes.append(f"layer {name!r}: the official block split (blocks of "
+                         f"{factors.block_rows} rows) leaves the last {factors.skipped_rows} "
+                         f"of {factors.rows} rows of every filter undecomposed (zero weights)")
+    excess = exponent_window_report(
+        {name: f for name, f in decomposed.items() if not f.exponent_window},
+        options.decompose.code_bits)
+    for name in dict.fromkeys(e.layer for e in excess):
+        blocks = [e for e in excess if e.layer == name]
+        worst = max(blocks, key=lambda e: e.span)
+        notes.append(f"layer {name!r}: {len(blocks)} block(s) exceed the exponent window of "
+                     f"{worst.window} (code_bits = {options.decompose.code_bits}); worst: "
+                     f"filter {worst.filter}, block {worst.block}, 2^{worst.e_min} .. "
+                     f"2^{worst.e_max}, {worst.span} values")
+    return notes

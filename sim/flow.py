@@ -8,7 +8,8 @@ digits model and measures accuracy after each.
 from dataclasses import dataclass, field
 
 from sd_hw.errors import SdHwError
-from sim.compress import calibrate, decompose, integerise, project, project_int8, prune_masks
+from sim.compress import (calibrate, decompose, decomposition_notes, integerise, project,
+                          project_int8, prune_masks)
 
 
 __all__ = ["CompressionResult", "compress_model", "retrain", "RETRAIN_METHODS"]
@@ -83,6 +84,9 @@ def compress_model(model, options, *, retrain_method="none", epochs=10, seed=0, 
         params, history = retrain(network, params, data, masks, options,
                                   method=retrain_method, epochs=epochs, seed=seed, log=log)
     decomposed = decompose(network, params, masks, options)
+    if log:
+        for note in decomposition_notes(decomposed, options):
+            log(note)
     scales = calibrate(network, project(params, decomposed), model.calibration)
     net = integerise(network, params, decomposed, scales, options,
                      metadata={"retrain": retrain_method})

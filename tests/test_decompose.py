@@ -90,7 +90,7 @@ def test_parameter_validation_names_the_parameter_and_range(field, value, text):
     assert text in str(info.value)
 
 
-def test_default_parameters_are_the_official_ones():
+def test_default_parameters_are_sd_hw_ones():
     p = DecomposeParams()
     assert (p.block_rows, p.iterations, p.theta, p.vector_wise, p.row_theta_factor, p.tie,
             p.max_exponent, p.code_bits, p.tol, p.group) == (

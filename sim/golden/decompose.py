@@ -23,6 +23,16 @@ become zero) followed by a clip at
 exponent; smaller coefficients become zero. The window is applied in every
 quantisation step, so ``B`` is fitted to what the hardware can store.
 
+That is the ``"sd-hw"`` preset. The ``"official"`` preset
+(:meth:`DecomposeParams.official`) reproduces the authors' released code
+(SmartDeal-Inference/smart_exchange.py) instead: ``iterations - 1`` fits in
+the loop, the row threshold on the raw Ce before the element threshold and
+only in 3x3 convolutions (off by default), the block lengths of
+:func:`official_block_rows`, a Frobenius-norm convergence test, least
+squares with ``rcond = 1e-10`` and no exponent window (only the clip).
+:func:`exponent_window_report` lists the blocks whose exponents then need
+more than ``2**code_bits`` values. docs/decomposition.md compares the two.
+
 All blocks of a call are processed together: per-block 3x3 solves run on
 stacks, and only blocks that have not converged keep iterating. A block's
 result does not depend on the other blocks of the call.
@@ -37,23 +47,43 @@ from sd_hw.errors import ParameterError, SdHwError, check_range
 from .pow2 import check_tie
 
 
-__all__ = ["DecomposeParams", "DecomposedWeight", "weight_to_rows", "rows_to_weight",
-           "layer_kind", "group_prune_mask", "quantise_blocks", "decompose_blocks",
-           "decompose_weight", "decompose_weights"]
+__all__ = ["DecomposeParams", "DecomposedWeight", "PRESETS", "weight_to_rows",
+           "rows_to_weight", "layer_kind", "group_prune_mask", "quantise_blocks",
+           "decompose_blocks", "decompose_weight", "decompose_weights",
+           "official_fit_rows", "official_block_rows", "WindowExcess",
+           "exponent_window_report"]
+
+#: Decomposition presets: sd-hw's own semantics, and the authors' released code.
+PRESETS = ("sd-hw", "official")
+
+#: Largest block of the official code: 64 * 3 rows (``factor_long(m, 3)``).
+_OFFICIAL_BLOCK_LIMIT = 192
 
 
 @dataclass(frozen=True)
 class DecomposeParams:
-    """Parameters of the decomposition (defaults: the official SmartDeal code).
+    """Parameters of the decomposition.
+
+    The defaults are sd-hw's own (``preset="sd-hw"``); they differ from the
+    authors' released code in the points docs/decomposition.md lists
+    ("sd-hw and the official code"). ``DecomposeParams.official()`` (or
+    ``preset="official"``) reproduces that code.
 
     ``block_rows``
         Ce rows per basis block (1..65535); 192 = 64 input channels x 3 rows.
+        The official preset computes each layer's block length itself
+        (:func:`official_block_rows`, at most 192 but for a few row counts)
+        and accepts only 192 here.
     ``iterations``
-        Most alternating-minimisation passes per block (1..1000).
+        Most alternating-minimisation passes per block (1..1000). The
+        official preset, like the official code, makes at most
+        ``iterations - 1`` (B, Ce) fits, then refits B once.
     ``theta``
         Coefficients with ``|c| < theta`` become zero (0..1).
     ``vector_wise``
         Also zero whole Ce rows whose L1 norm is below ``row_theta_factor * theta``.
+        Default: on for ``"sd-hw"``, off for ``"official"`` (which applies
+        it, when on, to 3x3 convolutions only).
     ``row_theta_factor``
         See ``vector_wise`` (0..1000).
     ``tie``
@@ -62,24 +92,35 @@ class DecomposeParams:
         ``|Ce|`` is clipped at ``2**max_exponent`` (-30..30).
     ``code_bits``
         Exponent code bits (1..6): a block holds ``2**code_bits`` exponents.
+        The official preset does not enforce this window while decomposing;
+        see :func:`exponent_window_report`.
     ``tol``
-        A block has converged when its quantised Ce changes by at most this (0..1).
+        A block has converged when its quantised Ce changes by at most this
+        (0..1): largest absolute change (``"sd-hw"``) or Frobenius norm of
+        the change (``"official"``).
     ``group``
         Output filters sharing one pruning pattern (1..65535).
+    ``preset``
+        ``"sd-hw"`` or ``"official"`` (see :data:`PRESETS`).
     """
 
     block_rows: int = 192
     iterations: int = 30
     theta: float = 1e-3
-    vector_wise: bool = True
+    vector_wise: bool = None
     row_theta_factor: float = 5.0
     tie: str = "down"
     max_exponent: int = 5
     code_bits: int = 3
     tol: float = 1e-10
     group: int = 32
+    preset: str = "sd-hw"
 
     def __post_init__(self):
+        if not isinstance(self.preset, str) or self.preset not in PRESETS:
+            raise ParameterError(
+                f"parameter 'preset' is {self.preset!r}, allowed values are "
+                + ", ".join(map(repr, PRESETS)))
         checked = {
             "block_rows": check_range("block_rows", self.block_rows, 1, 65535),
             "iterations": check_range("iterations", self.iterations, 1, 1000),
@@ -92,12 +133,32 @@ class DecomposeParams:
             "group": check_range("group", self.group, 1, 65535),
             "tie": check_tie(self.tie),
         }
-        if not isinstance(self.vector_wise, (bool, np.bool_)):
+        vector_wise = self.vector_wise
+        if vector_wise is None:
+            vector_wise = self.preset == "sd-hw"
+        if not isinstance(vector_wise, (bool, np.bool_)):
             raise ParameterError(
                 f"parameter 'vector_wise' must be True or False, got {self.vector_wise!r}")
-        checked["vector_wise"] = bool(self.vector_wise)
+        checked["vector_wise"] = bool(vector_wise)
+        if self.preset == "official" and checked["block_rows"] != _OFFICIAL_BLOCK_LIMIT:
+            raise ParameterError(
+                f"parameter 'block_rows' is {checked['block_rows']}; the official preset "
+                f"computes each layer's block length (official_block_rows, at most "
+                f"{_OFFICIAL_BLOCK_LIMIT} but for a few row counts), so block_rows must be "
+                f"{_OFFICIAL_BLOCK_LIMIT}")
         for name, value in checked.items():
             object.__setattr__(self, name, value)
+
+    @classmethod
+    def official(cls, **changes):
+        """The official preset: the authors' smart_exchange.py, its defaults and semantics.
+
+        ``changes`` set other fields, as the official code's options do
+        (``iterations`` = ``decompose_iternum``, ``theta`` =
+        ``decompose_threshold``, ``vector_wise`` = ``threshold_row``, ``tol``
+        = ``decompose_tol``, ``max_exponent`` = ``log2(max_C)``).
+        """
+        return cls(preset="official", **changes)
 
 
 # --------------------------------------------------------------------------
@@ -153,6 +214,81 @@ def rows_to_weight(rows, shape):
     if kind == "conv3x3":
         return rows.reshape(shape).copy()
     return rows.reshape(m, -1)[:, :c].reshape(shape).copy()
+
+
+# --------------------------------------------------------------------------
+# The official code's block lengths
+
+#: Row counts whose block length the official code takes from a fixed table
+#: rather than computing it. 1638 is not a multiple of 171: the official code
+#: decomposes 9 blocks and leaves the last 99 rows of each filter zero.
+_OFFICIAL_FIXED_BLOCKS = {3072: 192, 1638: 171, 8364: 204}
+
+#: Inputs of a 1x1 or linear filter that the official code pads to more rows
+#: than ``ceil(C / 3)`` (its ``VEC_2_SHAPE`` table; every other entry of the
+#: table equals ``ceil(C / 3)``).
+_OFFICIAL_PADDED_ROWS = {4096: 1368, 2048: 684, 1280: 429}
+
+
+def _prime_factors(n):
+    """Prime factors of ``n >= 2`` in ascending order, with multiplicity."""
+    factors, p = [], 2
+    while p * p <= n:
+        while n % p == 0:
+            factors.append(p)
+            n //= p
+        p += 1
+    if n > 1:
+        factors.append(n)
+    return factors
+
+
+def official_fit_rows(shape):
+    """Ce rows per filter that the official code fits for a weight ``shape``.
+
+    ``3C`` for a 3x3 conv; for 1x1 conv and linear ``ceil(C / 3)``, except
+    ``C`` = 4096, 2048 and 1280, which the official code pads to 1368, 684
+    and 429 rows. The extra rows are zero: they change the block length, not
+    the fit. Filters of fewer than 3 rows (C <= 6) are refused: the official
+    code decomposes them transposed, with a smaller basis than 3x3.
+    """
+    shape = tuple(int(d) for d in shape)
+    kind = layer_kind(shape)
+    c = shape[1]
+    if kind == "conv3x3":
+        return 3 * c
+    rows = _OFFICIAL_PADDED_ROWS.get(c, -(-c // 3))
+    if rows < 3:
+        raise ParameterError(
+            f"weight shape {shape}: the official preset cannot decompose a {kind} layer with "
+            f"{c} inputs (fewer than 3 rows of 3): the official code factors such a filter "
+            f"transposed, with a {rows}x{rows} basis, which the sd-hw format cannot hold; "
+            f"use the sd-hw preset or keep the layer dense")
+    return rows
+
+
+def official_block_rows(shape):
+    """Block length (Ce rows per basis) the official code uses for a weight ``shape``.
+
+    With ``m`` = :func:`official_fit_rows`: ``m`` itself if ``m <= 192`` or
+    ``m`` is prime; otherwise ``m`` divided by its prime factors in
+    ascending order, one at a time, until the quotient is at most 192; if
+    even the largest prime factor exceeds 192, that prime. Row counts 3072,
+    1638 and 8364 get 192, 171 and 204 from a fixed table. The result is
+    not always the largest divisor of ``m`` up to 192 (576 gives 144, not
+    192), and it exceeds 192 for some ``m`` (1182 = 6 * 197 gives 197).
+    """
+    m = official_fit_rows(shape)
+    if m in _OFFICIAL_FIXED_BLOCKS:
+        return _OFFICIAL_FIXED_BLOCKS[m]
+    if m <= _OFFICIAL_BLOCK_LIMIT:
+        return m
+    length = m
+    for p in _prime_factors(m)[:-1]:
+        length //= p
+        if length <= _OFFICIAL_BLOCK_LIMIT:
+            break
+    return length
 
 
 # --------------------------------------------------------------------------
@@ -347,6 +483,11 @@ def decompose_blocks(A, params=None):
     (B, Ce) updates made before the quantised Ce stopped changing
     (``params.iterations`` if it never did). Each block's result is the one
     it would get alone.
+
+    With the official preset (``params.preset == "official"``) the blocks
+    follow :func:`_decompose_official`; ``params.vector_wise`` then applies
+    to every block (per layer, :func:`decompose_weights` applies it to 3x3
+    convolutions only, as the official code does).
     """
     params = DecomposeParams() if params is None else params
     A = np.ascontiguousarray(A, dtype=np.float64)
@@ -354,6 +495,8 @@ def decompose_blocks(A, params=None):
         raise ParameterError(f"blocks must have shape (N, R, 3), got {A.shape}")
     _check_finite(A, "weight")
     n = A.shape[0]
+    if params.preset == "official":
+        return _decompose_official(A, params, np.full(n, params.vector_wise))
     quantised = np.zeros_like(A)
     used = np.full(n, params.iterations, dtype=np.int64)
     if n == 0 or A.shape[1] == 0:
@@ -405,6 +548,85 @@ def decompose_blocks(A, params=None):
     return quantised, _fit_basis(quantised, A), used
 
 
+#: ``rcond`` of the official code's least squares (``decompose_rcond``).
+_OFFICIAL_RCOND = 1e-10
+
+
+def _round_and_clip(C, params):
+    """Signed powers of two of ``C``, clipped at ``2**max_exponent``: no exponent window.
+
+    The official code's quantisation (``nearestpow2`` and ``np.clip``). Its
+    tie rule is "down"; ``params.tie`` is honoured. Powers below
+    ``2**-1000`` become zero, as in :func:`quantise_blocks`.
+    """
+    q = np.add(C.view(np.int64), _HALF_MANTISSA - (params.tie == "down"))
+    np.bitwise_and(q, _EXPONENT_FIELD, out=q)
+    np.minimum(q, np.int64((1023 + params.max_exponent) << 52), out=q)
+    q[q < _FLOOR_BITS] = 0
+    out = q.view(np.float64)
+    np.copysign(out, C, out=out)
+    out += 0.0  # -0.0 -> 0.0
+    return out
+
+
+def _official_thresholds(C, params, row_threshold):
+    """The official sparsity step, in place: rows first, then entries.
+
+    In the blocks flagged by ``row_threshold`` (N,), rows whose L1 norm of
+    the least-squares Ce is below ``row_theta_factor * theta`` become zero;
+    then every entry with ``|c| < theta``. Nothing happens for ``theta = 0``.
+    """
+    if params.theta <= 0:
+        return
+    if row_threshold.any():
+        small = np.abs(C).sum(axis=2) < params.row_theta_factor * params.theta
+        C[small & row_threshold[:, None]] = 0.0
+    C[np.abs(C) < params.theta] = 0.0
+
+
+def _decompose_official(A, params, row_threshold):
+    """The official code's alternating minimisation on blocks ``A`` (N, R, 3).
+
+    Per block, as ``core_decompose`` of smart_exchange.py does: ``Ce = A``;
+    for at most ``iterations - 1`` steps: ``Q = round_and_clip(Ce)``; from
+    the second step on, stop when the Frobenius norm of ``Q - Q_previous``
+    is at most ``tol``; ``B = lstsq(Q, A)``, ``Ce = lstsq(B, A)`` (minimum
+    norm, singular values up to ``1e-10`` times the largest dropped);
+    :func:`_official_thresholds`. Then ``Q = round_and_clip(Ce)`` of the
+    last ``Ce`` and ``B = lstsq(Q, A)``. No exponent window.
+
+    Returns ``(Ce, B, fits)`` like :func:`decompose_blocks`; ``fits`` is the
+    number of (B, Ce) fits before the block converged (``iterations - 1``
+    if it never did).
+    """
+    n = A.shape[0]
+    if n == 0 or A.shape[1] == 0:
+        return np.zeros_like(A), np.zeros((n, 3, 3)), np.zeros(n, dtype=np.int64)
+    coefficients = A.copy()
+    fits = np.full(n, params.iterations - 1, dtype=np.int64)
+    active = np.arange(n)
+    previous = None
+    for step in range(params.iterations - 1):
+        current = _round_and_clip(coefficients[active], params)
+        if step > 0:
+            change = np.sqrt(np.square(current - previous).sum(axis=(1, 2)))
+            stop = change <= params.tol
+            if stop.any():
+                fits[active[stop]] = step
+                active, current = active[~stop], current[~stop]
+                if not active.size:
+                    break
+        a = A[active]
+        basis = np.matmul(np.linalg.pinv(current, rcond=_OFFICIAL_RCOND), a)
+        fitted = np.matmul(a, np.linalg.pinv(basis, rcond=_OFFICIAL_RCOND))
+        _official_thresholds(fitted, params, row_threshold[active])
+        coefficients[active] = fitted
+        previous = current
+    quantised = _round_and_clip(coefficients, params)
+    basis = np.matmul(np.linalg.pinv(quantised, rcond=_OFFICIAL_RCOND), A)
+    return quantised, basis, fits
+
+
 # --------------------------------------------------------------------------
 # Layers
 
@@ -418,6 +640,14 @@ class DecomposedWeight:
     channel may be shorter). ``shape`` is the original weight shape;
     ``iterations`` (M, n_blocks), if known, the alternating updates each block
     needed (see :func:`decompose_blocks`).
+
+    ``exponent_window`` is False when the decomposition did not keep each
+    block's exponents within the ``2**code_bits`` values the hardware stores
+    (the official preset); :func:`exponent_window_report` then lists the
+    blocks that exceed it. ``skipped_rows``: rows at the end of every filter
+    that the official block split leaves undecomposed (zero coefficients,
+    zero basis); 0 except for the row counts of its fixed table (1638 rows:
+    the last 99).
     """
 
     shape: tuple
@@ -425,6 +655,8 @@ class DecomposedWeight:
     basis: np.ndarray
     block_rows: int
     iterations: np.ndarray = None
+    exponent_window: bool = True
+    skipped_rows: int = 0
 
     @property
     def out_channels(self):
@@ -467,57 +699,177 @@ class DecomposedWeight:
         zero = self.coefficients == 0
         return float(zero.mean()), float(zero.all(axis=2).mean())
 
+    def exponent_range(self):
+        """Smallest and largest exponent of every block: two int arrays (M, n_blocks).
+
+        A block without nonzero coefficients has ``e_min = 0`` and
+        ``e_max = -1`` (a span ``e_max - e_min + 1`` of 0).
+        """
+        ce = np.asarray(self.coefficients, dtype=np.float64)
+        m, rows, _ = ce.shape
+        present = ce != 0
+        exp = np.frexp(ce)[1].astype(np.int64) - 1  # |c| == 2**exp where present
+        starts = np.arange(0, rows, self.block_rows)
+        big = np.iinfo(np.int64).max
+        low = np.minimum.reduceat(np.where(present, exp, big).min(axis=2), starts, axis=1)
+        high = np.maximum.reduceat(np.where(present, exp, -big).max(axis=2), starts, axis=1)
+        empty = low == big
+        low[empty], high[empty] = 0, -1
+        return low, high
+
+
+@dataclass(frozen=True)
+class WindowExcess:
+    """A block whose exponents span more than its exponent window.
+
+    ``layer``, ``filter`` (output channel) and ``block`` locate it; its
+    nonzero coefficients have exponents ``e_min .. e_max``; ``window`` =
+    ``2**code_bits`` is what the hardware stores per block.
+    """
+
+    layer: str
+    filter: int
+    block: int
+    e_min: int
+    e_max: int
+    window: int
+
+    @property
+    def span(self):
+        return self.e_max - self.e_min + 1
+
+    def __str__(self):
+        return (f"layer {self.layer!r}, filter {self.filter}, block {self.block}: exponents "
+                f"2^{self.e_min} .. 2^{self.e_max} span {self.span} values, the window "
+                f"holds {self.window}")
+
+
+def exponent_window_report(decomposed, code_bits):
+    """Blocks of ``decomposed`` (name -> :class:`DecomposedWeight`) whose
+    exponents span more than ``2**code_bits`` values, as :class:`WindowExcess`
+    in layer, filter, block order. Always empty for the sd-hw preset with the
+    same ``code_bits``; the official preset applies no window, so its
+    factors can exceed it.
+    """
+    code_bits = check_range("code_bits", code_bits, 1, 8)
+    window = 2 ** code_bits
+    report = []
+    for name, factors in decomposed.items():
+        low, high = factors.exponent_range()
+        for f, b in zip(*np.nonzero(high - low + 1 > window)):
+            report.append(WindowExcess(str(name), int(f), int(b), int(low[f, b]),
+                                       int(high[f, b]), window))
+    return report
+
+
+@dataclass(eq=False)
+class _LayerBlocks:
+    """A layer's rows cut into blocks for the stacked solve.
+
+    ``rows`` (M, R, 3); ``length`` rows per block; ``n_blocks`` =
+    ``ceil(R / length)`` blocks per filter, of which the first ``solved``
+    are decomposed (fewer only for the official table's 1638 rows);
+    ``row_threshold``: the official preset's row threshold applies.
+    """
+
+    rows: np.ndarray
+    length: int
+    n_blocks: int
+    solved: int
+    row_threshold: bool
+
+    @property
+    def out_channels(self):
+        return self.rows.shape[0]
+
+    def blocks(self):
+        """The solved blocks, (M * solved, length, 3)."""
+        m, r, _ = self.rows.shape
+        padded = np.zeros((m, self.n_blocks * self.length, 3))
+        padded[:, :r] = self.rows
+        return padded.reshape(m, self.n_blocks, self.length, 3)[:, :self.solved].reshape(
+            -1, self.length, 3)
+
 
 def _layer_blocks(W, prune, params):
-    """Pruned rows of a layer cut into blocks: (blocks (M*nb, L, 3), M, R, nb)."""
+    """Pruned rows of a layer cut into blocks (:class:`_LayerBlocks`)."""
     W = np.asarray(W, dtype=np.float64)
-    layer_kind(W.shape)
+    kind = layer_kind(W.shape)
     _check_finite(W, "weight")
+    official = params.preset == "official"
+    if official:
+        length = official_block_rows(W.shape)
+        fit_rows = official_fit_rows(W.shape)
     if prune:
         W = np.where(group_prune_mask(W, prune, group=params.group), W, 0.0)
     rows = weight_to_rows(W)
-    m, r, _ = rows.shape
-    nb = -(-r // params.block_rows)
-    return rows, m, r, nb
+    r = rows.shape[1]
+    if not official:
+        length = min(params.block_rows, r)
+        n_blocks = -(-r // length)
+        return _LayerBlocks(rows, length, n_blocks, n_blocks, False)
+    n_blocks = -(-r // length)
+    solved = min(n_blocks, fit_rows // length)
+    return _LayerBlocks(rows, length, n_blocks, solved,
+                        params.vector_wise and kind == "conv3x3")
 
 
-def _stack_blocks(layers, length):
-    """Stack the blocks of several row arrays, each block zero-padded to ``length``.
+def _solve_layers(layers, params):
+    """Decompose the blocks of several layers in one stacked solve.
 
-    ``length`` is ``block_rows``, or the longest layer's row count when every
-    layer has a single block.
+    Blocks shorter than the longest are zero-padded, which does not change
+    their result (zero rows stay zero and add nothing to the least squares).
+    Returns per layer ``(Ce (M, R, 3), B (M, n_blocks, 3, 3), iterations)``.
     """
-    total = sum(m * nb for _, m, _, nb in layers)
-    stacked = np.zeros((total, length, 3))
+    length = max(layer.length for layer in layers)
+    counts = [layer.out_channels * layer.solved for layer in layers]
+    stacked = np.zeros((sum(counts), length, 3))
+    flags = np.zeros(sum(counts), dtype=bool)
     start = 0
-    for rows, m, r, nb in layers:
-        stacked[start:start + m * nb].reshape(m, nb * length, 3)[:, :r] = rows
-        start += m * nb
-    return stacked
-
-
-def _unstack(ce, basis, used, layers, shapes, params, length):
+    for layer, count in zip(layers, counts):
+        stacked[start:start + count, :layer.length] = layer.blocks()
+        flags[start:start + count] = layer.row_threshold
+        start += count
+    if params.preset == "official":
+        ce, basis, used = _decompose_official(stacked, params, flags)
+    else:
+        ce, basis, used = decompose_blocks(stacked, params)
     out = []
     start = 0
-    for (rows, m, r, nb), shape in zip(layers, shapes):
-        end = start + m * nb
-        c = ce[start:end].reshape(m, nb * length, 3)[:, :r]
-        out.append(DecomposedWeight(shape=tuple(int(d) for d in shape),
-                                    coefficients=np.ascontiguousarray(c),
-                                    basis=basis[start:end].reshape(m, nb, 3, 3).copy(),
-                                    block_rows=params.block_rows,
-                                    iterations=used[start:end].reshape(m, nb).copy()))
-        start += m * nb
+    for layer, count in zip(layers, counts):
+        m, r, _ = layer.rows.shape
+        nb, solved = layer.n_blocks, layer.solved
+        coefficients = np.zeros((m, nb * layer.length, 3))
+        coefficients.reshape(m, nb, layer.length, 3)[:, :solved] = (
+            ce[start:start + count, :layer.length].reshape(m, solved, layer.length, 3))
+        layer_basis = np.zeros((m, nb, 3, 3))
+        layer_basis[:, :solved] = basis[start:start + count].reshape(m, solved, 3, 3)
+        iterations = np.zeros((m, nb), dtype=np.int64)
+        iterations[:, :solved] = used[start:start + count].reshape(m, solved)
+        out.append((np.ascontiguousarray(coefficients[:, :r]), layer_basis, iterations))
+        start += count
     return out
 
 
+def _factors(shape, layer, solution, params):
+    coefficients, basis, iterations = solution
+    official = params.preset == "official"
+    return DecomposedWeight(
+        shape=tuple(int(d) for d in shape), coefficients=coefficients, basis=basis,
+        block_rows=layer.length if official else params.block_rows, iterations=iterations,
+        exponent_window=not official,
+        skipped_rows=max(0, layer.rows.shape[1] - layer.solved * layer.length))
+
+
 def decompose_weights(weights, params=None, prune=None):
-    """Decompose several layers with one :func:`decompose_blocks` call.
+    """Decompose several layers with one stacked solve.
 
     ``weights`` maps names to weight arrays, ``prune`` names to pruning
     fractions (missing names: no pruning). Returns names -> :class:`DecomposedWeight`.
     Blocks shorter than the longest block are zero-padded for the stacked
-    solve, which does not change their result.
+    solve, which does not change their result. With the official preset,
+    each layer gets the block length of :func:`official_block_rows` and the
+    row threshold (``vector_wise``) applies to its 3x3 convolutions only.
     """
     params = DecomposeParams() if params is None else params
     prune = {} if prune is None else dict(prune)
@@ -525,7 +877,6 @@ def decompose_weights(weights, params=None, prune=None):
     if unknown:
         raise ParameterError(f"prune: no weight named {', '.join(map(repr, unknown))}")
     names = list(weights)
-    shapes = [np.shape(weights[name]) for name in names]
     layers = []
     for name in names:
         try:
@@ -534,9 +885,9 @@ def decompose_weights(weights, params=None, prune=None):
             raise type(error)(f"layer {name!r}: {error}") from None
     if not layers:
         return {}
-    length = min(params.block_rows, max(r for _, _, r, _ in layers))
-    ce, basis, used = decompose_blocks(_stack_blocks(layers, length), params)
-    return dict(zip(names, _unstack(ce, basis, used, layers, shapes, params, length)))
+    solutions = _solve_layers(layers, params)
+    return {name: _factors(np.shape(weights[name]), layer, solution, params)
+            for name, layer, solution in zip(names, layers, solutions)}
 
 
 def decompose_weight(W, params=None, *, prune=0.0):
@@ -548,6 +899,4 @@ def decompose_weight(W, params=None, *, prune=0.0):
     """
     params = DecomposeParams() if params is None else params
     layer = _layer_blocks(W, prune, params)
-    length = min(params.block_rows, layer[2])
-    ce, basis, used = decompose_blocks(_stack_blocks([layer], length), params)
-    return _unstack(ce, basis, used, [layer], [np.shape(W)], params, length)[0]
+    return _factors(np.shape(W), layer, _solve_layers([layer], params)[0], params)

@@ -38,13 +38,54 @@ def _channel_scale(magnitudes, per_layer):
     return np.broadcast_to(scale, magnitudes.shape).astype(np.float64)
 
 
-def integerise_decomposed(decomposed, *, code_bits, per_layer_scale=False):
+#: code_bits the hardware accepts (sd_hw.config.AcceleratorConfig).
+_MAX_CODE_BITS = 6
+
+
+def _check_window(decomposed, code_bits, layer):
+    """Refuse factors decomposed without an exponent window that exceed it.
+
+    Dropping their coefficients below the window would silently change the
+    decomposition (the official preset fits B to every coefficient it
+    keeps), so the message names the worst block and the ``code_bits``
+    that holds every block.
+    """
+    low, high = decomposed.exponent_range()
+    span = high - low + 1
+    window = 2 ** code_bits
+    over = span > window
+    if not over.any():
+        return
+    f, b = np.unravel_index(int(np.argmax(span)), span.shape)
+    worst = int(span[f, b])
+    need = (worst - 1).bit_length()
+    where = f"layer {layer!r}: " if layer is not None else ""
+    if need <= _MAX_CODE_BITS:
+        fix = f"use code_bits = {need} (sd-hw compress --code-bits {need})"
+    else:
+        fix = (f"no code_bits up to {_MAX_CODE_BITS} holds it; use the sd-hw preset "
+               f"(sd-hw compress --preset sd-hw), which fits B to windowed coefficients")
+    raise SdHwError(
+        f"{where}{int(over.sum())} block(s) span more exponents than the window of {window} "
+        f"(code_bits = {code_bits}); worst: filter {f}, block {b}, 2^{int(low[f, b])} .. "
+        f"2^{int(high[f, b])}, {worst} values. The factors were decomposed without an "
+        f"exponent window (official preset) and dropping coefficients would change them: "
+        f"{fix}")
+
+
+def integerise_decomposed(decomposed, *, code_bits, per_layer_scale=False, layer=None):
     """Integer SmartDeal factors of one layer.
 
     Returns ``(DecomposedWeights, weight_scale)`` with ``weight_scale`` of
     shape ``(M,)``. Coefficients below the block's exponent window (none,
-    if the decomposition used the same ``code_bits``) are dropped.
+    if the decomposition used the same ``code_bits``) are dropped, except
+    for factors decomposed without a window (``decomposed.exponent_window``
+    False, the official preset): a block of those whose exponents span more
+    than ``2**code_bits`` values is refused with an :class:`SdHwError`
+    naming ``layer``, the block and the ``code_bits`` that would hold it.
     """
+    if not getattr(decomposed, "exponent_window", True):
+        _check_window(decomposed, code_bits, layer)
     ce = np.asarray(decomposed.coefficients, dtype=np.float64)
     basis = np.asarray(decomposed.basis, dtype=np.float64)
     block_rows = decomposed.block_rows
@@ -144,7 +185,8 @@ def build_integer_network(network, params, decomposed, activation_scales, *,
         bias = np.asarray(params[f"{layer.name}.bias"], dtype=np.float64)
         if layer.name in decomposed:
             weights, scale = integerise_decomposed(
-                decomposed[layer.name], code_bits=code_bits, per_layer_scale=final)
+                decomposed[layer.name], code_bits=code_bits, per_layer_scale=final,
+                layer=layer.name)
             weights_int = rebuild(weights, layer.weight_shape)
         else:
             weights, scale = integerise_dense(weight, per_layer_scale=final)
@@ -163,7 +205,8 @@ def build_integer_network(network, params, decomposed, activation_scales, *,
             raise SdHwError(
                 f"layer {layer.name!r}: output channel {worst} can reach |acc| = "
                 f"{int(bound[worst])}, which needs a {need}-bit accumulator; "
-                f"the limit is accumulator_bits = {accumulator_bits}")
+                f"the limit is accumulator_bits = {accumulator_bits} "
+                f"(sd-hw compress --accumulator-bits)")
         if final:
             mult = np.zeros(layer.out_size, np.int32)
             shift = np.zeros(layer.out_size, np.uint8)
