@@ -76,6 +76,25 @@ def make_job(config, *, basis_depth, passes, seed, max_elements=12):
     return bases, elements, expected
 
 
+def without_basis(element):
+    return {name: value for name, value in element.items() if name != "basis"}
+
+
+def set_read(ctx, dut, element):
+    """Read ``element``'s basis column this cycle (none if ``element`` is None)."""
+    if element is None:
+        ctx.set(dut.basis_read.en, 0)
+    else:
+        ctx.set(dut.basis_read, {"en": 1, "basis": element["basis"],
+                                 "column": element["column"]})
+
+
+async def prefetch(ctx, dut, element):
+    set_read(ctx, dut, element)
+    await ctx.tick()
+    ctx.set(dut.basis_read.en, 0)
+
+
 def run(config, *, basis_depth=4, passes=20, seed=0, stall=0.0, max_elements=12):
     dut = MacLaneArray(config, basis_depth=basis_depth)
     bases, elements, expected = make_job(config, basis_depth=basis_depth, passes=passes,
@@ -95,21 +114,30 @@ def run(config, *, basis_depth=4, passes=20, seed=0, stall=0.0, max_elements=12)
         rng = random.Random(seed + 1)
         cycle = 0
         lasts = []
-        for element in elements:
+        # The first element's basis column is read ahead; each later one's in the cycle
+        # its predecessor is taken.
+        await prefetch(ctx, dut, elements[0])
+        cycle += 1
+        for k, element in enumerate(elements):
+            following = elements[k + 1] if k + 1 < len(elements) else None
             while stall and rng.random() < stall:
                 ctx.set(dut.elements.valid, 0)
+                ctx.set(dut.basis_read.en, 0)
                 await ctx.tick()
                 cycle += 1
             ctx.set(dut.elements.valid, 1)
-            ctx.set(dut.elements.payload, element)
+            ctx.set(dut.elements.payload, without_basis(element))
             while True:
-                _, _, ready = await ctx.tick().sample(dut.elements.ready)
+                ready = ctx.get(dut.elements.ready)
+                set_read(ctx, dut, following if ready else None)
+                await ctx.tick()
                 cycle += 1
                 if ready:
                     break
             if element["last"]:
                 lasts.append(cycle - 1)
         ctx.set(dut.elements.valid, 0)
+        ctx.set(dut.basis_read.en, 0)
         timing["lasts"] = lasts
 
     async def monitor(ctx):
@@ -160,7 +188,7 @@ def test_short_sums_are_spaced_by_the_lane_count():
     lasts = timing["lasts"]
     assert all(b - a == config.lanes for a, b in zip(lasts, lasts[1:]))
     # The monitor's cycle count starts with the testbench's (both at time 0), the
-    # testbench spent 3 * 4 * lanes cycles writing bases first.
+    # testbench spent 3 * 4 * lanes cycles writing bases first, and one reading ahead.
     offset = 3 * 4 * config.lanes
     assert [f - (l + offset) for f, l in zip(timing["firsts"], lasts)] == \
         [dut.latency] * len(lasts)
@@ -194,11 +222,13 @@ def test_extreme_values_are_exact():
                 await ctx.tick()
         ctx.set(dut.basis_write.en, 0)
         for k in range(count):
+            await prefetch(ctx, dut, {"basis": 0, "column": k % 2})
             ctx.set(dut.elements.valid, 1)
-            ctx.set(dut.elements.payload, {"activation": -128, "column": k % 2, "basis": 0,
+            ctx.set(dut.elements.payload, {"activation": -128, "column": k % 2,
                                            "rows": [row, row_b], "first": int(k == 0),
                                            "last": int(k == count - 1)})
             await ctx.tick().until(dut.elements.ready)
+            ctx.set(dut.elements.valid, 0)
         ctx.set(dut.elements.valid, 0)
         while len(results) < 2:
             _, _, payload = await ctx.tick().sample(dut.sums)

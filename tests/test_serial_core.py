@@ -93,6 +93,19 @@ CASES = [
 ]
 
 
+def test_without_counters_only_cycles_count(tmp_path):
+    config = SerialConfig(datapath=AcceleratorConfig(lanes=2), bank_depth=1024,
+                          activation_bytes=1024, basis_depth=16, param_depth=64,
+                          output_depth=16, program_depth=64, counters=False)
+    net = serial_network(MLP, 9, lanes=2)
+    report = simulate(net, config, random_inputs(MLP, 1, 9), simulator="amaranth",
+                      build_dir=tmp_path)
+    assert_passed(report)
+    counters = report.counters[0]
+    assert counters["cycles"] > 0
+    assert all(value == 0 for name, value in counters.items() if name != "cycles")
+
+
 @pytest.mark.parametrize("index", range(len(CASES)))
 def test_random_networks_in_amaranth(index, tmp_path):
     network, datapath, block_rows, seed = CASES[index]

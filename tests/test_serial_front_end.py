@@ -59,6 +59,7 @@ class FrontEnd(Elaboratable):
         wiring.connect(m, reader.headers, issuer.headers)
         m.d.comb += issuer.rows.eq(reader.rows)
         wiring.connect(m, issuer.elements, lanes.elements)
+        m.d.comb += lanes.basis_read.eq(issuer.basis_read)
         return m
 
 

@@ -12,7 +12,7 @@ from .layouts import row_layout
 
 
 __all__ = ["MacLaneArray", "MAC_WEIGHT_BITS", "element_layout", "lane_sum_layout",
-           "basis_column_layout"]
+           "basis_column_layout", "basis_read_layout"]
 
 #: Signed width of a rebuilt weight as the multipliers take it (an iCE40 SB_MAC16 in
 #: 16x16 mode). The compiler refuses a layer with a rebuilt weight outside this range.
@@ -26,22 +26,26 @@ def basis_column_layout(config):
     return data.ArrayLayout(signed(config.basis_bits), 3)
 
 
-def element_layout(config, lanes, basis_addr_width):
+def element_layout(config, lanes):
     """One activation element and what every lane needs to use it.
 
     ``activation`` is element ``column`` (0..2) of the activation row that Ce row
-    ``rows[l]`` of lane ``l`` multiplies, with that row's block basis at ``basis``
-    of every lane's basis memory. ``first`` starts a new sum in every lane, ``last``
-    ends it: the sums are emitted once that element has been accumulated.
+    ``rows[l]`` of lane ``l`` multiplies. ``first`` starts a new sum in every lane,
+    ``last`` ends it: the sums are emitted once that element has been accumulated.
     """
     return data.StructLayout({
         "activation": signed(config.activation_bits),
         "column": unsigned(2),
-        "basis": unsigned(basis_addr_width),
         "rows": data.ArrayLayout(row_layout(config), lanes),
         "first": 1,
         "last": 1,
     })
+
+
+def basis_read_layout(basis_addr_width):
+    """A read of every lane's basis memory: column ``column`` of basis ``basis``."""
+    return data.StructLayout({"en": 1, "basis": unsigned(basis_addr_width),
+                              "column": unsigned(2)})
 
 
 def lane_sum_layout(config, lanes):
@@ -61,9 +65,11 @@ class MacLaneArray(wiring.Component):
 
         w = sum_j present[j] * (-1)**negative[j] * (B_l[j][column] << exponent[j])
 
-    (``B_l`` the lane's basis at address ``basis``, ``rows[l]`` the lane's Ce row
-    record; its ``last`` bit is ignored here) and multiply-accumulates ``w *
-    activation``. The weight is taken as a :data:`MAC_WEIGHT_BITS`-bit signed
+    (``B_l`` the lane's basis, ``rows[l]`` the lane's Ce row record; its ``last`` bit
+    is ignored here) and multiply-accumulates ``w * activation``. The basis column
+    comes from the last read of ``basis_read`` before the element is taken: the
+    producer reads the next element's column one cycle ahead (or earlier, with no
+    read in between), and the data holds while ``en`` is low. The weight is taken as a :data:`MAC_WEIGHT_BITS`-bit signed
     number, the width of an iCE40 DSP's multiplier input: the compiler guarantees
     that every rebuilt weight fits. The element with ``first`` set starts each
     lane's sum afresh; :attr:`latency` cycles after the element with ``last``
@@ -92,7 +98,8 @@ class MacLaneArray(wiring.Component):
 
     Members
     -------
-    elements : ``In(stream.Signature(element_layout(config, lanes, ...)))``
+    elements : ``In(stream.Signature(element_layout(config, lanes)))``
+    basis_read : ``In(basis_read_layout(basis_addr_width))``
     sums : ``Out(lane_sum_layout(config, lanes))``
         One lane's sum in each cycle ``valid`` is set; there is no back-pressure:
         the consumer takes one sum a cycle.
@@ -119,8 +126,8 @@ class MacLaneArray(wiring.Component):
         self._basis_addr_width = max(1, (basis_depth - 1).bit_length())
         lanes = self._lanes
         super().__init__({
-            "elements": In(stream.Signature(element_layout(config, lanes,
-                                                           self._basis_addr_width))),
+            "elements": In(stream.Signature(element_layout(config, lanes))),
+            "basis_read": In(basis_read_layout(self._basis_addr_width)),
             "sums": Out(lane_sum_layout(config, lanes)),
             "basis_write": In(data.StructLayout({
                 "en": 1,
@@ -145,8 +152,8 @@ class MacLaneArray(wiring.Component):
     @property
     def latency(self):
         """Cycles from taking an element with ``last`` set to lane 0's sum on ``sums``:
-        the basis read, the multiply-accumulate (:attr:`Mac16.latency`) and the capture."""
-        return 2 + MAC_LATENCY["mac16x16"]
+        the multiply-accumulate (:attr:`Mac16.latency`) and the capture."""
+        return 1 + MAC_LATENCY["mac16x16"]
 
     def elaborate(self, platform):
         m = Module()
@@ -164,20 +171,18 @@ class MacLaneArray(wiring.Component):
         with m.Elif(gap != 0):
             m.d.sync += gap.eq(gap - 1)
 
-        # Stage 1: the basis column is read; the element waits beside it. The weight is
-        # rebuilt and goes with the activation into the lane's multiply-accumulate, whose
-        # sum includes it `Mac16.latency` cycles later; a cycle without an element adds 0.
-        held = Signal.like(element)
-        held_valid = Signal()
-        m.d.sync += [held.eq(element), held_valid.eq(taking)]
+        # The weight is rebuilt as the element is taken and goes with the activation into
+        # the lane's multiply-accumulate, whose sum includes it `Mac16.latency` cycles
+        # later; a cycle without an element adds 0.
         macs = [Mac16(mode="mac16x16", lowering=self._lowering) for _ in range(lanes)]
-        done = held_valid & held.last
+        done = taking & element.last
         for _ in range(MAC_LATENCY["mac16x16"]):
             delayed = Signal()
             m.d.sync += delayed.eq(done)
             done = delayed
 
         write = self.basis_write
+        read = self.basis_read
         for l, mac in enumerate(macs):
             m.submodules[f"mac{l}"] = mac
             bases = m.submodules[f"bases{l}"] = memory.Memory(
@@ -186,11 +191,11 @@ class MacLaneArray(wiring.Component):
             m.d.comb += [write_port.addr.eq(write.addr), write_port.data.eq(write.data),
                          write_port.en.eq(write.en & (write.lane == l))]
             read_port = bases.read_port()
-            m.d.comb += [read_port.addr.eq(element.basis * 4 + element.column),
-                         read_port.en.eq(taking)]
-            m.d.comb += [mac.a.eq(self._rebuild(m, held.rows[l], read_port.data)),
-                         mac.b.eq(Mux(held_valid, held.activation, 0)),
-                         mac.clear.eq(held_valid & held.first),
+            m.d.comb += [read_port.addr.eq(read.basis * 4 + read.column),
+                         read_port.en.eq(read.en)]
+            m.d.comb += [mac.a.eq(self._rebuild(m, element.rows[l], read_port.data)),
+                         mac.b.eq(Mux(taking, element.activation, 0)),
+                         mac.clear.eq(taking & element.first),
                          mac.en.eq(1)]
         accumulators = [mac.acc for mac in macs]
 

@@ -109,6 +109,7 @@ class SerialCore(wiring.Component):
         wiring.connect(m, reader.headers, issuer.headers)
         m.d.comb += issuer.rows.eq(reader.rows)
         wiring.connect(m, issuer.elements, array.elements)
+        m.d.comb += array.basis_read.eq(issuer.basis_read)
         m.d.comb += [output.sums.eq(array.sums),
                      issuer.pass_ready.eq(output.pass_ready),
                      output.pass_commit.eq(issuer.pass_commit)]
@@ -236,6 +237,9 @@ class SerialCore(wiring.Component):
         assert tuple(increments) == SERIAL_COUNTERS
         counters = []
         for name in SERIAL_COUNTERS:
+            if not config.counters and name != "cycles":
+                counters.append(Const(0, 32))
+                continue
             counter = Signal(32, name=f"counter_{name}")
             counters.append(counter)
             with m.If(run):

@@ -5,7 +5,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..datapath.layouts import row_layout
-from ..datapath.mac_lanes import element_layout
+from ..datapath.mac_lanes import basis_read_layout, element_layout
 from ..errors import check_range
 from .layouts import WORD_BITS, record_header_layout
 
@@ -34,8 +34,9 @@ class ElementIssuer(wiring.Component):
     (the header on ``headers``, the lanes' Ce rows on ``rows``, see
     :class:`~sd_hw.serial.record_reader.RecordReader`) and, for each of the record's
     three columns whose activation exists, reads that activation and sends it on
-    ``elements`` with the record's rows, its basis (``basis_base`` plus the
-    number of ``new_block`` headers so far in the pass) and the column. Columns that
+    ``elements`` with the record's rows and the column, and reads the lanes' basis
+    column for it (``basis_base`` plus the number of ``new_block`` headers so far in
+    the pass). Columns that
     fall into a 3x3 convolution's zero padding, or past a linear layer's
     ``in_size`` inputs, are not read and not sent. The pass's first element has
     ``first`` set and its last ``last``; a pass whose last record has no element
@@ -63,7 +64,11 @@ class ElementIssuer(wiring.Component):
     headers : ``In(stream.Signature(record_header_layout()))``
     rows : ``In(data.ArrayLayout(row_layout(config), lanes))``
     activations : ``Out(ActivationReadPort(activation_addr_width - 1))``
-    elements : ``Out(stream.Signature(element_layout(config, lanes, basis_addr_width)))``
+    elements : ``Out(stream.Signature(element_layout(config, lanes)))``
+    basis_read : ``Out(basis_read_layout(basis_addr_width))``
+        Reads the lanes' basis column of an element as its activation is read, one
+        cycle before the element is offered (see
+        :class:`~sd_hw.datapath.mac_lanes.MacLaneArray`).
     pass_ready : ``In(1)``
     pass_commit : ``Out(1)``
     """
@@ -89,8 +94,8 @@ class ElementIssuer(wiring.Component):
             "headers": In(stream.Signature(record_header_layout())),
             "rows": In(data.ArrayLayout(row_layout(config), config.lanes)),
             "activations": Out(ActivationReadPort(activation_addr_width - 1)),
-            "elements": Out(stream.Signature(element_layout(config, config.lanes,
-                                                            basis_addr_width))),
+            "elements": Out(stream.Signature(element_layout(config, config.lanes))),
+            "basis_read": Out(basis_read_layout(basis_addr_width)),
             "pass_ready": In(1),
             "pass_commit": Out(1),
         })
@@ -119,7 +124,7 @@ class ElementIssuer(wiring.Component):
 
         # The element on its way out: its activation arrives from the memory. -------------
         out_valid = Signal()
-        out = Signal(element_layout(self._config, 0, self._basis_addr_width))
+        out = Signal(element_layout(self._config, 0))
         zero = Signal()
         fresh = Signal()
         high_byte = Signal()
@@ -136,7 +141,6 @@ class ElementIssuer(wiring.Component):
             elements.valid.eq(out_valid & (~out.last | self.pass_ready)),
             elements.payload.activation.eq(activation),
             elements.payload.column.eq(out.column),
-            elements.payload.basis.eq(out.basis),
             elements.payload.rows.eq(self.rows),
             elements.payload.first.eq(out.first),
             elements.payload.last.eq(out.last),
@@ -191,6 +195,9 @@ class ElementIssuer(wiring.Component):
                               | (~reading_current & last_record))
         m.d.comb += [self.activations.addr.eq(if_conv_or_linear_base >> 1),
                      self.activations.en.eq(issue_read),
+                     self.basis_read.en.eq(issue_read),
+                     self.basis_read.basis.eq(self.basis_base + next_block),
+                     self.basis_read.column.eq(column),
                      self.headers.ready.eq(advance & take)]
 
         with m.If(advance & take):
@@ -199,14 +206,14 @@ class ElementIssuer(wiring.Component):
         with m.If(issue_read):
             m.d.sync += [remaining.eq(rest), out_valid.eq(1), fresh.eq(1), zero.eq(0),
                          high_byte.eq(if_conv_or_linear_base[0]),
-                         out.column.eq(column), out.basis.eq(self.basis_base + next_block),
+                         out.column.eq(column),
                          out.first.eq(first), out.last.eq(record_is_last & (rest == 0)),
                          first.eq(0)]
         with m.Elif(advance & take):
             m.d.sync += remaining.eq(0)
         with m.If(end_pass & ~issue_read):
             m.d.sync += [out_valid.eq(1), zero.eq(1), fresh.eq(0), out.column.eq(0),
-                         out.basis.eq(self.basis_base), out.first.eq(first), out.last.eq(1),
+                         out.first.eq(first), out.last.eq(1),
                          first.eq(0)]
 
         # The pass is over once its last element has been issued: next pixel.
