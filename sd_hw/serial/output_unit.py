@@ -285,12 +285,13 @@ class OutputUnit(wiring.Component):
         rmw_read = maxima.read_port(transparent_for=(rmw_write,) if lanes == 1 else ())
         drain_read = maxima.read_port()
         value, old = self.sums.value, rmw_read.data
+        larger = (a_pass == 0) | (old < value)
         m.d.comb += [
             rmw_write.addr.eq(Cat(a_lane, a_bank)),
-            rmw_write.data.eq(Mux((a_pass == 0) | (old < value), value, old)),
+            rmw_write.data.eq(value),
             # A bank being read out receives no sums; saying so lets synthesis see
             # that the write never collides with the read-out (and add no bypass).
-            rmw_write.en.eq(arrive & ~(issue & (a_bank == d_bank))),
+            rmw_write.en.eq(arrive & larger & ~(issue & (a_bank == d_bank))),
             rmw_read.addr.eq(Cat(next_lane, a_bank ^ window_done)),
             rmw_read.en.eq(1),
             drain_read.addr.eq(Cat(d_lane, d_bank)),
@@ -362,13 +363,14 @@ class OutputUnit(wiring.Component):
         address = Signal(self._address_width)
         m.d.comb += [address.eq(self.out_base + window_offset + lane_offset),
                      out.payload.addr.eq(address), self.output_write.addr.eq(address)]
-        with m.If(begin):
-            m.d.sync += [window_offset.eq(0), lane_offset.eq(0)]
+        with m.If(begin | (written & written_last)):
+            m.d.sync += lane_offset.eq(0)
         with m.Elif(written):
-            with m.If(written_last):
-                m.d.sync += [lane_offset.eq(0), window_offset.eq(window_offset + 1)]
-            with m.Else():
-                m.d.sync += lane_offset.eq(lane_offset + self.plane)
+            m.d.sync += lane_offset.eq(lane_offset + self.plane)
+        with m.If(begin):
+            m.d.sync += window_offset.eq(0)
+        with m.Elif(written & written_last):
+            m.d.sync += window_offset.eq(window_offset + 1)
 
         with m.If(begin):
             m.d.sync += running.eq(1)
@@ -470,10 +472,17 @@ class OutputUnit(wiring.Component):
             for choice in range(1 << coarse_bits):
                 with m.Case(choice):
                     m.d.comb += coarse.eq(bits(choice * step, choice * step + window))
-        fits = []
-        for choice in range(1 << coarse_bits):
-            above = bits(choice * step + window - 1, max(product_bits, choice * step + window))
-            fits.append((above == 0) | (above == (1 << len(above)) - 1))
+        def same(value):
+            return (value == 0) | (value == (1 << len(value)) - 1)
+
+        # A window fits if the bits above it equal its top bit: checked from the top
+        # window down, each check reusing the one above.
+        fits = [Const(1)] * (1 << coarse_bits)
+        for choice in reversed(range(1 << coarse_bits)):
+            top = choice * step + window - 1
+            if top < product_bits - 1:
+                fits[choice] = same(bits(top, min(product_bits, top + step + 1))) \
+                    & fits[choice + 1]
         overflow = [~Cat(fits).bit_select(shift[-coarse_bits:], 1)]
 
         value = coarse
