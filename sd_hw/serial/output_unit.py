@@ -19,7 +19,9 @@ _ACTIVATION_BITS = 8
 # The multiplier with its (zero) sign bit is 16 bits: eight radix-4 Booth digits.
 _BOOTH_DIGITS = (MULTIPLIER_BITS + 1) // 2
 # The parameter word's shift field is 6 bits: the rounding shift t = shift - 1 < 64.
+# Its top two bits pick a window of the product, the other four shift within it.
 _SHIFT_BITS = 6
+_COARSE_BITS = 2
 
 
 def activation_write_layout(activation_addr_width):
@@ -275,22 +277,23 @@ class OutputUnit(wiring.Component):
 
         # The running maxima, both banks in one memory (word `bank * 2**lane_bits +
         # lane`): a read port fetches the maximum of the lane expected next so that
-        # it is at hand when the lane's sum arrives, and the write stores the new
-        # maximum (the sum itself in a window's first pass). With one lane the next
-        # maximum is the one being written: that read must see the write. A second
-        # read port serves the read-out.
+        # it is at hand when the lane's sum arrives, and the sum is written if it is
+        # larger or starts its window. With one lane the next maximum is the one
+        # being written: that read must see the write. A second read port serves
+        # the read-out.
         maxima = m.submodules.maxima = memory.Memory(
             shape=signed(acc_bits), depth=2 << lane_bits, init=[])
         rmw_write = maxima.write_port()
         rmw_read = maxima.read_port(transparent_for=(rmw_write,) if lanes == 1 else ())
         drain_read = maxima.read_port()
         value, old = self.sums.value, rmw_read.data
+        larger = (a_pass == 0) | (old < value)
         m.d.comb += [
             rmw_write.addr.eq(Cat(a_lane, a_bank)),
-            rmw_write.data.eq(Mux((a_pass == 0) | (old < value), value, old)),
+            rmw_write.data.eq(value),
             # A bank being read out receives no sums; saying so lets synthesis see
             # that the write never collides with the read-out (and add no bypass).
-            rmw_write.en.eq(arrive & ~(issue & (a_bank == d_bank))),
+            rmw_write.en.eq(arrive & larger & ~(issue & (a_bank == d_bank))),
             rmw_read.addr.eq(Cat(next_lane, a_bank ^ window_done)),
             rmw_read.en.eq(1),
             drain_read.addr.eq(Cat(d_lane, d_bank)),
@@ -299,8 +302,8 @@ class OutputUnit(wiring.Component):
 
         # The output pipeline, one slot of `steps` cycles per stage: read (phase 0),
         # bias (phase 1), multiplication (phases 2 to 1 of the next slot) and
-        # selection and rounding (phase 2 of the next slot). `*_valid` say which
-        # stages hold an output, `*_last` whether it is its window's last.
+        # selection and rounding (phases 2 and 3 of the next slot). `*_valid` say
+        # which stages hold an output, `*_last` whether it is its window's last.
         params = self.param_read.data
         m.d.comb += [self.param_read.addr.eq(self.param_base + d_lane),
                      self.param_read.en.eq(issue)]
@@ -330,9 +333,22 @@ class OutputUnit(wiring.Component):
             with m.Else():
                 m.d.sync += acc.eq(biased)
 
+        # The product's window is registered in phase 2, the rounded byte in phase 3.
         product, shift = self._multiply(m, acc, params, phase, advance)
-        result, overflow = self._select(m, product, shift)
-        activation = self._round(m, result, overflow, product[-1])
+        window, fits = self._coarse_select(m, product, shift)
+        fine_window = state(signed(len(window)), "fine_window")
+        fine_fits, fine_negative = state(1, "fine_fits"), state(1, "fine_negative")
+        fine_valid, fine_last = state(1, "fine_valid"), state(1, "fine_last")
+        with m.If(begin):
+            m.d.sync += fine_valid.eq(0)
+        with m.Elif(advance & (phase == 2)):
+            m.d.sync += [fine_window.eq(window), fine_fits.eq(fits),
+                         fine_negative.eq(product[-1]), fine_valid.eq(sel_valid),
+                         fine_last.eq(sel_last)]
+        with m.Elif(advance & (phase == 3)):
+            m.d.sync += fine_valid.eq(0)
+        result, overflow = self._fine_select(m, fine_window, shift, fine_fits)
+        activation = self._round(m, result, overflow, fine_negative)
 
         # A hidden layer's byte waits in `out` until the memory takes it (the pipeline
         # stalls if the next one is ready first); a final layer's word is written
@@ -341,13 +357,13 @@ class OutputUnit(wiring.Component):
         out_data = state(signed(_ACTIVATION_BITS), "out_data")
         out_last = state(1, "out_last")
         out_valid = Signal()
-        producing = (phase == 2) & sel_valid
+        producing = (phase == 3) & fine_valid
         m.d.comb += [stall.eq(producing & out_valid & ~out.ready),
                      out.valid.eq(out_valid), out.payload.data.eq(out_data)]
         with m.If(begin):
             m.d.sync += out_valid.eq(0)
         with m.Elif(advance & producing):
-            m.d.sync += [out_data.eq(activation), out_last.eq(sel_last), out_valid.eq(1)]
+            m.d.sync += [out_data.eq(activation), out_last.eq(fine_last), out_valid.eq(1)]
         with m.Elif(out.ready):
             m.d.sync += out_valid.eq(0)
         final_write = running & (phase == 2) & acc_valid & self.final
@@ -362,13 +378,14 @@ class OutputUnit(wiring.Component):
         address = Signal(self._address_width)
         m.d.comb += [address.eq(self.out_base + window_offset + lane_offset),
                      out.payload.addr.eq(address), self.output_write.addr.eq(address)]
-        with m.If(begin):
-            m.d.sync += [window_offset.eq(0), lane_offset.eq(0)]
+        with m.If(begin | (written & written_last)):
+            m.d.sync += lane_offset.eq(0)
         with m.Elif(written):
-            with m.If(written_last):
-                m.d.sync += [lane_offset.eq(0), window_offset.eq(window_offset + 1)]
-            with m.Else():
-                m.d.sync += lane_offset.eq(lane_offset + self.plane)
+            m.d.sync += lane_offset.eq(lane_offset + self.plane)
+        with m.If(begin):
+            m.d.sync += window_offset.eq(0)
+        with m.Elif(written & written_last):
+            m.d.sync += window_offset.eq(window_offset + 1)
 
         with m.If(begin):
             m.d.sync += running.eq(1)
@@ -446,38 +463,46 @@ class OutputUnit(wiring.Component):
                              low.eq(Cat(low[drop:], step_sum[:drop]))]
         return Cat(low, step_sum).as_signed(), shift
 
-    def _select(self, m, product, shift):
-        """``product >> shift`` as a 9-bit signed value, and whether it does not fit.
-
-        The shift's top two bits pick one of four 24-bit windows of the product (at
-        bit 0, 16, 32 or 48; beyond the product's top, its sign), then a logarithmic
-        shifter moves by the low four bits, keeping after each stage only the bits
-        that later stages can bring into the result. Bits that a choice leaves out
-        above the result must all equal its sign for the result to fit.
-        """
-        width = _ACTIVATION_BITS + 1
-        coarse_bits = 2
-        step = 1 << (_SHIFT_BITS - coarse_bits)
-        window = width - 1 + step
+    def _coarse_select(self, m, product, shift):
+        """The 24-bit window of ``product`` that the shift's top two bits pick (at bit
+        0, 16, 32 or 48; beyond the product's top, its sign), and whether the bits
+        above the window all equal its top bit (else the result cannot fit)."""
+        step = 1 << (_SHIFT_BITS - _COARSE_BITS)
+        width = _ACTIVATION_BITS + step
         product_bits = len(product)
         sign = product[-1]
 
         def bits(low, high):
             return Cat(product[i] if i < product_bits else sign for i in range(low, high))
 
-        coarse = Signal(signed(window))
-        with m.Switch(shift[-coarse_bits:]):
-            for choice in range(1 << coarse_bits):
-                with m.Case(choice):
-                    m.d.comb += coarse.eq(bits(choice * step, choice * step + window))
-        fits = []
-        for choice in range(1 << coarse_bits):
-            above = bits(choice * step + window - 1, max(product_bits, choice * step + window))
-            fits.append((above == 0) | (above == (1 << len(above)) - 1))
-        overflow = [~Cat(fits).bit_select(shift[-coarse_bits:], 1)]
+        def same(value):
+            return (value == 0) | (value == (1 << len(value)) - 1)
 
-        value = coarse
-        for stage in reversed(range(_SHIFT_BITS - coarse_bits)):
+        window = Signal(signed(width))
+        with m.Switch(shift[-_COARSE_BITS:]):
+            for choice in range(1 << _COARSE_BITS):
+                with m.Case(choice):
+                    m.d.comb += window.eq(bits(choice * step, choice * step + width))
+        # Checked from the top window down, each check reusing the one above.
+        fits = [Const(1)] * (1 << _COARSE_BITS)
+        for choice in reversed(range(1 << _COARSE_BITS)):
+            top = choice * step + width - 1
+            if top < product_bits - 1:
+                fits[choice] = same(bits(top, min(product_bits, top + step + 1))) \
+                    & fits[choice + 1]
+        return window, Cat(fits).bit_select(shift[-_COARSE_BITS:], 1)
+
+    def _fine_select(self, m, window, shift, fits):
+        """``window >> shift[:4]`` as a 9-bit signed value, and whether it does not fit.
+
+        A logarithmic shifter keeps after each stage only the bits that later stages
+        can still bring into the result; bits that a stage not taken leaves out above
+        the result must all equal its top bit for the result to fit.
+        """
+        width = _ACTIVATION_BITS + 1
+        value = window
+        overflow = [~fits]
+        for stage in reversed(range(_SHIFT_BITS - _COARSE_BITS)):
             distance = 1 << stage
             kept = width - 1 + distance
             dropped = value[kept - 1:]
