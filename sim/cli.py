@@ -141,6 +141,10 @@ def add_core_options(parser):
     from sd_hw.core.config import CoreConfig
     add_config_options(parser)
     group = parser.add_argument_group("core buffers")
+    group.add_argument("--core", dest="core_kind", choices=CORE_KINDS,
+                       help="'sd' (SDCore, the default) or 'serial' (SerialCore: one DSP a lane, "
+                            "one activation element a cycle, weights as records in three "
+                            "single-port banks; its sizes come from --config)")
     group.add_argument("--config", dest="core_config_file", metavar="FILE",
                        help="core configuration as JSON (as `sd-hw config` prints it); the "
                             "options here override its fields")
@@ -165,13 +169,22 @@ def add_core_options(parser):
                        help="build the cycle counter only, not the other performance counters")
 
 
+#: Values of ``--core``: the SDCore and the element-serial SerialCore.
+CORE_KINDS = ("sd", "serial")
+#: Options that only an SDCore has.
+_SD_ONLY = (*_DEPTH_HELP, "coefficients", "weights", "row_lookahead")
+
+
 def core_config_from_args(args, base=None):
-    """The :class:`~sd_hw.core.config.CoreConfig` of :func:`add_core_options`' options.
+    """The core configuration of :func:`add_core_options`' options: a
+    :class:`~sd_hw.core.config.CoreConfig`, or with ``--core serial`` (or a ``--config``
+    file naming ``"core": "serial"``) a :class:`~sd_hw.serial.config.SerialConfig`.
 
     Fields no option sets come from ``--config``, else from ``base`` (a
     CoreConfig, e.g. a board's default), else from the defaults.
     """
     from sd_hw.core.config import CoreConfig
+    from sd_hw.serial.config import SerialConfig
     description = base.to_dict() if base is not None else {}
     if getattr(args, "core_config_file", None):
         path = Path(args.core_config_file)
@@ -183,6 +196,19 @@ def core_config_from_args(args, base=None):
             raise SdHwError(f"{path}: not a JSON core configuration ({error})") from None
         if not isinstance(description, dict):
             raise SdHwError(f"{path}: a core configuration is a JSON object")
+    description = dict(description)
+    kind = getattr(args, "core_kind", None) or description.pop("core", "sd")
+    description.pop("core", None)
+    if kind not in CORE_KINDS:
+        raise ParameterError(f"parameter 'core' is {kind!r}, allowed values are "
+                             f"{', '.join(map(repr, CORE_KINDS))}")
+    if kind == "serial":
+        if base is not None and getattr(args, "core_config_file", None) is None:
+            description = {}
+        for name in _SD_ONLY:
+            if getattr(args, f"core_{name}", None) is not None:
+                raise ParameterError(f"option --{name.replace('_', '-')} applies to the sd "
+                                     f"core, not to --core serial")
     datapath = dict(description.get("datapath", {}))
     for field in dataclasses.fields(config_from_args(args)):
         if getattr(args, f"config_{field.name}", None) is not None:
@@ -190,6 +216,9 @@ def core_config_from_args(args, base=None):
     description["datapath"] = datapath
     if getattr(args, "core_no_counters", False):
         description["counters"] = False
+    if kind == "serial":
+        datapath.setdefault("lanes", SerialConfig().lanes)
+        return SerialConfig.from_dict(description)
     for name in ("coefficients", "weights"):
         if getattr(args, f"core_{name}", None) is not None:
             description[name] = getattr(args, f"core_{name}")
@@ -324,13 +353,13 @@ def cmd_generate(args):
 
 
 def cmd_config(args):
-    print(json.dumps(core_config_from_args(args).to_dict(), indent=1))
+    from sd_hw.generate import core_description
+    print(json.dumps(core_description(core_config_from_args(args)), indent=1))
 
 
 def _print_counters(report):
-    from sd_hw.core.host_map import COUNTERS
     print(f"performance counters of input 0 (RTL / golden model):")
-    for name in COUNTERS:
+    for name in report.counters[0]:
         got = report.counters[0][name]
         expected = report.expected_counters[0].get(name)
         mark = "" if expected is None or expected == got else "   <- DIFFERS"

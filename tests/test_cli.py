@@ -300,3 +300,42 @@ def test_config_row_lookahead(capsys):
                                     "--row-lookahead", "2"))
     assert (description["row_lookahead"], description["coefficients"]) == (2, "unpacked")
     assert json.loads(run_ok(capsys, "config"))["row_lookahead"] == 1
+
+
+def test_simulate_on_the_serial_core(compressed, capsys, tmp_path):
+    network, _, path, _ = compressed
+    np.save(tmp_path / "x.npy", float_inputs(network, 1, seed=7))
+    argv = ["simulate", path, "--inputs", tmp_path / "x.npy", "--sim", "amaranth", "--core",
+            "serial", "--lanes", "4", "--build-dir", tmp_path / "build"]
+    if any(layer.kind == "conv2d" and layer.kernel_size == 1 for layer in network.layers):
+        code = main([str(arg) for arg in argv])
+        _, err = capsys.readouterr()
+        assert code == 2
+        assert err.strip().splitlines() == [
+            "sd-hw: error: layer 'c2': the element-serial core runs 3x3 convolutions and "
+            "linear layers, not a 1x1 convolution"]
+        return
+    out = run_ok(capsys, "simulate", path, "--inputs", tmp_path / "x.npy", "--sim", "amaranth",
+                 "--core", "serial", "--lanes", "4", "--build-dir", tmp_path / "build",
+                 "-o", tmp_path / "out.npy")
+    net = weight_file.load(path)
+    assert "1 input(s) on amaranth" in out and "0 mismatching input(s)" in out
+    assert "elements" in out and "DIFFERS" not in out and "MISMATCH" not in out
+    x = net.quantize_input(float_inputs(network, 1, seed=7))
+    assert np.array_equal(np.load(tmp_path / "out.npy"), run(net, x))
+
+
+def test_serial_config_round_trips_and_refuses_sd_options(capsys, tmp_path):
+    out = run_ok(capsys, "config", "--core", "serial", "--lanes", "6")
+    description = json.loads(out)
+    assert description["core"] == "serial" and description["datapath"]["lanes"] == 6
+    (tmp_path / "serial.json").write_text(out)
+    again = json.loads(run_ok(capsys, "config", "--config", tmp_path / "serial.json",
+                              "--no-counters"))
+    assert again["core"] == "serial" and again["counters"] is False
+    assert again["datapath"]["lanes"] == 6
+    code = main(["config", "--core", "serial", "--weight-depth", "64"])
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert err.strip().splitlines() == ["sd-hw: error: option --weight-depth applies to the sd "
+                                        "core, not to --core serial"]
