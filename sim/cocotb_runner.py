@@ -277,15 +277,16 @@ def run_cocotb(verilog_sources, toplevel, test_module, *, simulator, build_dir,
 
 
 def run_cocotb_on(generated, test_module, *, simulator, build_dir, module_dirs=(),
-                  extra_env=None, **kwargs):
+                  extra_env=None, extra_sources=(), **kwargs):
     """:func:`run_cocotb` on a :class:`sd_hw.generate.GeneratedBlock`.
 
     The test bench finds the port map through ``$SD_HW_PORT_MAP``
     (:meth:`sim.cocotb.PortMap.load`); the build folder is tagged with the
-    block's configuration.
+    block's configuration. ``extra_sources`` are compiled with the block (e.g.
+    the simulation models of the primitives it instantiates).
     """
     from sim.cocotb.port_map import PORT_MAP_ENV
     env = {PORT_MAP_ENV: str(Path(generated.port_map_path).resolve()), **(extra_env or {})}
-    return run_cocotb([generated.verilog_path], generated.name, test_module,
+    return run_cocotb([generated.verilog_path, *extra_sources], generated.name, test_module,
                       simulator=simulator, build_dir=build_dir, module_dirs=module_dirs,
                       config=generated.port_map["config"], extra_env=env, **kwargs)

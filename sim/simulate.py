@@ -129,6 +129,12 @@ def execute_script(script, config, *, simulator, build_dir, waves=False, rebuild
     from sim.cocotb.script_tb import RESULTS_ENV, SCRIPT_ENV
     from sim.cocotb_runner import CocotbFailure, run_cocotb_on
     generated = generate_core(config, build_dir / "verilog")
+    models = {}
+    if getattr(config, "primitives", "generic") == "ice40":
+        # The netlist instantiates SB_SPRAM256KA and SB_MAC16: simulate them with yosys'
+        # models.
+        from sim.primitive_models import CELLS_SIM, CELLS_SIM_ARGS
+        models = {"extra_sources": [CELLS_SIM], "build_args": CELLS_SIM_ARGS[simulator]}
     work = build_dir / "scripts"
     work.mkdir(parents=True, exist_ok=True)
     stamp = f"{time.time_ns()}"
@@ -138,7 +144,8 @@ def execute_script(script, config, *, simulator, build_dir, waves=False, rebuild
         result = run_cocotb_on(generated, "sim.cocotb.script_tb", simulator=simulator,
                                build_dir=build_dir / "sim", waves=waves, rebuild=rebuild,
                                extra_env={SCRIPT_ENV: str(script_path.resolve()),
-                                          RESULTS_ENV: str(results_path.resolve())})
+                                          RESULTS_ENV: str(results_path.resolve())},
+                               **models)
     except CocotbFailure as error:
         raise SdHwError(f"the {simulator} simulation failed: {error}") from None
     words = json.loads(results_path.read_text())

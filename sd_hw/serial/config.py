@@ -4,6 +4,7 @@ from dataclasses import asdict, dataclass, field
 
 from ..config import AcceleratorConfig
 from ..errors import ParameterError, check_range
+from ..primitives._lowering import LOWERINGS
 
 
 __all__ = ["SerialConfig"]
@@ -46,6 +47,12 @@ class SerialConfig:
     program_depth
         32-bit words of the program memory: operation headers and lane-group
         descriptors (8..65536).
+    primitives
+        How the weight banks, the activation memory and the lanes' multiply-accumulate
+        units are built: ``"auto"`` (SB_SPRAM256KA and SB_MAC16 when elaborated for an
+        iCE40 UltraPlus platform, block RAM and plain logic otherwise), ``"ice40"``
+        (always the iCE40 primitives, e.g. to simulate the UP5K netlist with yosys'
+        models of them) or ``"generic"``.
     counters
         ``True``: every performance counter of
         :data:`~sd_hw.serial.core.SERIAL_COUNTERS`; ``False``: ``cycles`` only (the
@@ -59,6 +66,7 @@ class SerialConfig:
     param_depth: int = 512
     output_depth: int = 64
     program_depth: int = 256
+    primitives: str = "auto"
     counters: bool = True
 
     def __post_init__(self):
@@ -73,6 +81,9 @@ class SerialConfig:
         if self.activation_bytes % 2:
             raise ParameterError(f"parameter 'activation_bytes' is {self.activation_bytes}; "
                                  f"the activation memory holds 16-bit words: use an even size")
+        if self.primitives not in LOWERINGS:
+            raise ParameterError(f"parameter 'primitives' is {self.primitives!r}, allowed "
+                                 f"values are {', '.join(map(repr, LOWERINGS))}")
         if not isinstance(self.counters, bool):
             raise ParameterError(f"parameter 'counters' must be true or false, "
                                  f"got {self.counters!r}")
@@ -96,7 +107,7 @@ class SerialConfig:
                                  f"got {description!r}")
         description = dict(description)
         datapath = description.pop("datapath", {})
-        known = {name for name, _, _ in _SIZES} | {"counters"}
+        known = {name for name, _, _ in _SIZES} | {"counters", "primitives"}
         unknown = sorted(set(description) - known)
         if unknown:
             raise ParameterError(f"unknown serial core parameter(s) "

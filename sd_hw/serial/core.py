@@ -81,12 +81,14 @@ class SerialCore(wiring.Component):
         bank_aw = _bits(config.bank_depth)
         byte_aw = _bits(config.activation_bytes)
 
-        banks = [SinglePortRAM(width=WORD_BITS, depth=config.bank_depth, max_sprams=1)
+        banks = [SinglePortRAM(width=WORD_BITS, depth=config.bank_depth, max_sprams=4,
+                               lowering=config.primitives)
                  for _ in range(WEIGHT_BANKS)]
         for b, bank in enumerate(banks):
             m.submodules[f"bank{b}"] = bank
         activations = m.submodules.activations = SinglePortRAM(
-            width=WORD_BITS, depth=config.activation_bytes // 2, granularity=8, max_sprams=4)
+            width=WORD_BITS, depth=config.activation_bytes // 2, granularity=8, max_sprams=4,
+            lowering=config.primitives)
         program = m.submodules.program = memory.Memory(shape=32, depth=config.program_depth,
                                                        init=[])
         params = m.submodules.params = memory.Memory(shape=64, depth=config.param_depth,
@@ -100,7 +102,8 @@ class SerialCore(wiring.Component):
         issuer = m.submodules.element_issuer = ElementIssuer(
             datapath, basis_addr_width=_bits(config.basis_depth),
             activation_addr_width=byte_aw)
-        array = m.submodules.lanes = MacLaneArray(datapath, basis_depth=config.basis_depth)
+        array = m.submodules.lanes = MacLaneArray(datapath, basis_depth=config.basis_depth,
+                                                  lowering=config.primitives)
         output = m.submodules.output_unit = OutputUnit(
             datapath, param_addr_width=_bits(config.param_depth),
             activation_addr_width=byte_aw, output_addr_width=_bits(config.output_depth))

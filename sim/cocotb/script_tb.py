@@ -45,7 +45,11 @@ async def run_script(dut):
                 dut.host__w_data.value = step[2]
             await FallingEdge(dut.clk)
             if kind == "r":
-                results.setdefault(step[2], []).append(dut.host__r_data.value.to_unsigned())
+                value = dut.host__r_data.value
+                if not value.is_resolvable:
+                    raise ScriptError(f"the read of address {step[1]:#010x} ({step[2]}) gave "
+                                      f"unresolved bits: {value}")
+                results.setdefault(step[2], []).append(value.to_unsigned())
             continue
         dut.host__w_en.value = 0
         dut.host__r_en.value = 0
