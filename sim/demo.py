@@ -54,7 +54,12 @@ ACCURACY_BAR = 1.0
 
 
 class AccuracyBarMissed(Exception):
-    """The retrained integer SmartDeal model is more than the bar below float."""
+    """The retrained integer SmartDeal model is more than the bar below float;
+    ``result`` is what :func:`run_demo` would have returned."""
+
+    def __init__(self, message, result=None):
+        super().__init__(message)
+        self.result = result
 
 
 def integer_accuracy(net, x, y):
@@ -67,7 +72,7 @@ def integer_accuracy(net, x, y):
 
 def run_demo(*, dataset_name="digits", model="cnn", retrain_method="ste",
              out_dir=Path("build/demo"), report_path=None, simulator="verilator", train_seed=0,
-             accuracy_bar=ACCURACY_BAR, log=print):
+             prune=None, accuracy_bar=ACCURACY_BAR, log=print):
     """Train, decompose, retrain, integerise and pack the bundled ``model``
     of ``dataset_name`` (digits: "cnn" or "mlp"; mnist: "cnn", see
     :mod:`sim.golden.datasets`), logging the test accuracy of every
@@ -77,6 +82,8 @@ def run_demo(*, dataset_name="digits", model="cnn", retrain_method="ste",
 
     ``train_seed`` seeds the float training (initialisation and mini-batch
     order; the data split is always the data set's split with seed 0).
+    ``prune`` maps layer names to pruning fractions (default
+    ``DEMO_PRUNE[dataset_name][model]``).
     ``retrain_method`` is a :func:`sim.flow.retrain` method, run for
     ``DEMO_EPOCHS["retrain"]`` epochs (``MNIST_EPOCHS`` for mnist). Returns
     a dict with the float and retrained integer test accuracies ("float",
@@ -92,7 +99,7 @@ def run_demo(*, dataset_name="digits", model="cnn", retrain_method="ste",
     data_set = dataset(dataset_name)
     network = data_set.model(model)
     epochs = _EPOCHS[data_set.name]
-    prune = DEMO_PRUNE[data_set.name][model]
+    prune = DEMO_PRUNE[data_set.name][model] if prune is None else prune
     data = data_set.load(seed=0)
     x_train, x_val, x_test = (data.inputs_for(network, split) for split in
                               ("train", "val", "test"))
@@ -173,15 +180,17 @@ def run_demo(*, dataset_name="digits", model="cnn", retrain_method="ste",
         _write_report(report_path, data_set, model, retrain_method, rows, report, float_acc,
                       final_acc, history, rtl, verdict, prune)
         log(f"wrote {report_path}")
+    result = {"float": float_acc, "sd_integer": final_acc, "report": report, "rtl": rtl,
+              "steps": rows, "history": history, "epochs": dict(epochs), "prune": dict(prune),
+              "seconds": {"train": train_seconds, "decompose": decompose_seconds,
+                          "retrain": retrain_seconds, "total": time.perf_counter() - start},
+              "network": loaded, "dense_network": dense_net, "model_path": model_path,
+              "weight_path": path, "within_bar": within}
     if not within:
         raise AccuracyBarMissed(
             f"the retrained integer SmartDeal model ({100 * final_acc:.2f} %) is {gap:.2f} points "
-            f"below float ({100 * float_acc:.2f} %); the bar is {_points(accuracy_bar)}")
-    return {"float": float_acc, "sd_integer": final_acc, "report": report, "rtl": rtl,
-            "steps": rows, "history": history, "epochs": dict(epochs), "prune": dict(prune),
-            "seconds": {"train": train_seconds, "decompose": decompose_seconds,
-                        "retrain": retrain_seconds, "total": time.perf_counter() - start},
-            "model_path": model_path, "weight_path": path, "within_bar": within}
+            f"below float ({100 * float_acc:.2f} %); the bar is {_points(accuracy_bar)}", result)
+    return result
 
 
 #: Inputs whose every layer the demo compares; the rest are checked at the output.
