@@ -136,6 +136,15 @@ def small_subset(data, per_class=(6, 2, 2)):
     return MnistSplit(*arrays)
 
 
+def test_float_training_is_seeded(data):
+    small = small_subset(data, per_class=(2, 1, 1))
+    first = train_float(MNIST_CNN, small, epochs=1, seed=3)
+    again = train_float(MNIST_CNN, small, epochs=1, seed=3)
+    other = train_float(MNIST_CNN, small, epochs=1, seed=4)
+    assert all(np.array_equal(first[k], again[k]) for k in first)
+    assert not np.array_equal(first["fc1.weight"], other["fc1.weight"])
+
+
 def test_pipeline_end_to_end_on_a_few_images(data, tmp_path):
     small = small_subset(data)
     params = train_float(MNIST_CNN, small, epochs=1, seed=0)
@@ -179,6 +188,25 @@ def test_train_on_mnist(tmp_path, capsys):
     from sim.golden.model_file import load_model
     model = load_model(tmp_path / "mnist.npz")
     assert model.network == MNIST_CNN and model.calibration.shape == (256, 1, 28, 28)
+
+
+@pytest.mark.slow
+@pytest.mark.duration(90)
+def test_compress_retrains_on_mnist(tmp_path, capsys, data):
+    model, packed = tmp_path / "mnist.npz", tmp_path / "mnist.sdw"
+    assert main(["train", "--dataset", "mnist", "--epochs", "1", "-o", str(model)]) == 0
+    capsys.readouterr()
+    code = main(["compress", str(model), "-o", str(packed), "--retrain", "ste", "--epochs", "1",
+                 "--prune", "conv2=0.5", "--prune", "fc1=0.5"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "retraining (ste): validation accuracy per epoch" in out
+    np.save(tmp_path / "x.npy", data.inputs_for(MNIST_CNN, "test")[:50])
+    np.save(tmp_path / "y.npy", data.y_test[:50])
+    assert main(["evaluate", str(packed), "--inputs", str(tmp_path / "x.npy"),
+                 "--labels", str(tmp_path / "y.npy")]) == 0
+    accuracy = float(capsys.readouterr().out.split("accuracy: ")[1].split()[0])
+    assert accuracy > 0.5
 
 
 @pytest.mark.parametrize("argv, message", [
