@@ -1,8 +1,8 @@
 """The compression flow: float model in, integer SmartDeal network out.
 
 :func:`compress_model` chains the steps of :mod:`sim.compress` with optional
-SmartDeal retraining; :mod:`sim.demo` runs the same steps on the bundled
-digits model and measures accuracy after each.
+SmartDeal retraining; :mod:`sim.demo` runs the same steps on a bundled
+model (digits or MNIST) and measures accuracy after each.
 """
 
 from dataclasses import dataclass, field
