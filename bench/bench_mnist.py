@@ -20,6 +20,7 @@ adds one line per fraction to the results.
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -50,10 +51,13 @@ def pipeline(out_dir, prune, log):
         return missed.result
 
 
-def layer_rows(report, dense_report):
+def layer_rows(net, report, dense_report):
     rows = []
     for sd, dense in zip(report.layers, dense_report.layers):
+        present = net.layers[sd.name].weights.present
         rows.append({"layer": sd.name, "kind": sd.kind, "weights": sd.weights,
+                     "zero_ce_rows": float(np.mean(~present.any(axis=-1))),
+                     "nonzero_ce_entries": float(np.mean(present)),
                      "sd_weight_bits": sd.storage_bits, "sd_total_bits": sd.total_bits,
                      "bits_per_weight": sd.bits_per_weight, "int8_bits": sd.int8_bits,
                      "float32_bits": sd.float32_bits, "int8_ratio": sd.int8_ratio,
@@ -90,7 +94,7 @@ def summary(result):
         "file_bytes": {"smartdeal": report.file_bytes, "dense_int8": dense_report.file_bytes,
                        "float32_parameters": 4 * parameters},
         "up5k_spram_bytes": UP5K_SPRAM_BYTES,
-        "layers": layer_rows(report, dense_report),
+        "layers": layer_rows(result["network"], report, dense_report),
         "storage": report.to_dict(),
         "storage_table": report.format_table(),
         "dense_storage_table": dense_report.format_table(),
@@ -101,7 +105,7 @@ def _pct(value):
     return f"{100 * value:.2f} %"
 
 
-def markdown(main, sweep, stamp, build):
+def markdown(main, sweep, stamp, build, load_at_start):
     w, f = main["weight_bits"], main["file_bytes"]
     prune = ", ".join(f"{k} {v}" for k, v in main["prune"].items())
     lines = [
@@ -153,7 +157,9 @@ def markdown(main, sweep, stamp, build):
         f"{main['seconds_per_epoch']['retrain']:.2f} |",
         f"| whole pipeline | {main['seconds']['total']:.1f} | |",
         "",
-        "NumPy, one thread (OMP_NUM_THREADS=1), on a machine shared with other jobs.",
+        f"NumPy, one thread (OMP_NUM_THREADS=1), on a machine shared with other jobs: load "
+        f"average {load_at_start:.2f} at the start of the benchmark (the run line below gives "
+        f"it at the end), so the times vary from run to run.",
         "",
         "## Storage",
         "",
@@ -187,19 +193,23 @@ def markdown(main, sweep, stamp, build):
             "",
             "The whole pipeline again with the same fraction on conv2 and fc1 (same float "
             "model, same seeds). For a linear layer the pruning removes input channels, and "
-            "a Ce row (three consecutive inputs) becomes zero only where all three are "
-            "pruned, so fc1's zero rows grow more slowly than the fraction.",
+            "a Ce row (three consecutive inputs) is zero only where all three are pruned "
+            "(or the thresholds zero it); the zero rows and nonzero coefficients of fc1 are "
+            "counted in the weight file.",
             "",
             "| conv2, fc1 pruned | decomposed, no retraining (integer) | retrained (integer) "
-            "| vs float | SD weight bits | int8/SD | file bytes |",
-            "|---|---:|---:|---:|---:|---:|---:|",
+            "| vs float | fc1 zero Ce rows | fc1 nonzero Ce entries | SD weight bits | int8/SD "
+            "| file bytes |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for run in sorted([main] + sweep, key=lambda r: r["prune"]["fc1"]):
             before = run["accuracy"]["SmartDeal, no retraining (integer model)"]
             rw = run["weight_bits"]
+            fc1 = next(row for row in run["layers"] if row["layer"] == "fc1")
             lines.append(
                 f"| {run['prune']['conv2']:g} | {_pct(before)} | {_pct(run['sd_integer'])} | "
-                f"{-run['gap_points']:+.2f} | {rw['smartdeal']:,} | "
+                f"{-run['gap_points']:+.2f} | {fc1['zero_ce_rows']:.1%} | "
+                f"{fc1['nonzero_ce_entries']:.1%} | {rw['smartdeal']:,} | "
                 f"{rw['int8'] / rw['smartdeal']:.2f} | {run['file_bytes']['smartdeal']:,} |")
         lines.append("")
     lines += [
@@ -229,6 +239,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     sweep_fractions = [float(f) for f in args.sweep.split(",") if f]
     start = time.perf_counter()
+    load_at_start = os.getloadavg()[0]
     args.build.mkdir(parents=True, exist_ok=True)
     result = pipeline(args.build, DEMO_PRUNE["mnist"]["cnn"], print)
     main_summary = summary(result)
@@ -248,7 +259,7 @@ def main(argv=None):
     stamp = run_stamp()
     build = args.build.resolve()
     shown = build.relative_to(ROOT) if build.is_relative_to(ROOT) else build
-    text = markdown(main_summary, sweep, stamp, shown)
+    text = markdown(main_summary, sweep, stamp, shown, load_at_start)
     print(text)
     print(f"bench_mnist: {time.perf_counter() - start:.1f} s in all")
     if args.out:
