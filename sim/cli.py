@@ -253,13 +253,15 @@ def _load_array(path, what):
 
 
 def cmd_train(args):
-    from sim.golden.digits import DEFAULT_CNN, DEFAULT_MLP, load_digits_split
+    from sim.golden.datasets import dataset
     from sim.golden.model_file import save_model
     from sim.golden.nn import accuracy
     from sim.golden.train import train_float
-    network = {"cnn": DEFAULT_CNN, "mlp": DEFAULT_MLP}[args.model]
-    data = load_digits_split(seed=args.seed)
-    params = train_float(network, data, epochs=args.epochs, seed=args.seed)
+    data_set = dataset(args.dataset)
+    network = data_set.model(args.model)
+    epochs = data_set.train_epochs if args.epochs is None else args.epochs
+    data = data_set.load(seed=args.seed)
+    params = train_float(network, data, epochs=epochs, seed=args.seed)
     x_test = data.inputs_for(network, "test")
     print(f"float test accuracy: {accuracy(network, params, x_test, data.y_test):.4f}")
     x_cal = data.inputs_for(network, "train")
@@ -272,13 +274,16 @@ def cmd_compress(args):
     from sd_hw.storage import storage_report
     from sim.flow import compress_model
     from sim.golden.model_file import check_inputs, load_model
+    if args.dataset is not None:
+        from sim.golden.datasets import dataset
+        dataset(args.dataset)
     model = load_model(args.model)
     if args.calibration is not None:
         model.calibration = check_inputs(model.network, _load_array(args.calibration,
                                                                     "calibration inputs"),
                                          source=str(args.calibration))
     result = compress_model(model, _compress_options(args), retrain_method=args.retrain,
-                            epochs=args.epochs, log=print)
+                            epochs=args.epochs, dataset=args.dataset, log=print)
     weight_file.save(result.integer_network, args.output)
     report = storage_report(result.integer_network)
     print(report.format_table())
@@ -476,10 +481,13 @@ def cmd_run(args):
 
 def cmd_demo(args):
     from sim.demo import AccuracyBarMissed, run_demo
+    from sim.golden.datasets import dataset
+    dataset(args.dataset).model(args.model)
+    simulator = args.sim or ("verilator" if args.dataset == "digits" else "none")
     try:
-        run_demo(model=args.model, retrain_method=args.retrain, out_dir=Path(args.out),
-                 report_path=Path(args.report) if args.report else None,
-                 simulator=None if args.sim == "none" else args.sim, train_seed=args.seed)
+        run_demo(dataset_name=args.dataset, model=args.model, retrain_method=args.retrain,
+                 out_dir=Path(args.out), report_path=Path(args.report) if args.report else None,
+                 simulator=None if simulator == "none" else simulator, train_seed=args.seed)
     except AccuracyBarMissed as error:
         print(f"sd-hw: error: {error}", file=sys.stderr)
         return 1
@@ -487,15 +495,19 @@ def cmd_demo(args):
 
 
 def build_parser():
+    from sim.golden.datasets import DATASETS
+    dataset_names = " or ".join(f"{d.name} ({d.description})" for d in DATASETS.values())
     parser = argparse.ArgumentParser(
         prog="sd-hw", description="SmartDeal accelerator generator: compress networks into "
                                   "SmartDeal weight files and run them on the golden model.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = commands.add_parser("demo", help="train, decompose, retrain and pack the bundled "
-                                            "digits model, and report accuracy and storage")
+    demo = commands.add_parser("demo", help="train, decompose, retrain and pack a bundled "
+                                            "model, and report accuracy and storage")
+    demo.add_argument("--dataset", default="digits", metavar="NAME",
+                      help=f"bundled data set: {dataset_names} (default digits)")
     demo.add_argument("--model", choices=("cnn", "mlp"), default="cnn",
-                      help="bundled network (default cnn)")
+                      help="bundled network (default cnn; mnist has cnn only)")
     demo.add_argument("--retrain", choices=("ste", "projection"), default="ste",
                       help="SmartDeal retraining method (default ste)")
     demo.add_argument("--out", default="build/demo", help="output folder (default build/demo)")
@@ -503,14 +515,18 @@ def build_parser():
     demo.add_argument("--seed", type=int, default=0,
                       help="seed of the float training (default 0)")
     demo.add_argument("--sim", choices=("verilator", "icarus", "amaranth", "none"),
-                      default="verilator",
                       help="run the packed model on the accelerator's RTL with this simulator "
-                           "(default verilator; none skips it)")
+                           "(default verilator for digits, none for mnist; none skips it)")
     demo.set_defaults(func=cmd_demo)
 
-    train = commands.add_parser("train", help="train a bundled float network on the 8x8 digits")
-    train.add_argument("--model", choices=("cnn", "mlp"), default="cnn")
-    train.add_argument("--epochs", type=int, default=30)
+    train = commands.add_parser("train", help="train a bundled float network on a bundled "
+                                              "data set")
+    train.add_argument("--dataset", default="digits", metavar="NAME",
+                       help=f"bundled data set: {dataset_names} (default digits)")
+    train.add_argument("--model", choices=("cnn", "mlp"), default="cnn",
+                       help="bundled network (default cnn; mnist has cnn only)")
+    train.add_argument("--epochs", type=int,
+                       help="training epochs (default 30 for digits, 20 for mnist)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("-o", "--output", required=True, help="model file to write (.npz)")
     train.set_defaults(func=cmd_train)
@@ -523,8 +539,10 @@ def build_parser():
     compress.add_argument("--calibration", help=".npy float inputs for activation scales "
                                                 "(default: the model's 'calibration' array)")
     compress.add_argument("--retrain", choices=("none", "projection", "ste"), default="none",
-                          help="SmartDeal retraining on the bundled digits data "
-                               "(for models with digits-shaped input)")
+                          help="SmartDeal retraining on a bundled data set (--dataset)")
+    compress.add_argument("--dataset", metavar="NAME",
+                          help=f"bundled data set for --retrain: {dataset_names} (default: the "
+                               "one whose images fit the model's input)")
     compress.add_argument("--epochs", type=int, default=10, help="retraining epochs")
     _add_decompose_options(compress)
     compress.set_defaults(func=cmd_compress)

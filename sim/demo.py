@@ -1,5 +1,6 @@
-"""The bundled end-to-end job: the 8x8 digits network, trained, decomposed,
-retrained, integerised, packed and measured.
+"""The bundled end-to-end job: a bundled network (the 8x8 digits CNN or MLP,
+or the 28x28 MNIST CNN), trained, decomposed, retrained, integerised,
+packed and measured.
 
 It reports the accuracy at every step on the held-out test split (the float
 model, the SmartDeal model before and after retraining, in float and in the
@@ -23,20 +24,29 @@ from sd_hw import weight_file
 from sd_hw.storage import storage_report
 from sim.compress import CompressOptions, calibrate, decompose, integerise, project, prune_masks
 from sim.flow import retrain
+from sim.golden.datasets import dataset
 from sim.golden.decompose import DecomposeParams
-from sim.golden.digits import DEFAULT_CNN, DEFAULT_MLP, load_digits_split
 from sim.golden.model_file import save_model
 from sim.golden.nn import accuracy
 from sim.golden.reference import run
 from sim.golden.train import train_float
 
 
-__all__ = ["run_demo", "DEMO_PRUNE", "DEMO_EPOCHS", "ACCURACY_BAR", "AccuracyBarMissed"]
+__all__ = ["run_demo", "DEMO_PRUNE", "DEMO_EPOCHS", "MNIST_EPOCHS", "ACCURACY_BAR",
+           "AccuracyBarMissed"]
 
-# Structured sparsity of the bundled networks: the first conv layer has one
-# input channel (three Ce rows per filter) and stays unpruned.
-DEMO_PRUNE = {"cnn": {"conv2": 0.25, "fc": 0.25}, "mlp": {"fc1": 0.5, "fc2": 0.25}}
+# Structured sparsity of the bundled networks, per data set and model: the
+# first conv layer has one input channel (three Ce rows per filter) and
+# stays unpruned.
+DEMO_PRUNE = {
+    "digits": {"cnn": {"conv2": 0.25, "fc": 0.25}, "mlp": {"fc1": 0.5, "fc2": 0.25}},
+    "mnist": {"cnn": {"conv2": 0.5, "fc1": 0.5}},
+}
+#: Float training and retraining epochs of the digits demo.
 DEMO_EPOCHS = {"train": 40, "retrain": 60}
+#: The same for MNIST (3,500 training images against the digits' 1,078).
+MNIST_EPOCHS = {"train": 20, "retrain": 20}
+_EPOCHS = {"digits": DEMO_EPOCHS, "mnist": MNIST_EPOCHS}
 
 #: How far (in points of test accuracy) the retrained integer SmartDeal model
 #: may fall below the float model.
@@ -44,7 +54,12 @@ ACCURACY_BAR = 1.0
 
 
 class AccuracyBarMissed(Exception):
-    """The retrained integer SmartDeal model is more than the bar below float."""
+    """The retrained integer SmartDeal model is more than the bar below float;
+    ``result`` is what :func:`run_demo` would have returned."""
+
+    def __init__(self, message, result=None):
+        super().__init__(message)
+        self.result = result
 
 
 def integer_accuracy(net, x, y):
@@ -55,28 +70,37 @@ def integer_accuracy(net, x, y):
     return float(np.mean(np.argmax(logits, axis=1) == y)), agree
 
 
-def run_demo(*, model="cnn", retrain_method="ste", out_dir=Path("build/demo"),
-             report_path=None, simulator="verilator", train_seed=0, accuracy_bar=ACCURACY_BAR,
-             log=print):
+def run_demo(*, dataset_name="digits", model="cnn", retrain_method="ste",
+             out_dir=Path("build/demo"), report_path=None, simulator="verilator", train_seed=0,
+             prune=None, accuracy_bar=ACCURACY_BAR, log=print):
     """Train, decompose, retrain, integerise and pack the bundled ``model``
-    ("cnn" or "mlp") on the 8x8 digits, logging the test accuracy of every
+    of ``dataset_name`` (digits: "cnn" or "mlp"; mnist: "cnn", see
+    :mod:`sim.golden.datasets`), logging the test accuracy of every
     step; write the model and weight file to ``out_dir``, run the weight
     file on the RTL under ``simulator`` (None skips it) and write a markdown
     report to ``report_path`` (if given).
 
     ``train_seed`` seeds the float training (initialisation and mini-batch
-    order; the data split is always ``load_digits_split(seed=0)``).
+    order; the data split is always the data set's split with seed 0).
+    ``prune`` maps layer names to pruning fractions (default
+    ``DEMO_PRUNE[dataset_name][model]``).
     ``retrain_method`` is a :func:`sim.flow.retrain` method, run for
-    ``DEMO_EPOCHS["retrain"]`` epochs. Returns a dict with the float and
-    retrained integer test accuracies ("float", "sd_integer"), the storage
-    report and the RTL results. Raises :class:`AccuracyBarMissed`, after
+    ``DEMO_EPOCHS["retrain"]`` epochs (``MNIST_EPOCHS`` for mnist). Returns
+    a dict with the float and retrained integer test accuracies ("float",
+    "sd_integer"), every step's accuracy ("steps": ``(step, accuracy,
+    note)``), the seconds each phase took ("seconds"), the epochs, the
+    pruning, the validation history, the storage report, the paths written
+    and the RTL results. Raises :class:`AccuracyBarMissed`, after
     everything else, if the integer model is more than ``accuracy_bar``
     points below float.
     """
     start = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
-    network = {"cnn": DEFAULT_CNN, "mlp": DEFAULT_MLP}[model]
-    data = load_digits_split(seed=0)
+    data_set = dataset(dataset_name)
+    network = data_set.model(model)
+    epochs = _EPOCHS[data_set.name]
+    prune = DEMO_PRUNE[data_set.name][model] if prune is None else prune
+    data = data_set.load(seed=0)
     x_train, x_val, x_test = (data.inputs_for(network, split) for split in
                               ("train", "val", "test"))
     calibration = x_train[:256]
@@ -86,12 +110,13 @@ def run_demo(*, model="cnn", retrain_method="ste", out_dir=Path("build/demo"),
         rows.append((step, acc, note))
         log(f"{step:<44s} {100 * acc:6.2f} %  {note}")
 
-    log(f"sd-hw demo: {model} on the 8x8 digits ({len(x_train)} train / {len(x_val)} "
+    log(f"sd-hw demo: {model} on {data_set.description} ({len(x_train)} train / {len(x_val)} "
         f"validation / {len(x_test)} test images)")
     t = time.perf_counter()
-    params = train_float(network, data, epochs=DEMO_EPOCHS["train"], seed=train_seed)
+    params = train_float(network, data, epochs=epochs["train"], seed=train_seed)
     train_seconds = time.perf_counter() - t
-    save_model(out_dir / f"digits-{model}.npz", network, params, calibration=calibration)
+    model_path = out_dir / f"{data_set.name}-{model}.npz"
+    save_model(model_path, network, params, calibration=calibration)
     float_acc = accuracy(network, params, x_test, data.y_test)
     record("float32", float_acc, f"trained in {train_seconds:.1f} s")
 
@@ -101,7 +126,7 @@ def run_demo(*, model="cnn", retrain_method="ste", out_dir=Path("build/demo"),
     dense_acc, _ = integer_accuracy(dense_net, x_test, data.y_test)
     record("dense int8 (integer model)", dense_acc)
 
-    options = CompressOptions(decompose=DecomposeParams(), prune=DEMO_PRUNE[model])
+    options = CompressOptions(decompose=DecomposeParams(), prune=prune)
     masks = prune_masks(network, params, options)
     t = time.perf_counter()
     decomposed = decompose(network, params, masks, options)
@@ -116,7 +141,7 @@ def run_demo(*, model="cnn", retrain_method="ste", out_dir=Path("build/demo"),
 
     t = time.perf_counter()
     params, history = retrain(network, params, data, masks, options, method=retrain_method,
-                              epochs=DEMO_EPOCHS["retrain"], log=log)
+                              epochs=epochs["retrain"], log=log)
     retrain_seconds = time.perf_counter() - t
     decomposed = decompose(network, params, masks, options)
     sd_params = project(params, decomposed)
@@ -129,7 +154,7 @@ def run_demo(*, model="cnn", retrain_method="ste", out_dir=Path("build/demo"),
     record(f"SmartDeal, retrained ({retrain_method}) (integer model)", final_acc,
            "rebuild and factored dataflows agree" if agree else "DATAFLOWS DISAGREE")
 
-    path = out_dir / f"digits-{model}.sdw"
+    path = out_dir / f"{data_set.name}-{model}.sdw"
     weight_file.save(net, path)
     loaded = weight_file.load(path)
     x_int = net.quantize_input(x_test)
@@ -152,14 +177,20 @@ def run_demo(*, model="cnn", retrain_method="ste", out_dir=Path("build/demo"),
         rtl = _run_on_rtl(loaded, x_int, data.y_test, simulator=simulator, log=log,
                           build_dir=out_dir.parent / "simulate")
     if report_path:
-        _write_report(report_path, model, retrain_method, rows, report, float_acc, final_acc,
-                      history, rtl, verdict)
+        _write_report(report_path, data_set, model, retrain_method, rows, report, float_acc,
+                      final_acc, history, rtl, verdict, prune)
         log(f"wrote {report_path}")
+    result = {"float": float_acc, "sd_integer": final_acc, "report": report, "rtl": rtl,
+              "steps": rows, "history": history, "epochs": dict(epochs), "prune": dict(prune),
+              "seconds": {"train": train_seconds, "decompose": decompose_seconds,
+                          "retrain": retrain_seconds, "total": time.perf_counter() - start},
+              "network": loaded, "dense_network": dense_net, "model_path": model_path,
+              "weight_path": path, "within_bar": within}
     if not within:
         raise AccuracyBarMissed(
             f"the retrained integer SmartDeal model ({100 * final_acc:.2f} %) is {gap:.2f} points "
-            f"below float ({100 * float_acc:.2f} %); the bar is {_points(accuracy_bar)}")
-    return {"float": float_acc, "sd_integer": final_acc, "report": report, "rtl": rtl}
+            f"below float ({100 * float_acc:.2f} %); the bar is {_points(accuracy_bar)}", result)
+    return result
 
 
 #: Inputs whose every layer the demo compares; the rest are checked at the output.
@@ -218,15 +249,20 @@ def _recipe(method):
     return f"projection loop (Adam, lr {d['lr']:g} on a cosine decay)"
 
 
-def _write_report(path, model, method, rows, report, float_acc, final_acc, history, rtl,
-                  verdict):
-    prune = ", ".join(f"{k} {v}" for k, v in DEMO_PRUNE[model].items())
+def _write_report(path, data_set, model, method, rows, report, float_acc, final_acc, history,
+                  rtl, verdict, prune):
+    prune = ", ".join(f"{k} {v}" for k, v in prune.items())
+    digits = data_set.name == "digits"
     lines = [
-        f"# Digits results ({model})",
+        f"# {'Digits' if digits else data_set.name.upper()} results ({model})",
         "",
-        f"Produced by `make demo` (`sd-hw demo --model {model}`) on {date.today().isoformat()}, "
+        f"Produced by "
+        + ("`make demo` (" if digits else "")
+        + f"`sd-hw demo {'' if digits else f'--dataset {data_set.name} '}--model {model}`"
+        + (")" if digits else "")
+        + f" on {date.today().isoformat()}, "
         f"{platform.machine()}, Python {platform.python_version()}, NumPy {np.__version__}.",
-        "Accuracy on the held-out test split of scikit-learn's 8x8 digits; "
+        f"Accuracy on the held-out test split of {data_set.description}; "
         "\"integer model\" is the exact integer golden model that the accelerator "
         "reproduces bit for bit.",
         "",

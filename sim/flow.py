@@ -1,8 +1,8 @@
 """The compression flow: float model in, integer SmartDeal network out.
 
 :func:`compress_model` chains the steps of :mod:`sim.compress` with optional
-SmartDeal retraining; :mod:`sim.demo` runs the same steps on the bundled
-digits model and measures accuracy after each.
+SmartDeal retraining; :mod:`sim.demo` runs the same steps on a bundled
+model (digits or MNIST) and measures accuracy after each.
 """
 
 from dataclasses import dataclass, field
@@ -61,18 +61,14 @@ def retrain(network, params, data, masks, options, *, method, epochs, seed=0, lo
     return best, history
 
 
-def _digits_data(network):
-    from sim.golden.digits import load_digits_split
-    if tuple(network.input_shape) not in ((64,), (1, 8, 8)) or network.output_shape != (10,):
-        raise SdHwError(
-            "retraining needs labelled training data; sd-hw bundles the 8x8 digits set only, "
-            f"which fits networks with input (64,) or (1, 8, 8) and 10 outputs, not input "
-            f"{tuple(network.input_shape)} with output {network.output_shape}")
-    return load_digits_split()
+def compress_model(model, options, *, retrain_method="none", epochs=10, seed=0, dataset=None,
+                   log=None):
+    """Decompose (and optionally retrain) ``model``; return the integer network.
 
-
-def compress_model(model, options, *, retrain_method="none", epochs=10, seed=0, log=None):
-    """Decompose (and optionally retrain) ``model``; return the integer network."""
+    Retraining uses the bundled data set named ``dataset`` (see
+    :mod:`sim.golden.datasets`; by default the one whose images fit the
+    network), its split with seed 0.
+    """
     network, params = model.network, model.params
     if model.calibration is None:
         raise SdHwError("activation scales need calibration inputs: the model has no "
@@ -80,7 +76,8 @@ def compress_model(model, options, *, retrain_method="none", epochs=10, seed=0, 
     masks = prune_masks(network, params, options)
     history = []
     if retrain_method != "none":
-        data = _digits_data(network)
+        from sim.golden.datasets import dataset_for
+        data = dataset_for(network, dataset).load()
         params, history = retrain(network, params, data, masks, options,
                                   method=retrain_method, epochs=epochs, seed=seed, log=log)
     decomposed = decompose(network, params, masks, options)

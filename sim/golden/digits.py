@@ -12,19 +12,17 @@ for a CNN (row-major pixels, as ``load_digits().images``).
 small enough for the accelerator to run them in RTL simulation.
 """
 
-from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
-from sd_hw.errors import ParameterError, SdHwError
 from sd_hw.network import Layer, Network
+from .split import SPLITS, LabelledSplit, check_seed, readonly, stratified_indices
 
 
 __all__ = ["DigitsSplit", "load_digits_split", "DEFAULT_MLP", "DEFAULT_CNN",
            "SPLITS", "FRACTIONS"]
 
-SPLITS = ("train", "val", "test")
 FRACTIONS = (0.6, 0.2, 0.2)
 IMAGE_SHAPE = (1, 8, 8)
 N_CLASSES = 10
@@ -48,52 +46,18 @@ DEFAULT_CNN = Network(input_shape=IMAGE_SHAPE, layers=(
 ))
 
 
-@dataclass(frozen=True, eq=False)
-class DigitsSplit:
-    """A fixed train/validation/test split. Inputs are float32 ``(N, 64)`` in
-    [0, 1] (read-only arrays), labels int64 in 0..9."""
+class DigitsSplit(LabelledSplit):
+    """A fixed train/validation/test split of the digits. Inputs are float32
+    ``(N, 64)`` in [0, 1] (read-only arrays), labels int64 in 0..9;
+    :meth:`inputs_for` shapes them ``(N, 64)`` or ``(N, 1, 8, 8)``."""
 
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    seed: int = 0
-
-    def split(self, name):
-        """``(x, y)`` of split ``name`` (``train``, ``val`` or ``test``), x flat."""
-        if name not in SPLITS:
-            raise ParameterError(f"split must be one of {', '.join(SPLITS)}, got {name!r}")
-        return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
-
-    def inputs_for(self, network, split):
-        """Inputs of ``split`` shaped for ``network`` (a :class:`Network` or an
-        input shape): ``(N, 64)`` or ``(N, 1, 8, 8)``. Labels are ``y_<split>``."""
-        x, _ = self.split(split)
-        return x.reshape((len(x),) + input_shape_of(network))
-
-    def for_network(self, network):
-        """The same split with all inputs shaped for ``network``."""
-        shape = input_shape_of(network)
-        return DigitsSplit(
-            _readonly(self.inputs_for(shape, "train")), self.y_train,
-            _readonly(self.inputs_for(shape, "val")), self.y_val,
-            _readonly(self.inputs_for(shape, "test")), self.y_test, seed=self.seed)
+    INPUT_SHAPES = ((64,), IMAGE_SHAPE)
+    DESCRIPTION = "the 8x8 digits"
 
 
 def input_shape_of(network):
     """``(64,)`` or ``(1, 8, 8)`` from a :class:`Network` or a shape; else raise."""
-    shape = tuple(network.input_shape if isinstance(network, Network) else network)
-    if shape not in ((64,), IMAGE_SHAPE):
-        raise SdHwError(f"the 8x8 digits fit input shape (64,) or (1, 8, 8), "
-                        f"not {shape}")
-    return shape
-
-
-def _readonly(array):
-    array.flags.writeable = False
-    return array
+    return DigitsSplit.input_shape_of(network)
 
 
 @lru_cache(maxsize=None)
@@ -102,7 +66,7 @@ def _load_raw():
     digits = load_digits()
     x = (np.asarray(digits.data, dtype=np.float32) / np.float32(16.0))
     y = np.asarray(digits.target, dtype=np.int64)
-    return _readonly(x), _readonly(y)
+    return readonly(x), readonly(y)
 
 
 @lru_cache(maxsize=16)
@@ -112,19 +76,12 @@ def load_digits_split(seed=0):
     Each class is shuffled on its own and cut 60/20/20, so every split keeps
     the class proportions; within a split the images are in data-set order.
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ParameterError(f"parameter 'seed' must be a non-negative integer, got {seed!r}")
+    seed = check_seed(seed)
     x, y = _load_raw()
-    rng = np.random.default_rng(int(seed))
-    parts = ([], [], [])
-    for label in range(N_CLASSES):
-        members = rng.permutation(np.flatnonzero(y == label))
-        n_train = int(round(FRACTIONS[0] * len(members)))
-        n_val = int(round(FRACTIONS[1] * len(members)))
-        for part, chunk in zip(parts, np.split(members, [n_train, n_train + n_val])):
-            part.append(chunk)
-    indices = [np.sort(np.concatenate(part)) for part in parts]
+    rng = np.random.default_rng(seed)
+    indices = stratified_indices(y, rng, lambda n: (int(round(FRACTIONS[0] * n)),
+                                                    int(round(FRACTIONS[1] * n))))
     arrays = []
     for index in indices:
-        arrays += [_readonly(x[index]), _readonly(y[index])]
-    return DigitsSplit(*arrays, seed=int(seed))
+        arrays += [readonly(x[index]), readonly(y[index])]
+    return DigitsSplit(*arrays, seed=seed)
