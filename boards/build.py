@@ -379,6 +379,11 @@ def build_board(name, config=None, *, out_dir="build/boards", seeds=1, clock="au
         raise SdHwError(f"parameter 'seeds' is {seeds!r}, allowed range is 1 to 32")
     clock = parse_clock(clock)
     oscillator = module.OSCILLATOR_HZ
+    if clock != "auto":
+        try:
+            pll = pll_for(spec.family, oscillator, Fraction(clock) * 1_000_000)
+        except SdHwError as error:
+            raise SdHwError(f"--clock {clock:g}: {error}") from None
     build_dir = Path(out_dir) / name
     build_dir.mkdir(parents=True, exist_ok=True)
     flow = _Flow(name, spec, module, config, build_dir, log)
@@ -421,10 +426,6 @@ def build_board(name, config=None, *, out_dir="build/boards", seeds=1, clock="au
             cells = flow.synthesise(pll)
         fmax, constraints = _per_clock(measured)
     else:
-        try:
-            pll = pll_for(spec.family, oscillator, Fraction(clock) * 1_000_000)
-        except SdHwError as error:
-            raise SdHwError(f"--clock {clock:g}: {error}") from None
         description["requested_mhz"] = clock
         cells = flow.synthesise(pll)
         placements = []

@@ -16,16 +16,16 @@ frequency:
   400-800 MHz, f_OUT 3.125-400 MHz; CLKI_DIV and CLKOP_DIV 1-128, CLKFB_DIV
   1-80.
 
-:class:`PLLClock` instantiates the PLL for a platform and drives the
-``sync`` domain from its output, in reset until the PLL locks (and, on
-iCE40, 15 us longer: its block RAMs read as zeroes for a few microseconds
-after configuration).
+:class:`PLLClock` instantiates the PLL for a platform: its output clock and
+a reset held until the PLL locks (and, on iCE40, 15 us longer: its block
+RAMs read as zeroes for a few microseconds after configuration), from which
+a board top-level drives its ``sync`` domain.
 """
 
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 
-from amaranth.hdl import ClockDomain, ClockSignal, Const, Instance, Module, ResetSignal, Signal
+from amaranth.hdl import ClockDomain, ClockSignal, Const, Instance, Module, Signal
 from amaranth.lib import io, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import Out
@@ -287,20 +287,27 @@ def pll_for(family, input_hz, request_hz):
 
 
 class PLLClock(wiring.Component):
-    """The ``sync`` domain, clocked by a PLL from the platform's default clock.
+    """The board's clock through a PLL, and a reset that waits for the PLL to lock.
 
     The PLL is ``pll`` (an :class:`ICE40PLL` or :class:`ECP5PLL` for the
-    platform's oscillator frequency). ``sync`` is in reset until the PLL
-    locks, released synchronously to its clock; on iCE40, 15 us after lock
-    (block RAMs read as zeroes for some microseconds after configuration).
+    platform's oscillator frequency), fed by the platform's default clock.
+    The parent drives its ``sync`` domain from ``clk`` and ``rst``.
     Elaborated for a platform only.
 
     Members
     -------
+    clk : ``Out(1)``
+        The PLL's output.
+    rst : ``Out(1)``
+        High until the PLL locks (and on iCE40 for 15 us more: its block RAMs
+        read as zeroes for some microseconds after configuration); asserted
+        again at once if the PLL loses lock, released synchronously to ``clk``.
     locked : ``Out(1)``
         The PLL's lock output.
     """
 
+    clk: Out(1)
+    rst: Out(1, init=1)
     locked: Out(1)
 
     def __init__(self, pll):
@@ -320,27 +327,24 @@ class PLLClock(wiring.Component):
             raise ParameterError(f"the PLL is set up for a {_mhz(self._pll.input_hz)} input, "
                                  f"the board's clock is {_mhz(platform.default_clk_frequency)}")
         m = Module()
-        m.domains.sync = ClockDomain("sync")
         pad = platform.request(platform.default_clk, dir="-")
-        pll_clock = Signal()
         if isinstance(self._pll, ICE40PLL):
             clock_input = pad.io
         else:
             m.submodules.clock_buffer = clock_buffer = io.Buffer("i", pad)
             clock_input = clock_buffer.i
-        m.submodules.pll = self._pll.instance(clock_input, pll_clock, self.locked)
-        m.d.comb += ClockSignal("sync").eq(pll_clock)
+        m.submodules.pll = self._pll.instance(clock_input, self.clk, self.locked)
 
         # ``hold``: the PLL's clock, in reset (asynchronously asserted, synchronously
-        # released) while the PLL is not locked; it times the release of ``sync``.
+        # released) while the PLL is not locked; it times the release of ``rst``.
         m.domains.hold = ClockDomain("hold", local=True)
-        m.d.comb += ClockSignal("hold").eq(pll_clock)
+        m.d.comb += ClockSignal("hold").eq(self.clk)
         m.submodules.lock_sync = ResetSynchronizer(~self.locked, domain="hold")
         hold = int(15e-6 * self._pll.output_hz) if isinstance(self._pll, ICE40PLL) else 1
         timer = Signal(range(hold + 1))
         with m.If(timer != hold):
             m.d.hold += timer.eq(timer + 1)
-        m.d.comb += ResetSignal("sync").eq(timer != hold)
+        m.d.comb += self.rst.eq(timer != hold)
         return m
 
 

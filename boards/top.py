@@ -1,6 +1,6 @@
 """The part every board top-level shares: the PLL clock, UART pins, a busy LED and the accelerator."""
 
-from amaranth.hdl import Module
+from amaranth.hdl import ClockDomain, ClockSignal, Module, ResetSignal
 from amaranth.lib import io, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -63,7 +63,9 @@ class BoardTop(wiring.Component):
         if platform is None:
             m.d.comb += [system.rx.eq(self.rx), self.tx.eq(system.tx), self.led.eq(system.busy)]
             return m
-        m.submodules.clock = PLLClock(self.pll)
+        m.domains.sync = ClockDomain("sync")
+        m.submodules.clock = clock = PLLClock(self.pll)
+        m.d.comb += [ClockSignal("sync").eq(clock.clk), ResetSignal("sync").eq(clock.rst)]
         uart = self.request_uart(platform)
         m.submodules.rx_buffer = rx_buffer = io.Buffer("i", uart.rx)
         m.submodules.tx_buffer = tx_buffer = io.Buffer("o", uart.tx)

@@ -591,7 +591,7 @@ def build_parser():
     run_parser.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyUSB1")
     run_parser.add_argument("--inputs", required=True, help=".npy inputs, float or int8")
     run_parser.add_argument("--board", default="icebreaker", choices=sorted(BOARDS),
-                            help="the board (for its clock and default core; default "
+                            help="the board (for its default core and the RUN timeout; default "
                                  "icebreaker)")
     run_parser.add_argument("--baud", type=int, default=115200)
     run_parser.add_argument("--count", type=int, help="run only the first N inputs")

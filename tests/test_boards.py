@@ -7,10 +7,14 @@ top-level elaborates for its platform; every board is placed and
 routed for real.
 """
 
+import gc
 import json
+import re
+import warnings
 
 import numpy as np
 import pytest
+from amaranth.hdl import UnusedElaboratable
 
 from boards import BOARDS, board, board_module
 from boards.build import _nextpnr_failure, build_board, format_report
@@ -30,15 +34,61 @@ from sd_hw.compiler import compile_network
 from factories import TINY, hardware_network
 
 
+def _verilog_parameters(verilog, primitive):
+    """The parameters of the one ``primitive`` instance in ``verilog``: name -> int or str."""
+    instances = re.findall(rf"\b{primitive} #\((.*?)\) \w+ \(", verilog, re.S)
+    assert len(instances) == 1
+    values = {}
+    for name, value in re.findall(r"\.(\w+)\(([^)]*)\)", instances[0]):
+        number = re.fullmatch(r"\d+'([dhb])(\w+)", value)
+        values[name] = (int(number.group(2), {"d": 10, "h": 16, "b": 2}[number.group(1)])
+                        if number else value.strip('"'))
+    return values
+
+
 @pytest.mark.parametrize("name", sorted(BOARDS))
 def test_top_levels_elaborate_for_their_platforms(name, tmp_path):
     spec = board(name)
     module = board_module(spec)
     top = getattr(module, spec.top)()
-    plan = module.PLATFORM().build(top, name="sd_top", do_build=False)
+    platform = module.PLATFORM()
+    assert platform.default_clk_frequency == module.OSCILLATOR_HZ
+    plan = platform.build(top, name="sd_top", do_build=False, debug_verilog=True)
     constraints = plan.files["sd_top.pcf" if spec.family == "ice40" else "sd_top.lpf"]
     assert "uart" in constraints
-    assert top.divisor == round(module.CLOCK_HZ / 115200)
+    # The PLL instance's parameters give the clock by the chip's formula, and the UART
+    # divisor follows that clock, not the oscillator.
+    f_in = module.OSCILLATOR_HZ
+    verilog = plan.files["sd_top.debug.v"]
+    if spec.family == "ice40":
+        p = _verilog_parameters(verilog, "SB_PLL40_PAD")
+        assert p["FEEDBACK_PATH"] == "SIMPLE"
+        clock_hz = f_in * (p["DIVF"] + 1) / (p["DIVR"] + 1) / 2 ** p["DIVQ"]
+        assert "PACKAGEPIN(clk12_0__io)" in verilog.replace(" ", "")
+    else:
+        p = _verilog_parameters(verilog, "EHXPLLL")
+        assert p["FEEDBK_PATH"] == "CLKOP" and p["CLKOP_CPHASE"] == p["CLKOP_DIV"] - 1
+        clock_hz = f_in / p["CLKI_DIV"] * p["CLKFB_DIV"]
+        assert 400e6 <= clock_hz * p["CLKOP_DIV"] <= 800e6
+    assert clock_hz == pytest.approx(top.clock_hz, rel=1e-12)
+    assert clock_hz <= module.DEFAULT_CLOCK_HZ
+    assert top.divisor == round(clock_hz / 115200)
+
+
+@pytest.mark.parametrize("name, asked, clock_hz", [
+    ("icebreaker", 30e6, 30e6),            # 12 MHz * 80 / 32
+    ("ulx3s", 59.72e6, 59.375e6),          # 25 MHz * 19 / 8
+    ("orangecrab", 61.8e6, 48e6 * 9 / 7)])  # 48 MHz * 9 / 7
+def test_the_uart_divisor_follows_the_pll(name, asked, clock_hz):
+    spec = board(name)
+    with warnings.catch_warnings():
+        # Only the constructor's arithmetic is under test; the top is never elaborated.
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        top = getattr(board_module(spec), spec.top)(clock_hz=asked)
+        assert top.clock_hz == pytest.approx(clock_hz, rel=1e-12)
+        assert top.divisor == round(clock_hz / 115200)
+        del top
+        gc.collect()
 
 
 def tiny_run(name, simulator, tmp_path, seed=3):
@@ -172,17 +222,37 @@ def test_an_oversized_core_is_refused_after_synthesis(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, suffix, block_ram", [
-    pytest.param("icebreaker", ".bin", "ICESTORM_RAM", marks=pytest.mark.duration(250)),
-    pytest.param("orangecrab", ".bit", "DP16KD", marks=pytest.mark.duration(150)),
-    pytest.param("ulx3s", ".bit", "DP16KD", marks=pytest.mark.duration(240))])
-def test_boards_build_for_real(name, suffix, block_ram, tmp_path):
-    report = build_board(name, out_dir=tmp_path)
+@pytest.mark.parametrize("name, suffix, block_ram, clock", [
+    # The board's default clock, fixed: one place and route, as without a PLL.
+    pytest.param("icebreaker", ".bin", "ICESTORM_RAM", "default",
+                 marks=pytest.mark.duration(250)),
+    pytest.param("ulx3s", ".bit", "DP16KD", "default", marks=pytest.mark.duration(240)),
+    # The automatic choice: a measuring run, then one at the chosen clock.
+    pytest.param("orangecrab", ".bit", "DP16KD", "auto", marks=pytest.mark.duration(300))])
+def test_boards_build_for_real(name, suffix, block_ram, clock, tmp_path):
+    module = board_module(board(name))
+    asked = "auto" if clock == "auto" else module.DEFAULT_CLOCK_HZ / 1e6
+    report = build_board(name, out_dir=tmp_path, clock=asked)
     assert report.bitstream.endswith(suffix)
     assert (tmp_path / name / f"sd_top{suffix}").stat().st_size > 10000
     saved = json.loads((tmp_path / name / "report.json").read_text())
     assert saved["fmax_summary"] and saved["utilisation"][block_ram]["used"] > 0
-    # The board's clock, and nothing but clocks, in the timing report; met on the default.
-    assert list(report.fmax_mhz) == ["cd_sync.clk"]
-    assert report.meets_timing
-    assert name in format_report(report)
+    # One clock, the PLL's, in the timing report; met at the clock the build chose.
+    assert len(report.fmax_mhz) == 1
+    (fmax,) = report.fmax_mhz.values()
+    (constraint,) = report.constraint_mhz.values()
+    pll = saved["clock"]["pll"]
+    assert saved["clock_hz"] == report.clock_hz == pytest.approx(pll["output_mhz"] * 1e6)
+    assert report.clock_hz <= min(fmax) * 1e6
+    assert report.meets_timing and saved["meets_timing"]
+    if clock == "auto":
+        assert saved["clock"]["mode"] == "auto"
+        assert constraint == pytest.approx(saved["clock"]["probe_mhz"], rel=1e-3)
+        final = saved["clock"]["confirmation"][-1]
+        assert final["met"] and final["clock_mhz"] * 1e6 == report.clock_hz
+        assert all(f >= final["clock_mhz"] for f in final["fmax_mhz"].values())
+    else:
+        assert saved["clock"]["mode"] == "fixed" and report.clock_hz <= module.DEFAULT_CLOCK_HZ
+        assert constraint == pytest.approx(report.clock_hz / 1e6, rel=1e-3)
+    text = format_report(report)
+    assert name in text and pll["primitive"] in text and saved["clock"]["reason"] in text
