@@ -296,16 +296,19 @@ class _Flow:
             raise SdHwError(f"{self.name}: " + _nextpnr_failure(tim, self.device)
                             + f" (log {tim})")
         data = json.loads(report_path.read_text())
+        entries = [(net, entry["achieved"], entry["constraint"])
+                   for net, entry in data.get("fmax", {}).items()]
+        if not entries:  # a report without fmax: the log's summary lines (the last count)
+            entries = [(net, float(achieved), float(target))
+                       for net, achieved, target in _FMAX_LINE.findall(text)]
         fmax, constraint = {}, {}
-        for net, entry in data.get("fmax", {}).items():
+        for net, achieved, target in entries:
             if net.startswith("$PACKER_"):
                 continue  # nextpnr's constant nets (a DSP's unused clock input), not clocks
-            fmax[_clock_name(net)] = entry["achieved"]
-            constraint[_clock_name(net)] = entry["constraint"]
-        if not fmax:  # a report without fmax: read the log's summary lines instead
-            for net, achieved, target in _FMAX_LINE.findall(text):
-                fmax[_clock_name(net)] = float(achieved)
-                constraint[_clock_name(net)] = float(target)
+            fmax[_clock_name(net)] = achieved
+            constraint[_clock_name(net)] = target
+        if not fmax:
+            raise SdHwError(f"{self.name}: nextpnr reported no clock (log {tim})")
         self._timed(f"place and route {what}", started)
         met = result.returncode == 0 and all(fmax[c] >= constraint[c] for c in fmax)
         return _Placement(seed, fmax, constraint, data["utilization"], met)

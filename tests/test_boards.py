@@ -17,7 +17,8 @@ import pytest
 from amaranth.hdl import UnusedElaboratable
 
 from boards import BOARDS, board, board_module
-from boards.build import _nextpnr_failure, build_board, format_report
+from boards.build import BuildReport, _nextpnr_failure, build_board, format_report
+from boards.clocking import pll_for
 from boards.flash import flash, flash_command
 from sd_hw.config import AcceleratorConfig
 from sd_hw.core.config import CoreConfig
@@ -211,6 +212,36 @@ def test_a_failed_placement_names_the_resource(tmp_path):
                    "Info: \t        ICESTORM_RAM:      23/     30    76%\nERROR: Unable to place\n")
     message = _nextpnr_failure(log, "iCE40UP5K")
     assert "needs 7289 logic cells (ICESTORM_LC), the chip has 5280" in message
+
+
+def test_the_report_states_the_clock_and_why():
+    pll = pll_for("ice40", 12e6, 21.5e6)
+    clock = {"mode": "auto", "oscillator_mhz": 12.0, "requested_mhz": 21.5, "probe_mhz": 48.0,
+             "pll": pll.to_dict(), "chosen_mhz": 21.375, "reason": "the slowest seed, 2",
+             "confirmation": [{"seed": 1, "clock_mhz": 21.375, "fmax_mhz": {"clk": 22.0},
+                               "constraint_mhz": {"clk": 21.38}, "met": True}]}
+    report = BuildReport("icebreaker", "iCE40UP5K", CoreConfig().to_dict(), pll.output_hz,
+                         [1, 2], {}, {"ICESTORM_LC": {"used": 10, "available": 20}},
+                         {"clk": [22.07, 21.5]}, {"clk": 48.0}, "sd_top.bin", {}, clock)
+    assert report.meets_timing and report.to_dict()["meets_timing"]
+    text = format_report(report)
+    assert "clock: 21.38 MHz (auto), SB_PLL40_PAD from the 12 MHz oscillator: DIVR=0 DIVF=56 " \
+           "DIVQ=5 FILTER_RANGE=1 (PFD 12 MHz, VCO 684 MHz)" in text
+    assert "why: the slowest seed, 2" in text
+    assert "clk: 22.07, 21.50 MHz (min 21.50" in text
+    assert "confirmation, seed 1 at 21.38 MHz: fmax 22.00 MHz, met" in text
+    # A seed below the chosen clock, or a confirmation that missed, is not met.
+    clock["confirmation"][0]["met"] = False
+    assert not report.meets_timing and "timing: NOT met" in format_report(report)
+    clock["confirmation"][0]["met"] = True
+    report.fmax_mhz = {"clk": [22.07, 21.0]}
+    assert not report.meets_timing
+    # A fixed clock: every seed against the constraint it ran at.
+    report.clock = {**clock, "mode": "fixed"}
+    report.constraint_mhz = {"clk": 21.38}
+    assert not report.meets_timing
+    report.fmax_mhz = {"clk": [22.07, 21.4]}
+    assert report.meets_timing
 
 
 @pytest.mark.slow

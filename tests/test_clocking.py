@@ -16,6 +16,7 @@ from amaranth_boards.icebreaker import ICEBreakerPlatform
 from boards.clocking import (ECP5PLL, ICE40PLL, PLLClock, choose_clock, pll_for,
                              slowest_clock_hz)
 from sd_hw.errors import ParameterError
+from sim.host.link import SLOWEST_CLOCK_HZ, SerialTransport
 
 MHZ = 1_000_000
 
@@ -188,3 +189,13 @@ def test_the_pll_needs_the_board_oscillator():
         ICEBreakerPlatform().prepare(Probe())
     with pytest.raises(ParameterError, match="PLLClock needs a platform"):
         Fragment.get(PLLClock(pll_for("ice40", 12 * MHZ, 30 * MHZ)), None)
+
+
+def test_the_host_never_assumes_a_faster_clock_than_the_pll_makes():
+    # The RUN timeout assumes the slowest PLL output: from the test's own enumeration,
+    # 16.125 MHz from 12 MHz (iCE40), 25 / 8 = 3.125 MHz and 48 / 15 = 3.2 MHz (ECP5).
+    assert slowest_clock_hz("ice40", 12 * MHZ) == min(ice40_outputs(12 * MHZ)) == 16_125_000
+    assert slowest_clock_hz("ecp5", 25 * MHZ) == min(ecp5_outputs(25 * MHZ)) == 3_125_000
+    assert slowest_clock_hz("ecp5", 48 * MHZ) == min(ecp5_outputs(48 * MHZ)) == 3_200_000
+    assert SLOWEST_CLOCK_HZ <= 3_125_000
+    assert SerialTransport("replay", serial=object())._clock_hz == SLOWEST_CLOCK_HZ
