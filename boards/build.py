@@ -209,7 +209,7 @@ def _nextpnr_failure(log, device):
 #: The PLL output the measuring place and route is constrained to, above what
 #: the default configurations reach (UP5K about 22-24 MHz, ECP5 about 50-60 MHz)
 #: so the timing-driven placer works for speed. Not far above on ECP5: the
-#: ULX3S design reached 50.2 and 47 MHz with a 120 MHz probe, against 59.7 MHz
+#: ULX3S design reached 50.2 and 47.6 MHz with a 120 MHz probe, against 59.7 MHz
 #: with a 25 MHz constraint. On the UP5K a tight probe helps (24.4 and 23.7 MHz
 #: at 48 MHz, 22.1 MHz at the chosen clock's constraint).
 PROBE_HZ = {"ice40": 48_000_000, "ecp5": 75_000_000}

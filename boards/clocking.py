@@ -335,15 +335,15 @@ class PLLClock(wiring.Component):
             clock_input = clock_buffer.i
         m.submodules.pll = self._pll.instance(clock_input, self.clk, self.locked)
 
-        # ``hold``: the PLL's clock, in reset (asynchronously asserted, synchronously
+        # ``pll``: the PLL's clock, in reset (asynchronously asserted, synchronously
         # released) while the PLL is not locked; it times the release of ``rst``.
-        m.domains.hold = ClockDomain("hold", local=True)
-        m.d.comb += ClockSignal("hold").eq(self.clk)
-        m.submodules.lock_sync = ResetSynchronizer(~self.locked, domain="hold")
+        m.domains.pll = ClockDomain("pll", local=True)
+        m.d.comb += ClockSignal("pll").eq(self.clk)
+        m.submodules.lock_sync = ResetSynchronizer(~self.locked, domain="pll")
         hold = int(15e-6 * self._pll.output_hz) if isinstance(self._pll, ICE40PLL) else 1
         timer = Signal(range(hold + 1))
         with m.If(timer != hold):
-            m.d.hold += timer.eq(timer + 1)
+            m.d.pll += timer.eq(timer + 1)
         m.d.comb += self.rst.eq(timer != hold)
         return m
 
