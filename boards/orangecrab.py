@@ -16,7 +16,8 @@ from .clocking import pll_for
 from .top import BoardTop
 
 
-__all__ = ["OrangeCrabTop", "PLATFORM", "OSCILLATOR_HZ", "DEFAULT_CLOCK_HZ", "DEFAULT_CONFIG", "UART"]
+__all__ = ["OrangeCrabTop", "PLATFORM", "OSCILLATOR_HZ", "DEFAULT_CLOCK_HZ", "DEFAULT_CONFIG",
+           "UART"]
 
 PLATFORM = OrangeCrabR0_2_25FPlatform
 OSCILLATOR_HZ = 48_000_000

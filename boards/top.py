@@ -1,4 +1,4 @@
-"""The part every board top-level shares: the PLL clock, UART pins, a busy LED and the accelerator."""
+"""What every board top-level shares: the PLL clock, UART pins, a busy LED and the accelerator."""
 
 from amaranth.hdl import ClockDomain, ClockSignal, Module, ResetSignal
 from amaranth.lib import io, wiring
