@@ -15,7 +15,7 @@ PLATFORM = ULX3S_85F_Platform
 OSCILLATOR_HZ = 25_000_000
 #: The clock a top-level asks its PLL for unless given one; ``sd-hw build``
 #: measures the design and chooses its own (docs/boards.md). The default
-#: design's placements reached 46.6 to 59.7 MHz, one missed 50 MHz.
+#: design's placements reached 46.3 to 59.7 MHz, one missed 50 MHz.
 DEFAULT_CLOCK_HZ = 40_000_000
 
 #: Four lanes and the default buffers.
