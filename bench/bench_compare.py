@@ -33,6 +33,7 @@ from pathlib import Path
 
 from boards import board as board_spec, board_module
 from boards.build import BuildReport, build_board
+from boards.clocking import pll_for
 from sd_hw.compiler import compile_network
 from sd_hw.errors import SdHwError
 from sd_hw.generate import generate_core
@@ -85,7 +86,11 @@ class Design:
 
     @property
     def clock_mhz(self):
-        return board_module(board_spec(self.board)).CLOCK_HZ / 1e6
+        """The PLL clock the build chose, or the board's default clock when not built."""
+        if self.build is not None:
+            return self.build.clock_hz / 1e6
+        module = board_module(board_spec(self.board))
+        return pll_for(self.family, module.OSCILLATOR_HZ, module.DEFAULT_CLOCK_HZ).output_hz / 1e6
 
     @property
     def fmax_mhz(self):

@@ -100,8 +100,8 @@ def resources(build, family):
 def figures(run):
     """Every derived figure of one run (see docs/benchmarks.md, "Definitions").
 
-    The clock is the design's median fmax, or its board clock when it was
-    not built.
+    The clock is the design's median fmax, or its board's default PLL clock
+    when it was not built.
     """
     config = run.program.config
     counters = run.counters

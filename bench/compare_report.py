@@ -226,7 +226,7 @@ def markdown(designs, runs, speed, decomposition, *, stamp, seeds, quick, images
         "",
     ]
     lines += _table(["board (chip)", "design", "lanes", "weight memory", "logic (LC / LUT4)",
-                     "FF", "DSP", "block RAM", "fmax (MHz)", "board clock (MHz)",
+                     "FF", "DSP", "block RAM", "fmax (MHz)", "PLL clock (MHz)",
                      "build (min)"], _design_rows(designs),
                     ["---", "---", "---:", "---", "---:", "---:", "---:", "---:", "---", "---:",
                      "---:"])
@@ -304,8 +304,8 @@ def _definitions():
         "counter `sim.golden.counts.expected_counters`. The RTL is the core alone (no "
         "UART) with the design's configuration and every counter built (the iCEBreaker "
         "builds only `cycles`; the others do not change the schedule).",
-        "- **clock**: the design's median fmax over the seeds (or the board clock when not "
-        "built); **inferences/s** = clock / cycles per inference.",
+        "- **clock**: the design's median fmax over the seeds (or the board's default PLL "
+        "clock when not built); **inferences/s** = clock / cycles per inference.",
         "- **dense-equivalent MACs** per inference: those of the dense network of the same "
         "shapes, zeros included (linear: in x out; conv: out x in x k x k x output pixels). "
         "**Dense-eq. MAC/s** = dense-equivalent MACs x inferences/s: the throughput a dense "

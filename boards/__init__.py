@@ -1,9 +1,9 @@
 """Board top-levels, one module per board, and the table of them.
 
-Each board module names its amaranth-boards platform, its clock and a
-default :class:`~sd_hw.core.config.CoreConfig` that fits its chip; the
-top-levels are thin (pins, clock, a LED) around
-:class:`sd_hw.system.AcceleratorSystem`.
+Each board module names its amaranth-boards platform, its oscillator, a
+default PLL clock and a default :class:`~sd_hw.core.config.CoreConfig` that
+fits its chip; the top-levels are thin (pins, the PLL of
+:mod:`boards.clocking`, a LED) around :class:`sd_hw.system.AcceleratorSystem`.
 """
 
 from dataclasses import dataclass

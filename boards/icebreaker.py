@@ -5,13 +5,17 @@ from amaranth_boards.icebreaker import ICEBreakerPlatform
 from sd_hw.config import AcceleratorConfig
 from sd_hw.core.config import CoreConfig
 
+from .clocking import pll_for
 from .top import BoardTop
 
 
-__all__ = ["ICEBreakerTop", "PLATFORM", "CLOCK_HZ", "DEFAULT_CONFIG"]
+__all__ = ["ICEBreakerTop", "PLATFORM", "OSCILLATOR_HZ", "DEFAULT_CLOCK_HZ", "DEFAULT_CONFIG"]
 
 PLATFORM = ICEBreakerPlatform
-CLOCK_HZ = 12_000_000
+OSCILLATOR_HZ = 12_000_000
+#: The clock a top-level asks its PLL for unless given one; ``sd-hw build``
+#: measures the design and chooses its own (docs/boards.md).
+DEFAULT_CLOCK_HZ = 18_000_000
 
 #: One lane and buffers sized for the bundled digits networks: what fits the
 #: UP5K's 5280 logic cells and 30 EBRs. To fit, the weight memory holds
@@ -27,5 +31,5 @@ DEFAULT_CONFIG = CoreConfig(
 
 
 class ICEBreakerTop(BoardTop):
-    def __init__(self, config=DEFAULT_CONFIG, **kwargs):
-        super().__init__(config, clock_hz=CLOCK_HZ, **kwargs)
+    def __init__(self, config=DEFAULT_CONFIG, *, clock_hz=DEFAULT_CLOCK_HZ, **kwargs):
+        super().__init__(config, pll=pll_for("ice40", OSCILLATOR_HZ, clock_hz), **kwargs)

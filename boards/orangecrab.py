@@ -12,13 +12,18 @@ from amaranth_boards.orangecrab_r0_2 import OrangeCrabR0_2_25FPlatform
 from sd_hw.config import AcceleratorConfig
 from sd_hw.core.config import CoreConfig
 
+from .clocking import pll_for
 from .top import BoardTop
 
 
-__all__ = ["OrangeCrabTop", "PLATFORM", "CLOCK_HZ", "DEFAULT_CONFIG", "UART"]
+__all__ = ["OrangeCrabTop", "PLATFORM", "OSCILLATOR_HZ", "DEFAULT_CLOCK_HZ", "DEFAULT_CONFIG",
+           "UART"]
 
 PLATFORM = OrangeCrabR0_2_25FPlatform
-CLOCK_HZ = 48_000_000
+OSCILLATOR_HZ = 48_000_000
+#: The clock a top-level asks its PLL for unless given one; ``sd-hw build``
+#: measures the design and chooses its own (docs/boards.md).
+DEFAULT_CLOCK_HZ = 50_000_000
 
 #: The Feather header's serial pins.
 UART = Resource("uart", 0,
@@ -31,8 +36,8 @@ DEFAULT_CONFIG = CoreConfig(datapath=AcceleratorConfig(lanes=2), weight_depth=20
 
 
 class OrangeCrabTop(BoardTop):
-    def __init__(self, config=DEFAULT_CONFIG, **kwargs):
-        super().__init__(config, clock_hz=CLOCK_HZ, **kwargs)
+    def __init__(self, config=DEFAULT_CONFIG, *, clock_hz=DEFAULT_CLOCK_HZ, **kwargs):
+        super().__init__(config, pll=pll_for("ecp5", OSCILLATOR_HZ, clock_hz), **kwargs)
 
     def request_uart(self, platform):
         if not any(name == "uart" for name, _ in platform.resources):

@@ -32,7 +32,6 @@ class SimulatedBoard:
         module = board_module(spec)
         self.name = name
         self.config = module.DEFAULT_CONFIG if config is None else config
-        self.clock_hz = module.CLOCK_HZ
         self.divisor = divisor
         self.simulator = simulator
         self.build_dir = Path(build_dir)

@@ -425,7 +425,8 @@ def cmd_boards(args):
     for name, spec in BOARDS.items():
         module = board_module(spec)
         config = module.DEFAULT_CONFIG
-        print(f"{name:11s} {spec.description}, {module.CLOCK_HZ / 1e6:g} MHz; default core: "
+        print(f"{name:11s} {spec.description}, {module.OSCILLATOR_HZ / 1e6:g} MHz oscillator, "
+              f"PLL clock chosen by the build; default core: "
               f"{config.lanes} lane(s), {config.datapath.dataflow}, activations "
               f"{config.activation_depth}, weights {config.weight_depth} words/lane"
               f"{'' if config.counters else ', cycle counter only'}")
@@ -435,7 +436,7 @@ def cmd_build(args):
     from boards.build import build_board, format_report
     config = _board_config(args)
     report = build_board(args.board, config, out_dir=args.out_dir, seeds=args.seeds,
-                         freq_mhz=args.freq, log=print)
+                         clock=args.clock, log=print)
     print(format_report(report))
     print(f"wrote {Path(args.out_dir) / args.board / 'report.json'} and report.txt")
     return 0 if report.meets_timing else 1
@@ -449,6 +450,7 @@ def cmd_flash(args):
 
 def cmd_run(args):
     from boards import board, board_module
+    from boards.clocking import slowest_clock_hz
     from sd_hw import weight_file
     from sim.host.board import run_network
     from sim.host.link import SerialTransport
@@ -457,7 +459,10 @@ def cmd_run(args):
     if args.count is not None:
         x = x[:args.count]
     config = _board_config(args)
-    clock_hz = board_module(board(args.board)).CLOCK_HZ
+    # The clock only bounds how long a RUN may take: assume the slowest the
+    # board's PLL makes, which covers whatever clock its bitstream was built for.
+    spec = board(args.board)
+    clock_hz = slowest_clock_hz(spec.family, board_module(spec).OSCILLATOR_HZ)
     transport = SerialTransport(args.port, baud=args.baud, clock_hz=clock_hz)
     try:
         ident = transport.ident()
@@ -615,13 +620,18 @@ def build_parser():
     build = commands.add_parser(
         "build", help="build a board's bitstream and report resources and fmax",
         description="Synthesise (yosys) and place and route (nextpnr, once per seed) the "
-                    "board's top-level with the accelerator, pack the bitstream, and write "
-                    "report.json and report.txt: resources against the chip's, fmax per clock "
-                    "over the seeds, the timing verdict. Exit status 1 if timing is not met.")
+                    "board's top-level with the accelerator, choose the PLL clock (by default "
+                    "the fastest every seed meets, confirmed by a place and route at that "
+                    "clock), pack the bitstream, and write report.json and report.txt: the "
+                    "clock, its PLL parameters and why, resources against the chip's, fmax "
+                    "per seed, the timing verdict. Exit status 1 if timing is not met.")
     build.add_argument("--board", required=True, choices=sorted(BOARDS))
-    build.add_argument("--seeds", type=int, default=1, help="place-and-route seeds (default 1)")
-    build.add_argument("--freq", type=float, help="clock constraint in MHz (default: the "
-                                                  "board's clock)")
+    build.add_argument("--seeds", type=int, default=1,
+                       help="place-and-route seeds to measure fmax over (default 1)")
+    build.add_argument("--clock", default="auto",
+                       help="the design's clock: 'auto' (default: the fastest PLL clock that "
+                            "meets timing on every seed) or a frequency in MHz (the fastest "
+                            "PLL output not above it; refused unless every seed meets it)")
     build.add_argument("-o", "--out-dir", default="build/boards",
                        help="folder for the builds (default build/boards)")
     add_core_options(build)
@@ -642,7 +652,7 @@ def build_parser():
     run_parser.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyUSB1")
     run_parser.add_argument("--inputs", required=True, help=".npy inputs, float or int8")
     run_parser.add_argument("--board", default="icebreaker", choices=sorted(BOARDS),
-                            help="the board (for its clock and default core; default "
+                            help="the board (for its default core and the RUN timeout; default "
                                  "icebreaker)")
     run_parser.add_argument("--baud", type=int, default=115200)
     run_parser.add_argument("--count", type=int, help="run only the first N inputs")

@@ -7,13 +7,18 @@ top-level elaborates for its platform; every board is placed and
 routed for real.
 """
 
+import gc
 import json
+import re
+import warnings
 
 import numpy as np
 import pytest
+from amaranth.hdl import UnusedElaboratable
 
 from boards import BOARDS, board, board_module
-from boards.build import _nextpnr_failure, build_board, format_report
+from boards.build import BuildReport, _nextpnr_failure, build_board, format_report
+from boards.clocking import pll_for
 from boards.flash import flash, flash_command
 from sd_hw.config import AcceleratorConfig
 from sd_hw.core.config import CoreConfig
@@ -30,15 +35,61 @@ from sd_hw.compiler import compile_network
 from factories import TINY, hardware_network
 
 
+def _verilog_parameters(verilog, primitive):
+    """The parameters of the one ``primitive`` instance in ``verilog``: name -> int or str."""
+    instances = re.findall(rf"\b{primitive} #\((.*?)\) \w+ \(", verilog, re.S)
+    assert len(instances) == 1
+    values = {}
+    for name, value in re.findall(r"\.(\w+)\(([^)]*)\)", instances[0]):
+        number = re.fullmatch(r"\d+'([dhb])(\w+)", value)
+        values[name] = (int(number.group(2), {"d": 10, "h": 16, "b": 2}[number.group(1)])
+                        if number else value.strip('"'))
+    return values
+
+
 @pytest.mark.parametrize("name", sorted(BOARDS))
 def test_top_levels_elaborate_for_their_platforms(name, tmp_path):
     spec = board(name)
     module = board_module(spec)
     top = getattr(module, spec.top)()
-    plan = module.PLATFORM().build(top, name="sd_top", do_build=False)
+    platform = module.PLATFORM()
+    assert platform.default_clk_frequency == module.OSCILLATOR_HZ
+    plan = platform.build(top, name="sd_top", do_build=False, debug_verilog=True)
     constraints = plan.files["sd_top.pcf" if spec.family == "ice40" else "sd_top.lpf"]
     assert "uart" in constraints
-    assert top.divisor == round(module.CLOCK_HZ / 115200)
+    # The PLL instance's parameters give the clock by the chip's formula, and the UART
+    # divisor follows that clock, not the oscillator.
+    f_in = module.OSCILLATOR_HZ
+    verilog = plan.files["sd_top.debug.v"]
+    if spec.family == "ice40":
+        p = _verilog_parameters(verilog, "SB_PLL40_PAD")
+        assert p["FEEDBACK_PATH"] == "SIMPLE"
+        clock_hz = f_in * (p["DIVF"] + 1) / (p["DIVR"] + 1) / 2 ** p["DIVQ"]
+        assert "PACKAGEPIN(clk12_0__io)" in verilog.replace(" ", "")
+    else:
+        p = _verilog_parameters(verilog, "EHXPLLL")
+        assert p["FEEDBK_PATH"] == "CLKOP" and p["CLKOP_CPHASE"] == p["CLKOP_DIV"] - 1
+        clock_hz = f_in / p["CLKI_DIV"] * p["CLKFB_DIV"]
+        assert 400e6 <= clock_hz * p["CLKOP_DIV"] <= 800e6
+    assert clock_hz == pytest.approx(top.clock_hz, rel=1e-12)
+    assert clock_hz <= module.DEFAULT_CLOCK_HZ
+    assert top.divisor == round(clock_hz / 115200)
+
+
+@pytest.mark.parametrize("name, asked, clock_hz", [
+    ("icebreaker", 30e6, 30e6),            # 12 MHz * 80 / 32
+    ("ulx3s", 59.72e6, 59.375e6),          # 25 MHz * 19 / 8
+    ("orangecrab", 61.8e6, 48e6 * 9 / 7)])  # 48 MHz * 9 / 7
+def test_the_uart_divisor_follows_the_pll(name, asked, clock_hz):
+    spec = board(name)
+    with warnings.catch_warnings():
+        # Only the constructor's arithmetic is under test; the top is never elaborated.
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        top = getattr(board_module(spec), spec.top)(clock_hz=asked)
+        assert top.clock_hz == pytest.approx(clock_hz, rel=1e-12)
+        assert top.divisor == round(clock_hz / 115200)
+        del top
+        gc.collect()
 
 
 def tiny_run(name, simulator, tmp_path, seed=3):
@@ -163,6 +214,36 @@ def test_a_failed_placement_names_the_resource(tmp_path):
     assert "needs 7289 logic cells (ICESTORM_LC), the chip has 5280" in message
 
 
+def test_the_report_states_the_clock_and_why():
+    pll = pll_for("ice40", 12e6, 21.5e6)
+    clock = {"mode": "auto", "oscillator_mhz": 12.0, "requested_mhz": 21.5, "probe_mhz": 48.0,
+             "pll": pll.to_dict(), "chosen_mhz": 21.375, "reason": "the slowest seed, 2",
+             "confirmation": [{"seed": 1, "clock_mhz": 21.375, "fmax_mhz": {"clk": 22.0},
+                               "constraint_mhz": {"clk": 21.38}, "met": True}]}
+    report = BuildReport("icebreaker", "iCE40UP5K", CoreConfig().to_dict(), pll.output_hz,
+                         [1, 2], {}, {"ICESTORM_LC": {"used": 10, "available": 20}},
+                         {"clk": [22.07, 21.5]}, {"clk": 48.0}, "sd_top.bin", {}, clock)
+    assert report.meets_timing and report.to_dict()["meets_timing"]
+    text = format_report(report)
+    assert "clock: 21.38 MHz (auto), SB_PLL40_PAD from the 12 MHz oscillator: DIVR=0 DIVF=56 " \
+           "DIVQ=5 FILTER_RANGE=1 (PFD 12 MHz, VCO 684 MHz)" in text
+    assert "why: the slowest seed, 2" in text
+    assert "clk: 22.07, 21.50 MHz (min 21.50" in text
+    assert "confirmation, seed 1 at 21.38 MHz: fmax 22.00 MHz, met" in text
+    # A seed below the chosen clock, or a confirmation that missed, is not met.
+    clock["confirmation"][0]["met"] = False
+    assert not report.meets_timing and "timing: NOT met" in format_report(report)
+    clock["confirmation"][0]["met"] = True
+    report.fmax_mhz = {"clk": [22.07, 21.0]}
+    assert not report.meets_timing
+    # A fixed clock: every seed against the constraint it ran at.
+    report.clock = {**clock, "mode": "fixed"}
+    report.constraint_mhz = {"clk": 21.38}
+    assert not report.meets_timing
+    report.fmax_mhz = {"clk": [22.07, 21.4]}
+    assert report.meets_timing
+
+
 @pytest.mark.slow
 def test_an_oversized_core_is_refused_after_synthesis(tmp_path):
     big = CoreConfig(datapath=AcceleratorConfig(lanes=2), weight_depth=65536)
@@ -172,17 +253,37 @@ def test_an_oversized_core_is_refused_after_synthesis(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, suffix, block_ram", [
-    pytest.param("icebreaker", ".bin", "ICESTORM_RAM", marks=pytest.mark.duration(250)),
-    pytest.param("orangecrab", ".bit", "DP16KD", marks=pytest.mark.duration(150)),
-    pytest.param("ulx3s", ".bit", "DP16KD", marks=pytest.mark.duration(240))])
-def test_boards_build_for_real(name, suffix, block_ram, tmp_path):
-    report = build_board(name, out_dir=tmp_path)
+@pytest.mark.parametrize("name, suffix, block_ram, clock", [
+    # The board's default clock, fixed: one place and route, as without a PLL.
+    pytest.param("icebreaker", ".bin", "ICESTORM_RAM", "default",
+                 marks=pytest.mark.duration(250)),
+    pytest.param("ulx3s", ".bit", "DP16KD", "default", marks=pytest.mark.duration(240)),
+    # The automatic choice: a measuring run, then one at the chosen clock.
+    pytest.param("orangecrab", ".bit", "DP16KD", "auto", marks=pytest.mark.duration(300))])
+def test_boards_build_for_real(name, suffix, block_ram, clock, tmp_path):
+    module = board_module(board(name))
+    asked = "auto" if clock == "auto" else module.DEFAULT_CLOCK_HZ / 1e6
+    report = build_board(name, out_dir=tmp_path, clock=asked)
     assert report.bitstream.endswith(suffix)
     assert (tmp_path / name / f"sd_top{suffix}").stat().st_size > 10000
     saved = json.loads((tmp_path / name / "report.json").read_text())
     assert saved["fmax_summary"] and saved["utilisation"][block_ram]["used"] > 0
-    # The board's clock, and nothing but clocks, in the timing report; met on the default.
-    assert list(report.fmax_mhz) == ["cd_sync.clk"]
-    assert report.meets_timing
-    assert name in format_report(report)
+    # One clock, the PLL's, in the timing report; met at the clock the build chose.
+    assert len(report.fmax_mhz) == 1
+    (fmax,) = report.fmax_mhz.values()
+    (constraint,) = report.constraint_mhz.values()
+    pll = saved["clock"]["pll"]
+    assert saved["clock_hz"] == report.clock_hz == pytest.approx(pll["output_mhz"] * 1e6)
+    assert report.clock_hz <= min(fmax) * 1e6
+    assert report.meets_timing and saved["meets_timing"]
+    if clock == "auto":
+        assert saved["clock"]["mode"] == "auto"
+        assert constraint == pytest.approx(saved["clock"]["probe_mhz"], rel=1e-3)
+        final = saved["clock"]["confirmation"][-1]
+        assert final["met"] and final["clock_mhz"] * 1e6 == report.clock_hz
+        assert all(f >= final["clock_mhz"] for f in final["fmax_mhz"].values())
+    else:
+        assert saved["clock"]["mode"] == "fixed" and report.clock_hz <= module.DEFAULT_CLOCK_HZ
+        assert constraint == pytest.approx(report.clock_hz / 1e6, rel=1e-3)
+    text = format_report(report)
+    assert name in text and pll["primitive"] in text and saved["clock"]["reason"] in text

@@ -233,6 +233,18 @@ BAD = {
     "simulate dense factored": (["simulate", "{d}/model.sdw", "--inputs", "{d}/x.npy",
                                  "--weights", "dense", "--dataflow", "factored"],
                                 "it needs dataflow 'rebuild', got 'factored'"),
+    "build clock not a number": (["build", "--board", "icebreaker", "--clock", "fast",
+                                  "-o", "{d}/v"],
+                                 "parameter 'clock' is 'fast'; it must be 'auto' or a frequency "
+                                 "in MHz"),
+    "build clock below the PLL's": (["build", "--board", "icebreaker", "--clock", "12",
+                                     "-o", "{d}/v"],
+                                    "--clock 12: iCE40 PLL: requested clock 12 MHz is outside "
+                                    "16.125 MHz to 270 MHz, the outputs it makes from 12 MHz"),
+    "build clock above the PLL's": (["build", "--board", "ulx3s", "--clock", "500",
+                                     "-o", "{d}/v"],
+                                    "--clock 500: ECP5 PLL: requested clock 500 MHz is outside "
+                                    "3.125 MHz to 400 MHz"),
     "simulate lookahead on packed coefficients": (
         ["simulate", "{d}/model.sdw", "--inputs", "{d}/x.npy", "--row-lookahead", "2"],
         "parameter 'row_lookahead' is 2, which fetches a lane's weight record by row number; "

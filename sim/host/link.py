@@ -14,7 +14,12 @@ from sd_hw.link import protocol
 from sim.host.script import ScriptError
 
 
-__all__ = ["Request", "LinkSession", "SerialTransport", "run_seconds"]
+__all__ = ["Request", "LinkSession", "SerialTransport", "run_seconds", "SLOWEST_CLOCK_HZ"]
+
+#: The slowest clock a supported board's PLL makes (an ECP5 EHXPLLL's lowest
+#: output): a RUN's timeout assumes it unless told the board's clock, so it
+#: never assumes a faster clock than the bitstream's.
+SLOWEST_CLOCK_HZ = 3_125_000
 
 
 @dataclass(frozen=True)
@@ -78,9 +83,14 @@ class LinkSession:
 
 
 class SerialTransport:
-    """The protocol over a serial port (pyserial), for a board running the bitstream."""
+    """The protocol over a serial port (pyserial), for a board running the bitstream.
 
-    def __init__(self, port, *, baud=115200, clock_hz=12_000_000, timeout=2.0, serial=None):
+    ``clock_hz`` serves only to bound how long a RUN may take (:func:`run_seconds`):
+    a lower bound of the board's clock, never more than its bitstream's.
+    """
+
+    def __init__(self, port, *, baud=115200, clock_hz=SLOWEST_CLOCK_HZ, timeout=2.0,
+                 serial=None):
         if serial is None:
             import serial as pyserial
             try:
