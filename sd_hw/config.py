@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from .errors import ParameterError, check_range
 
 
-__all__ = ["AcceleratorConfig", "DATAFLOWS"]
+__all__ = ["AcceleratorConfig", "DATAFLOWS", "core_config_from_description"]
 
 DATAFLOWS = ("rebuild", "factored")
 
@@ -119,3 +119,30 @@ class AcceleratorConfig:
     @property
     def row_index_bits(self):
         return max(1, (self.block_rows - 1).bit_length())
+
+
+def core_config_from_description(cls, description, *, known, what):
+    """``cls(datapath=AcceleratorConfig(...), **fields)`` from a JSON-ready description.
+
+    ``known`` are the fields besides ``datapath`` that ``cls`` takes; ``what`` names
+    the configuration in messages. Unknown or bad fields raise :class:`ParameterError`.
+    """
+    if not isinstance(description, dict):
+        raise ParameterError(f"a {what} configuration must be an object, got {description!r}")
+    description = dict(description)
+    datapath = description.pop("datapath", {})
+    unknown = sorted(set(description) - set(known))
+    if unknown:
+        raise ParameterError(f"unknown {what} parameter(s) {', '.join(map(repr, unknown))}; "
+                             f"known are datapath, {', '.join(sorted(known))}")
+    if not isinstance(datapath, dict):
+        raise ParameterError(f"parameter 'datapath' must be an object, got {datapath!r}")
+    fields = set(AcceleratorConfig.__dataclass_fields__)
+    unknown = sorted(set(datapath) - fields)
+    if unknown:
+        raise ParameterError(f"unknown datapath parameter(s) {', '.join(map(repr, unknown))}; "
+                             f"known are {', '.join(sorted(fields))}")
+    try:
+        return cls(datapath=AcceleratorConfig(**datapath), **description)
+    except TypeError as error:
+        raise ParameterError(str(error)) from None

@@ -8,7 +8,7 @@ networks that do not fit it.
 
 from dataclasses import dataclass, field
 
-from ..config import AcceleratorConfig
+from ..config import AcceleratorConfig, core_config_from_description
 from ..datapath.layouts import dense_row_layout, row_layout
 from ..errors import ParameterError, check_range
 
@@ -178,24 +178,6 @@ class CoreConfig:
     @classmethod
     def from_dict(cls, description):
         """Inverse of :meth:`to_dict`; unknown or bad fields raise :class:`ParameterError`."""
-        if not isinstance(description, dict):
-            raise ParameterError(f"a core configuration must be an object, got {description!r}")
-        description = dict(description)
-        datapath = description.pop("datapath", {})
         known = {name for name, _, _ in _DEPTHS} | {"coefficients", "weights", "counters",
                                                      "row_lookahead"}
-        unknown = sorted(set(description) - known)
-        if unknown:
-            raise ParameterError(f"unknown core parameter(s) {', '.join(map(repr, unknown))}; "
-                                 f"known are datapath, {', '.join(sorted(known))}")
-        if not isinstance(datapath, dict):
-            raise ParameterError(f"parameter 'datapath' must be an object, got {datapath!r}")
-        fields = set(AcceleratorConfig.__dataclass_fields__)
-        unknown = sorted(set(datapath) - fields)
-        if unknown:
-            raise ParameterError(f"unknown datapath parameter(s) {', '.join(map(repr, unknown))}; "
-                                 f"known are {', '.join(sorted(fields))}")
-        try:
-            return cls(datapath=AcceleratorConfig(**datapath), **description)
-        except TypeError as error:
-            raise ParameterError(str(error)) from None
+        return core_config_from_description(cls, description, known=known, what="core")

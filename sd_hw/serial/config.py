@@ -2,7 +2,7 @@
 
 from dataclasses import asdict, dataclass, field
 
-from ..config import AcceleratorConfig
+from ..config import AcceleratorConfig, core_config_from_description
 from ..errors import ParameterError, check_range
 from ..primitives._lowering import LOWERINGS
 
@@ -102,25 +102,6 @@ class SerialConfig:
     @classmethod
     def from_dict(cls, description):
         """Inverse of :meth:`to_dict`; unknown or bad fields raise :class:`ParameterError`."""
-        if not isinstance(description, dict):
-            raise ParameterError(f"a serial core configuration must be an object, "
-                                 f"got {description!r}")
-        description = dict(description)
-        datapath = description.pop("datapath", {})
         known = {name for name, _, _ in _SIZES} | {"counters", "primitives"}
-        unknown = sorted(set(description) - known)
-        if unknown:
-            raise ParameterError(f"unknown serial core parameter(s) "
-                                 f"{', '.join(map(repr, unknown))}; known are datapath, "
-                                 f"{', '.join(sorted(known))}")
-        if not isinstance(datapath, dict):
-            raise ParameterError(f"parameter 'datapath' must be an object, got {datapath!r}")
-        fields = set(AcceleratorConfig.__dataclass_fields__)
-        unknown = sorted(set(datapath) - fields)
-        if unknown:
-            raise ParameterError(f"unknown datapath parameter(s) {', '.join(map(repr, unknown))};"
-                                 f" known are {', '.join(sorted(fields))}")
-        try:
-            return cls(datapath=AcceleratorConfig(**datapath), **description)
-        except TypeError as error:
-            raise ParameterError(str(error)) from None
+        return core_config_from_description(cls, description, known=known,
+                                            what="serial core")
