@@ -203,3 +203,16 @@ def _spread_activations(net, rng):
             else:
                 high = int(layer.shift[0])
         layer.shift[:] = low
+
+
+def random_inputs(network, count, seed):
+    """``count`` random int8 inputs of ``network``."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(-128, 128, size=(count,) + tuple(network.input_shape)).astype(np.int8)
+
+
+def assert_passed(report):
+    """A simulation report with every layer, output and counter equal to the golden model's."""
+    assert report.mismatches == []
+    assert report.counter_mismatches == []
+    assert np.array_equal(report.outputs, report.golden)

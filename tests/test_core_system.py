@@ -28,18 +28,7 @@ from sim.golden.train import train_float
 from sim.host.script import BusScript
 from sim.simulate import (build_script, compare, core_shape, execute_script, layer_waveform,
                           simulate)
-from tests.factories import TINY, hardware_network
-
-
-def random_inputs(network, count, seed):
-    rng = np.random.default_rng(seed)
-    return rng.integers(-128, 128, size=(count,) + tuple(network.input_shape)).astype(np.int8)
-
-
-def assert_passed(report):
-    assert report.mismatches == []
-    assert report.counter_mismatches == []
-    assert np.array_equal(report.outputs, report.golden)
+from tests.factories import TINY, assert_passed, hardware_network, random_inputs
 
 
 CONV1X1 = Network.from_dict({"input_shape": [4, 3, 3], "layers": [

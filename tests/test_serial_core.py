@@ -19,7 +19,7 @@ from sd_hw.serial.compiler import compile_serial
 from sd_hw.serial.config import SerialConfig
 from sim.golden.reference import rebuild_weight_rows
 from sim.simulate import simulate
-from tests.factories import hardware_network
+from tests.factories import assert_passed, hardware_network, random_inputs
 
 
 SMALL_CNN = Network.from_dict({"input_shape": [1, 6, 6], "layers": [
@@ -66,17 +66,6 @@ def fit_multipliers(net):
 
 def serial_network(network, seed, *, lanes, block_rows=192):
     return fit_multipliers(hardware_network(network, seed, block_rows=block_rows, group=lanes))
-
-
-def random_inputs(network, count, seed):
-    rng = np.random.default_rng(seed)
-    return rng.integers(-128, 128, size=(count,) + tuple(network.input_shape)).astype(np.int8)
-
-
-def assert_passed(report):
-    assert report.mismatches == []
-    assert report.counter_mismatches == []
-    assert np.array_equal(report.outputs, report.golden)
 
 
 def small_config(**datapath):
