@@ -110,14 +110,12 @@ def test_random_networks_in_amaranth(index, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("simulator, primitives", [("icarus", "generic"),
-                                                   ("verilator", "generic"),
-                                                   ("verilator", "ice40")])
+@pytest.mark.parametrize("primitives", ["generic", "ice40"])
+@pytest.mark.parametrize("simulator", ["icarus", "verilator"])
 def test_generated_verilog(simulator, primitives, tmp_path):
     """The generated Verilog; with ``primitives="ice40"`` the UP5K netlist, whose
-    SB_SPRAM256KA and SB_MAC16 run as yosys' simulation models (under Verilator: with
-    Icarus the activation SPRAM's model leaves a result byte undefined, not yet
-    explained)."""
+    SB_SPRAM256KA and SB_MAC16 run as yosys' simulation models. Icarus, a four-state
+    simulator, fails the run on any undefined bit read back."""
     config = dataclasses.replace(small_config(lanes=4), primitives=primitives)
     net = serial_network(SMALL_CNN, 21, lanes=4, block_rows=5)
     report = simulate(net, config, random_inputs(SMALL_CNN, 2, 21), simulator=simulator,

@@ -195,7 +195,9 @@ class ElementIssuer(wiring.Component):
                               | (~reading_current & last_record))
         m.d.comb += [self.activations.addr.eq(if_conv_or_linear_base >> 1),
                      self.activations.en.eq(issue_read),
-                     self.basis_read.en.eq(issue_read),
+                     # A zero element reads a basis column too: its weight then comes from
+                     # a column read in this group, never from the memory's power-up value.
+                     self.basis_read.en.eq(issue_read | end_pass),
                      self.basis_read.basis.eq(self.basis_base + next_block),
                      self.basis_read.column.eq(column),
                      self.headers.ready.eq(advance & take)]
