@@ -105,7 +105,8 @@ def measure(label, path, x, labels, *, images, build_dir, log):
         "lane_macs_per_cycle": counters["elements"] * UP5K_SERIAL.lanes / float(cycles.mean()),
         "counters": {name: int(value) for name, value in counters.items()},
         "usage": program.usage,
-        "weight_bits_on_chip": int(program.usage["weight bank words"] * 3 * 16
+        "weight_bits_on_chip": int(program.usage["weight bank words"] * UP5K_SERIAL.weight_banks
+                                   * 16
                                    + program.usage["bases per lane"] * UP5K_SERIAL.lanes * 24),
         "int8_weight_bits": int(sum(prod(layer.weight_shape) * 8
                                     for layer in net.network.compute_layers)),

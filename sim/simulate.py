@@ -80,7 +80,8 @@ class SimulationReport:
 def core_shape(config):
     """What the golden model's counts need of a core configuration."""
     if isinstance(config, SerialConfig):
-        return SerialShape(lanes=config.lanes, record_reads=record_reads(config.lanes))
+        return SerialShape(lanes=config.lanes,
+                           record_reads=record_reads(config.lanes, config.weight_banks))
     return CoreShape(lanes=config.lanes, stream_bits=config.datapath.stream_bits,
                      code_bits=config.datapath.code_bits, basis_words=config.basis_words,
                      op_words=OP_WORDS, group_words=GROUP_WORDS,

@@ -84,6 +84,16 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("lanes, banks", [(16, 6), (2, 1), (5, 4)])
+def test_other_bank_counts(lanes, banks, tmp_path):
+    """Records spread over more or fewer weight banks (block RAM on larger chips)."""
+    config = dataclasses.replace(small_config(lanes=lanes), weight_banks=banks, basis_depth=64)
+    net = serial_network(SMALL_CNN, 30 + banks, lanes=lanes, block_rows=5)
+    report = simulate(net, config, random_inputs(SMALL_CNN, 1, 3), simulator="amaranth",
+                      build_dir=tmp_path)
+    assert_passed(report)
+
+
 def test_without_counters_only_cycles_count(tmp_path):
     config = SerialConfig(datapath=AcceleratorConfig(lanes=2), bank_depth=1024,
                           activation_bytes=1024, basis_depth=16, param_depth=64,

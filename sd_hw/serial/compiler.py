@@ -21,8 +21,7 @@ from ..errors import SdHwError
 from ..integer_network import IntegerNetwork
 from .config import SerialConfig
 from .element_issuer import DIMENSION_BITS
-from .layouts import (OP_WORDS, WEIGHT_BANKS, group_layout, op_layout, param_layout,
-                      record_reads)
+from .layouts import OP_WORDS, group_layout, op_layout, param_layout, record_reads
 from .records import Geometry, group_records
 
 
@@ -141,9 +140,10 @@ def compile_serial(net, config):
         raise SdHwError("the network does not match the core: " + "; ".join(problems))
 
     plan = _plan(network)
-    reads = record_reads(lanes)
+    bank_count = config.weight_banks
+    reads = record_reads(lanes, bank_count)
     op_words, group_words = [], []
-    banks = [[] for _ in range(WEIGHT_BANKS)]
+    banks = [[] for _ in range(bank_count)]
     bases = [[] for _ in range(lanes)]
     params = []
     infos = []
@@ -190,9 +190,9 @@ def compile_serial(net, config):
                 raise SdHwError(f"the network does not match the core: {error}") from None
             record_base = len(banks[0])
             for words in records.records:
-                padded = words + [0] * (reads * WEIGHT_BANKS - len(words))
+                padded = words + [0] * (reads * bank_count - len(words))
                 for i, word in enumerate(padded):
-                    banks[i % WEIGHT_BANKS].append(word)
+                    banks[i % bank_count].append(word)
             basis_base = len(bases[0]) // 4
             for lane in range(lanes):
                 bases[lane].extend(records.bases[lane])

@@ -11,6 +11,7 @@ __all__ = ["SerialConfig"]
 
 # (name, smallest, largest) of every memory size.
 _SIZES = (
+    ("weight_banks", 1, 64),
     ("bank_depth", 16, 65536),
     ("activation_bytes", 32, 131072),
     ("basis_depth", 1, 16384),
@@ -31,9 +32,14 @@ class SerialConfig:
     datapath
         The :class:`~sd_hw.config.AcceleratorConfig` of the lanes (lane count,
         widths, block size); ``dataflow`` must be ``"rebuild"``.
+    weight_banks
+        Single-port weight memories read side by side (1..64, default 3: three of the
+        UP5K's SPRAMs): a record of ``1 + lanes`` words takes
+        ``ceil((1 + lanes) / weight_banks)`` cycles to read, and its three elements
+        three cycles to use.
     bank_depth
-        16-bit words of each of the three weight banks, which hold the lane groups'
-        records (16..65536; an iCE40 UP5K SPRAM holds 16384).
+        16-bit words of each weight bank, which hold the lane groups' records
+        (16..65536; an iCE40 UP5K SPRAM holds 16384).
     activation_bytes
         int8 values of the activation memory, 16-bit words of two (32..131072).
     basis_depth
@@ -60,6 +66,7 @@ class SerialConfig:
     """
 
     datapath: AcceleratorConfig = field(default_factory=_default_datapath)
+    weight_banks: int = 3
     bank_depth: int = 16384
     activation_bytes: int = 32768
     basis_depth: int = 64

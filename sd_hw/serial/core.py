@@ -10,7 +10,7 @@ from ..errors import ParameterError
 from ..primitives import SinglePortRAM
 from .config import SerialConfig
 from .element_issuer import ElementIssuer
-from .layouts import WEIGHT_BANKS, WORD_BITS
+from .layouts import WORD_BITS
 from .output_unit import OutputUnit
 from .record_reader import RecordReader
 from .sequencer import OpSequencer
@@ -83,7 +83,7 @@ class SerialCore(wiring.Component):
 
         banks = [SinglePortRAM(width=WORD_BITS, depth=config.bank_depth, max_sprams=4,
                                lowering=config.primitives)
-                 for _ in range(WEIGHT_BANKS)]
+                 for _ in range(config.weight_banks)]
         for b, bank in enumerate(banks):
             m.submodules[f"bank{b}"] = bank
         activations = m.submodules.activations = SinglePortRAM(
@@ -98,7 +98,8 @@ class SerialCore(wiring.Component):
 
         sequencer = m.submodules.sequencer = OpSequencer(
             lanes=lanes, program_addr_width=max(3, _bits(config.program_depth)))
-        reader = m.submodules.record_reader = RecordReader(datapath, addr_width=bank_aw)
+        reader = m.submodules.record_reader = RecordReader(datapath, addr_width=bank_aw,
+                                                           banks=config.weight_banks)
         issuer = m.submodules.element_issuer = ElementIssuer(
             datapath, basis_addr_width=_bits(config.basis_depth),
             activation_addr_width=byte_aw)

@@ -4,11 +4,11 @@ A lane group's Ce rows are stored as *records*, one per Ce row that is not zero 
 every lane of the group: a header word (:func:`record_header_layout`) and one
 :func:`~sd_hw.datapath.layouts.row_layout` word per lane (lanes past the group's
 channels hold zero rows; the row word's ``last`` bit is unused). The record's
-words are spread over :data:`WEIGHT_BANKS` single-port memories so that one
-record is read in ``ceil(record_words / WEIGHT_BANKS)`` cycles: word ``i`` of
-record ``k`` of a group whose records start at ``base`` is at address
-``base + k * reads + i // WEIGHT_BANKS`` of bank ``i % WEIGHT_BANKS``
-(:func:`record_word_address`).
+words are spread over ``banks`` single-port memories (:data:`WEIGHT_BANKS` on the
+UP5K: three of its SPRAMs) so that one record is read in
+``ceil(record_words / banks)`` cycles: word ``i`` of record ``k`` of a group whose
+records start at ``base`` is at address ``base + k * reads + i // banks`` of bank
+``i % banks`` (:func:`record_word_address`).
 """
 
 from amaranth.hdl import signed, unsigned
@@ -19,7 +19,7 @@ __all__ = ["WEIGHT_BANKS", "WORD_BITS", "OFFSET_BITS", "record_header_layout", "
            "record_reads", "record_word_address", "param_layout", "OP_WORDS", "GROUP_WORDS",
            "op_layout", "group_layout"]
 
-#: Single-port memories that hold the records side by side.
+#: Single-port memories that hold the records side by side, by default.
 WEIGHT_BANKS = 3
 #: Width of a record word (and of every single-port memory word).
 WORD_BITS = 16
@@ -48,14 +48,14 @@ def record_words(lanes):
     return 1 + lanes
 
 
-def record_reads(lanes):
+def record_reads(lanes, banks=WEIGHT_BANKS):
     """Cycles (reads of every bank) that one record takes."""
-    return -(-record_words(lanes) // WEIGHT_BANKS)
+    return -(-record_words(lanes) // banks)
 
 
-def record_word_address(base, record, word, lanes):
+def record_word_address(base, record, word, lanes, banks=WEIGHT_BANKS):
     """``(bank, address)`` of word ``word`` of record ``record`` of a group at ``base``."""
-    return word % WEIGHT_BANKS, base + record * record_reads(lanes) + word // WEIGHT_BANKS
+    return word % banks, base + record * record_reads(lanes, banks) + word // banks
 
 
 def param_layout():

@@ -22,8 +22,8 @@ class BankPort(wiring.Signature):
 class RecordReader(wiring.Component):
     """Reads ``count`` records from ``base`` on, ``passes`` times over.
 
-    Every cycle it reads one word of each of the :data:`WEIGHT_BANKS` banks, so a
-    record (:mod:`sd_hw.serial.layouts`) takes ``record_reads(lanes)`` cycles. A
+    Every cycle it reads one word of each of the ``banks`` weight banks, so a record
+    (:mod:`sd_hw.serial.layouts`) takes ``record_reads(lanes, banks)`` cycles. A
     complete record waits in an assembly buffer: its header is offered on
     ``headers``; when the consumer takes the header, the record's row words move
     to ``rows``, where they stay until the next header is taken, and the buffer
@@ -42,11 +42,13 @@ class RecordReader(wiring.Component):
     headers : ``Out(stream.Signature(record_header_layout()))``
     rows : ``Out(data.ArrayLayout(row_layout(config), lanes))``
         The row words of the record whose header was taken last.
-    banks : ``Out(BankPort(addr_width)).array(WEIGHT_BANKS)``
+    banks : ``Out(BankPort(addr_width)).array(banks)``
     """
 
-    def __init__(self, config, *, addr_width):
+    def __init__(self, config, *, addr_width, banks=WEIGHT_BANKS):
         check_range("addr_width", addr_width, 1, 16)
+        check_range("banks", banks, 1, 64)
+        self._banks = banks
         self._config = config
         self._lanes = config.lanes
         self._addr_width = addr_width
@@ -58,13 +60,13 @@ class RecordReader(wiring.Component):
             "busy": Out(1),
             "headers": Out(stream.Signature(record_header_layout())),
             "rows": Out(data.ArrayLayout(row_layout(config), config.lanes)),
-            "banks": Out(BankPort(addr_width)).array(WEIGHT_BANKS),
+            "banks": Out(BankPort(addr_width)).array(banks),
         })
 
     def elaborate(self, platform):
         m = Module()
         lanes = self._lanes
-        reads = record_reads(lanes)
+        reads = record_reads(lanes, self._banks)
         words = record_words(lanes)
 
         base = Signal(self._addr_width)
@@ -76,13 +78,13 @@ class RecordReader(wiring.Component):
         reading = Signal()
         arriving = Signal()                 # the banks' data of the last read is valid now
         arriving_step = Signal(range(reads))
-        buffer = Signal(reads * WEIGHT_BANKS * WORD_BITS)
+        buffer = Signal(reads * self._banks * WORD_BITS)
         complete = Signal()                 # the buffer holds a whole record, not yet taken
 
         # The record is complete once the data of its last read arrives; it can be taken
         # in that very cycle, straight from the banks, so that records follow each other
         # every `reads` cycles.
-        span = WEIGHT_BANKS * WORD_BITS
+        span = self._banks * WORD_BITS
         arrived = Cat(port.data for port in self.banks)
         last_arriving = arriving & (arriving_step == reads - 1)
         record_bits = Signal(reads * span)
