@@ -47,6 +47,22 @@ def _in_range(value, low, high):
     return low <= value <= high
 
 
+def _check_ranges(pll, family, dividers):
+    """``pll`` if its ``dividers`` (name, value, (low, high)) and its input, PFD, VCO and
+    output frequencies are within the family's ranges; else :class:`ParameterError`."""
+    for name, value, (low, high) in dividers:
+        if not _in_range(value, low, high):
+            raise ParameterError(f"{family} PLL: {name} is {value}, allowed {low} to {high}")
+    for name, value, (low, high) in (("input", pll.input_hz, pll.INPUT_HZ),
+                                     ("PFD", pll.pfd_hz, pll.PFD_HZ),
+                                     ("VCO", pll.vco_hz, pll.VCO_HZ),
+                                     ("output", pll.output, pll.OUTPUT_HZ)):
+        if not _in_range(value, low, high):
+            raise ParameterError(f"{family} PLL: {name} frequency {_mhz(value)} is outside "
+                                 f"{_mhz(low)} to {_mhz(high)}")
+    return pll
+
+
 @dataclass(frozen=True)
 class ICE40PLL:
     """An iCE40 SB_PLL40_PAD configuration (simple feedback) for an ``input_hz`` clock."""
@@ -91,19 +107,9 @@ class ICE40PLL:
 
     def check(self):
         """Raise :class:`ParameterError` unless every divider and frequency is in range."""
-        for name, value, (low, high) in (("DIVR", self.divr, self.DIVR),
-                                         ("DIVF", self.divf, self.DIVF),
-                                         ("DIVQ", self.divq, self.DIVQ)):
-            if not _in_range(value, low, high):
-                raise ParameterError(f"iCE40 PLL: {name} is {value}, allowed {low} to {high}")
-        for name, value, (low, high) in (("input", self.input_hz, self.INPUT_HZ),
-                                         ("PFD", self.pfd_hz, self.PFD_HZ),
-                                         ("VCO", self.vco_hz, self.VCO_HZ),
-                                         ("output", self.output, self.OUTPUT_HZ)):
-            if not _in_range(value, low, high):
-                raise ParameterError(f"iCE40 PLL: {name} frequency {_mhz(value)} is outside "
-                                     f"{_mhz(low)} to {_mhz(high)}")
-        return self
+        return _check_ranges(self, "iCE40", (("DIVR", self.divr, self.DIVR),
+                                             ("DIVF", self.divf, self.DIVF),
+                                             ("DIVQ", self.divq, self.DIVQ)))
 
     @classmethod
     def candidates(cls, input_hz):
@@ -184,19 +190,9 @@ class ECP5PLL:
 
     def check(self):
         """Raise :class:`ParameterError` unless every divider and frequency is in range."""
-        for name, value, (low, high) in (("CLKI_DIV", self.clki_div, self.CLKI_DIV),
-                                         ("CLKFB_DIV", self.clkfb_div, self.CLKFB_DIV),
-                                         ("CLKOP_DIV", self.clkop_div, self.CLKOP_DIV)):
-            if not _in_range(value, low, high):
-                raise ParameterError(f"ECP5 PLL: {name} is {value}, allowed {low} to {high}")
-        for name, value, (low, high) in (("input", self.input_hz, self.INPUT_HZ),
-                                         ("PFD", self.pfd_hz, self.PFD_HZ),
-                                         ("VCO", self.vco_hz, self.VCO_HZ),
-                                         ("output", self.output, self.OUTPUT_HZ)):
-            if not _in_range(value, low, high):
-                raise ParameterError(f"ECP5 PLL: {name} frequency {_mhz(value)} is outside "
-                                     f"{_mhz(low)} to {_mhz(high)}")
-        return self
+        return _check_ranges(self, "ECP5", (("CLKI_DIV", self.clki_div, self.CLKI_DIV),
+                                            ("CLKFB_DIV", self.clkfb_div, self.CLKFB_DIV),
+                                            ("CLKOP_DIV", self.clkop_div, self.CLKOP_DIV)))
 
     @classmethod
     def candidates(cls, input_hz):
