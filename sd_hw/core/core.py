@@ -20,6 +20,7 @@ from .host_map import (COUNTER_BASE, COUNTERS, DEPTH_REGISTERS, IDENT, HostBus, 
 from .layouts import OpKind, numbered_row_layout
 from .output_stage import OutputStage
 from .pool_engine import PoolEngine
+from .registers import performance_counters, register_read
 from .region_reader import RegionReader
 from .row_fetcher import RowFetcher
 from .row_issuer import RowIssuer
@@ -410,17 +411,7 @@ class SDCore(wiring.Component):
             "program_reads": program_port.en,
         }
         assert tuple(increments) == COUNTERS
-        counters = []
-        for name in COUNTERS:
-            if not config.counters and name != "cycles":
-                counters.append(Const(0, 32))
-                continue
-            counter = Signal(32, name=f"counter_{name}")
-            counters.append(counter)
-            with m.If(start):
-                m.d.sync += counter.eq(0)
-            with m.Else():
-                m.d.sync += counter.eq(counter + increments[name])
+        counters = performance_counters(m, increments, clear=start, every=config.counters)
 
         identity = {
             Register.CONTROL: Cat(busy, self.done),
@@ -437,19 +428,9 @@ class SDCore(wiring.Component):
         }
         for k, name in enumerate(DEPTH_REGISTERS):
             identity[4 + k] = Const(getattr(config, name), 32)
-        register_value = Signal(32)
-        with m.Switch(offset):
-            for number, value in identity.items():
-                with m.Case(int(number)):
-                    m.d.comb += register_value.eq(value)
-            for k, counter in enumerate(counters):
-                with m.Case(COUNTER_BASE + k):
-                    m.d.comb += register_value.eq(counter)
-
-        read_space = Signal(8)
-        read_register = Signal(32)
-        with m.If(host.r_en):
-            m.d.sync += [read_space.eq(space), read_register.eq(register_value)]
+        read_space, read_register = register_read(
+            m, read=host.r_en, space=space, offset=offset, registers=identity,
+            counters=counters, counter_base=COUNTER_BASE)
         with m.Switch(read_space):
             with m.Case(Space.ACTIVATIONS.value):
                 m.d.comb += host.r_data.eq(activation_reads[0].data.as_signed())

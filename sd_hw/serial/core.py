@@ -4,7 +4,8 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..core.host_map import COUNTER_BASE, IDENT, HostBus, Register, Space
+from ..core.host_map import COUNTER_BASE, HostBus, Register, Space
+from ..core.registers import performance_counters, register_read
 from ..datapath.mac_lanes import MacLaneArray
 from ..errors import ParameterError
 from ..primitives import SinglePortRAM
@@ -239,17 +240,7 @@ class SerialCore(wiring.Component):
             "write_cycles": busy & writing,
         }
         assert tuple(increments) == SERIAL_COUNTERS
-        counters = []
-        for name in SERIAL_COUNTERS:
-            if not config.counters and name != "cycles":
-                counters.append(Const(0, 32))
-                continue
-            counter = Signal(32, name=f"counter_{name}")
-            counters.append(counter)
-            with m.If(run):
-                m.d.sync += counter.eq(0)
-            with m.Else():
-                m.d.sync += counter.eq(counter + increments[name])
+        counters = performance_counters(m, increments, clear=run, every=config.counters)
 
         identity = {
             Register.CONTROL: Cat(busy, self.done),
@@ -267,19 +258,9 @@ class SerialCore(wiring.Component):
             8: Const(config.output_depth, 32),
             9: Const(config.program_depth, 32),
         }
-        register_value = Signal(32)
-        with m.Switch(offset):
-            for number, value in identity.items():
-                with m.Case(int(number)):
-                    m.d.comb += register_value.eq(value)
-            for k, counter in enumerate(counters):
-                with m.Case(COUNTER_BASE + k):
-                    m.d.comb += register_value.eq(counter)
-
-        read_space = Signal(8)
-        read_register = Signal(32)
-        with m.If(host.r_en):
-            m.d.sync += [read_space.eq(space), read_register.eq(register_value)]
+        read_space, read_register = register_read(
+            m, read=host.r_en, space=space, offset=offset, registers=identity,
+            counters=counters, counter_base=COUNTER_BASE)
         with m.Switch(read_space):
             with m.Case(Space.ACTIVATIONS.value):
                 word = activations.r_data
