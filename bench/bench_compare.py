@@ -150,7 +150,9 @@ def compressed(model, prune, variant):
 def designs_of(boards):
     designs = []
     for name in boards:
-        default = board_module(board_spec(name)).DEFAULT_CONFIG
+        module = board_module(board_spec(name))
+        # The board's SDCore configuration: its default, or beside a serial default.
+        default = getattr(module, "SD_CORE_CONFIG", module.DEFAULT_CONFIG)
         designs += [Design(name, "smartdeal", default),
                     Design(name, "dense", replace(default, weights="dense"))]
     return designs

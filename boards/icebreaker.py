@@ -4,12 +4,14 @@ from amaranth_boards.icebreaker import ICEBreakerPlatform
 
 from sd_hw.config import AcceleratorConfig
 from sd_hw.core.config import CoreConfig
+from sd_hw.serial.config import SerialConfig
 
 from .clocking import pll_for
 from .top import BoardTop
 
 
-__all__ = ["ICEBreakerTop", "PLATFORM", "OSCILLATOR_HZ", "DEFAULT_CLOCK_HZ", "DEFAULT_CONFIG"]
+__all__ = ["ICEBreakerTop", "PLATFORM", "OSCILLATOR_HZ", "DEFAULT_CLOCK_HZ", "DEFAULT_CONFIG",
+           "SD_CORE_CONFIG"]
 
 PLATFORM = ICEBreakerPlatform
 OSCILLATOR_HZ = 12_000_000
@@ -17,13 +19,21 @@ OSCILLATOR_HZ = 12_000_000
 #: measures the design and chooses its own (docs/boards.md).
 DEFAULT_CLOCK_HZ = 18_000_000
 
-#: One lane and buffers sized for the bundled digits networks: what fits the
-#: UP5K's 5280 logic cells and 30 EBRs. To fit, the weight memory holds
-#: decoded row records (``coefficients="unpacked"``: no coefficient decoder),
-#: the performance counters but ``cycles`` are left out, and the accumulators
-#: are 27 bits, what the bundled digits CNN needs (the compiler checks every
-#: layer's accumulator bound against it; the datapath allows 26 and up).
-DEFAULT_CONFIG = CoreConfig(
+#: The element-serial core (docs/serial-core.md) sized for the UP5K: 8 lanes, one
+#: SB_MAC16 each; the four SPRAMs hold three banks of weight records (3 x 16K
+#: words) and 32 KB of activations; bases, parameters, program and outputs in
+#: the 30 EBRs. It holds the bundled MNIST CNN (153,898 parameters, more than
+#: the SPRAMs' 1 Mbit as int8) once decomposed.
+DEFAULT_CONFIG = SerialConfig(
+    datapath=AcceleratorConfig(lanes=8), bank_depth=16384, activation_bytes=32768,
+    basis_depth=64, param_depth=256, output_depth=64, program_depth=256, counters=True)
+
+#: The SDCore configuration that fits the UP5K (``--core sd``): one lane and
+#: buffers sized for the bundled digits networks. To fit,
+#: the weight memory holds decoded row records (``coefficients="unpacked"``: no
+#: coefficient decoder), the performance counters but ``cycles`` are left out,
+#: and the accumulators are 27 bits, what the bundled digits CNN needs.
+SD_CORE_CONFIG = CoreConfig(
     datapath=AcceleratorConfig(lanes=1, accumulator_bits=27),
     activation_depth=1024, weight_depth=1024, basis_depth=256, index_depth=1024,
     param_depth=256, output_depth=64, program_depth=64, coefficients="unpacked",

@@ -180,12 +180,14 @@ def core_config_from_args(args, base=None):
     :class:`~sd_hw.core.config.CoreConfig`, or with ``--core serial`` (or a ``--config``
     file naming ``"core": "serial"``) a :class:`~sd_hw.serial.config.SerialConfig`.
 
-    Fields no option sets come from ``--config``, else from ``base`` (a
-    CoreConfig, e.g. a board's default), else from the defaults.
+    Fields no option sets come from ``--config``, else from ``base`` (a CoreConfig
+    or a SerialConfig, e.g. a board's default, whose kind is then the default of
+    ``--core``), else from the defaults.
     """
     from sd_hw.core.config import CoreConfig
     from sd_hw.serial.config import SerialConfig
     description = base.to_dict() if base is not None else {}
+    base_kind = "serial" if isinstance(base, SerialConfig) else "sd"
     if getattr(args, "core_config_file", None):
         path = Path(args.core_config_file)
         try:
@@ -197,14 +199,14 @@ def core_config_from_args(args, base=None):
         if not isinstance(description, dict):
             raise SdHwError(f"{path}: a core configuration is a JSON object")
     description = dict(description)
-    kind = getattr(args, "core_kind", None) or description.pop("core", "sd")
+    kind = getattr(args, "core_kind", None) or description.pop("core", base_kind)
     description.pop("core", None)
     if kind not in CORE_KINDS:
         raise ParameterError(f"parameter 'core' is {kind!r}, allowed values are "
                              f"{', '.join(map(repr, CORE_KINDS))}")
+    if kind != base_kind and getattr(args, "core_config_file", None) is None:
+        description = {}  # a base of the other kind says nothing about this one
     if kind == "serial":
-        if base is not None and getattr(args, "core_config_file", None) is None:
-            description = {}
         for name in _SD_ONLY:
             if getattr(args, f"core_{name}", None) is not None:
                 raise ParameterError(f"option --{name.replace('_', '-')} applies to the sd "
@@ -417,19 +419,32 @@ def cmd_simulate(args):
 
 def _board_config(args):
     from boards import board, board_module
-    return core_config_from_args(args, base=board_module(board(args.board)).DEFAULT_CONFIG)
+    from sd_hw.core.config import CoreConfig
+    module = board_module(board(args.board))
+    base = module.DEFAULT_CONFIG
+    if getattr(args, "core_kind", None) == "sd" and not isinstance(base, CoreConfig):
+        base = module.SD_CORE_CONFIG  # the board's SDCore configuration
+    return core_config_from_args(args, base=base)
 
 
 def cmd_boards(args):
     from boards import BOARDS, board_module
     for name, spec in BOARDS.items():
         module = board_module(spec)
-        config = module.DEFAULT_CONFIG
         print(f"{name:11s} {spec.description}, {module.OSCILLATOR_HZ / 1e6:g} MHz oscillator, "
               f"PLL clock chosen by the build; default core: "
-              f"{config.lanes} lane(s), {config.datapath.dataflow}, activations "
-              f"{config.activation_depth}, weights {config.weight_depth} words/lane"
-              f"{'' if config.counters else ', cycle counter only'}")
+              f"{_core_summary(module.DEFAULT_CONFIG)}")
+
+
+def _core_summary(config):
+    from sd_hw.serial.config import SerialConfig
+    if isinstance(config, SerialConfig):
+        text = (f"serial, {config.lanes} lane(s), weights {config.weight_banks} x "
+                f"{config.bank_depth} words, activations {config.activation_bytes} bytes")
+    else:
+        text = (f"sd, {config.lanes} lane(s), {config.datapath.dataflow}, activations "
+                f"{config.activation_depth}, weights {config.weight_depth} words/lane")
+    return text + ("" if config.counters else ", cycle counter only")
 
 
 def cmd_build(args):

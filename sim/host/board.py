@@ -10,17 +10,17 @@ counters the core has) with the golden model.
 
 import time
 
-from sd_hw.compiler import compile_network
-from sim.simulate import build_script, compare
+from sim.simulate import build_script, compare, compile_for
 
 
 __all__ = ["run_network"]
 
 
 def run_network(transport, net, config, x, *, layers=False, log=None):
-    """Run int8 inputs ``x`` on ``transport`` (a core of ``config``); a SimulationReport."""
+    """Run int8 inputs ``x`` on ``transport`` (an SDCore or a SerialCore of ``config``);
+    a SimulationReport."""
     started = time.perf_counter()
-    program = compile_network(net, config)
+    program = compile_for(net, config)
     script = build_script(net, program, x, layers=layers)
     if log:
         log(f"sending {sum(len(s[2]) for s in script.steps if s[0] == 'write')} words and "
