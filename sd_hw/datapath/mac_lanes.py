@@ -195,15 +195,23 @@ class MacLaneArray(wiring.Component):
         read = self.basis_read
         for l, mac in enumerate(macs):
             m.submodules[f"mac{l}"] = mac
+            # The host writes a basis memory only while the array is idle, so a read and
+            # a write of the same word never meet: `no_rw_check` lets yosys drop the
+            # read-first emulation (flip-flops and multiplexers) it would otherwise add
+            # around an iCE40 block RAM. It acts where yosys merges a register into a
+            # read port, hence the asynchronous port and the register after it.
             bases = m.submodules[f"bases{l}"] = memory.Memory(
-                shape=basis_column_layout(config), depth=4 * self._basis_depth, init=[])
+                shape=basis_column_layout(config), depth=4 * self._basis_depth, init=[],
+                attrs={"no_rw_check": 1})
             write_port = bases.write_port()
             m.d.comb += [write_port.addr.eq(write.addr), write_port.data.eq(write.data),
                          write_port.en.eq(write.en & (write.lane == l))]
-            read_port = bases.read_port()
-            m.d.comb += [read_port.addr.eq(read.basis * 4 + read.column),
-                         read_port.en.eq(read.en)]
-            m.d.comb += [mac.a.eq(self._rebuild(m, element.rows[l], read_port.data, l)),
+            read_port = bases.read_port(domain="comb")
+            column = Signal(basis_column_layout(config), name=f"column{l}", reset_less=True)
+            m.d.comb += read_port.addr.eq(read.basis * 4 + read.column)
+            with m.If(read.en):
+                m.d.sync += column.eq(read_port.data)
+            m.d.comb += [mac.a.eq(self._rebuild(m, element.rows[l], column, l)),
                          mac.b.eq(activation),
                          mac.clear.eq(clear),
                          mac.en.eq(1)]
