@@ -79,7 +79,15 @@ class MacLaneArray(wiring.Component):
     An element with ``last`` set is taken only when at least ``lanes`` cycles have
     passed since the previous one, so that the captured sums have left by the time
     the next are captured: a sum of fewer than ``lanes`` elements stalls the
-    stream for the difference. Elements without ``last`` are always taken.
+    stream for the difference. An element with ``first`` set is not taken in the
+    cycle right after an element was taken (the lanes keep their sums in the DSPs'
+    accumulators, :class:`~sd_hw.primitives.Mac16` ``acc16x16``, and starting a sum
+    drops the product slot before it): a bubble of one cycle when sums run back to
+    back. Other elements are always taken.
+
+    The weight is rebuilt over two cycles (the shifted terms are registered), so
+    :attr:`latency` is 6: one cycle of rebuild, four of multiply-accumulate, one of
+    capture.
 
     Each lane's basis memory (``basis_depth`` bases of four words, one per column
     and one unused, :func:`basis_column_layout`) is written through
