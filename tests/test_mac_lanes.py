@@ -113,7 +113,7 @@ def run(config, *, basis_depth=4, passes=20, seed=0, stall=0.0, max_elements=12)
         ctx.set(dut.basis_write.en, 0)
         rng = random.Random(seed + 1)
         cycle = 0
-        lasts = []
+        lasts, takes = [], []
         # The first element's basis column is read ahead; each later one's in the cycle
         # its predecessor is taken.
         await prefetch(ctx, dut, elements[0])
@@ -134,11 +134,13 @@ def run(config, *, basis_depth=4, passes=20, seed=0, stall=0.0, max_elements=12)
                 cycle += 1
                 if ready:
                     break
+            takes.append(cycle - 1)
             if element["last"]:
                 lasts.append(cycle - 1)
         ctx.set(dut.elements.valid, 0)
         ctx.set(dut.basis_read.en, 0)
         timing["lasts"] = lasts
+        timing["takes"] = takes
 
     async def monitor(ctx):
         cycle = 0
@@ -192,6 +194,19 @@ def test_short_sums_are_spaced_by_the_lane_count():
     offset = 3 * 4 * config.lanes
     assert [f - (l + offset) for f, l in zip(timing["firsts"], lasts)] == \
         [dut.latency] * len(lasts)
+
+
+def test_a_sum_started_right_after_an_element_waits_one_cycle():
+    """One lane (no capture spacing), elements offered back to back: every element is
+    taken the cycle after its predecessor, except the first of a sum, which waits one
+    cycle more (the multiply-accumulate's start drops the slot before it)."""
+    config = AcceleratorConfig(lanes=1)
+    dut, received, expected, timing = run(config, passes=15, seed=3, max_elements=4)
+    assert [value for _, value in received] == expected
+    _, elements, _ = make_job(config, basis_depth=4, passes=15, seed=3, max_elements=4)
+    steps = [b - a for a, b in zip(timing["takes"], timing["takes"][1:])]
+    assert steps == [2 if element["first"] else 1 for element in elements[1:]]
+    assert steps.count(2) == 14
 
 
 def test_long_sums_take_one_element_a_cycle():

@@ -116,6 +116,30 @@ def mac16x16_expected(steps, latency, prefix=""):
     return expected
 
 
+def acc16x16_expected(steps, latency, prefix=""):
+    """``acc`` per cycle in the acc16x16 mode: the DSP's accumulator after the adder
+    events of the enabled cycles up to ``latency`` back. The event of enabled cycle
+    ``i`` adds its product, except when enabled cycle ``i + 1`` has ``clear``: then
+    it loads 0 (the product of ``i`` is dropped). The event "-1" (before the first
+    product) only loads.
+    """
+    taken = []
+    expected = []
+    for step in steps:
+        newest = len(taken) - latency
+        value, defined = 0, False
+        for index in range(-1, newest + 1):
+            if taken[index + 1][0]:
+                value, defined = 0, True
+            elif index >= 0:
+                value += taken[index][1]
+        mask = (1 << 32) - 1 if defined else 0
+        expected.append({f"{prefix}acc": (unsigned(value, 32) & mask, mask)})
+        if step[f"{prefix}en"]:
+            taken.append((step[f"{prefix}clear"], step[f"{prefix}a"] * step[f"{prefix}b"]))
+    return expected
+
+
 def dual8x8_expected(steps, latency, prefix=""):
     """``p_hi``, ``p_lo`` per cycle: the products of the enabled cycle
     ``latency`` enabled cycles back."""
@@ -330,10 +354,11 @@ def test_spram_lowering_follows_the_platform():
 # Mac16. --------------------------------------------------------------------------------
 
 class BothModes(wiring.Component):
-    """A mac16x16 and a dual8x8 Mac16 in one netlist (one simulator build for both)."""
+    """A Mac16 of every mode in one netlist (one simulator build for all)."""
 
     def __init__(self, lowering):
         self.units = {"mac_": Mac16(mode="mac16x16", lowering=lowering),
+                      "acc_": Mac16(mode="acc16x16", lowering=lowering),
                       "dual_": Mac16(mode="dual8x8", lowering=lowering)}
         super().__init__({prefix + name: member
                           for prefix, unit in self.units.items()
@@ -352,11 +377,13 @@ class BothModes(wiring.Component):
 def both_modes_vectors(seed, cycles, dut):
     rng = random.Random(seed)
     mac_steps = mac_stimulus(rng, cycles, "mac_")
+    acc_steps = mac_stimulus(rng, cycles, "acc_")
     dual_steps = dual_stimulus(rng, cycles, "dual_")
-    mac, dual = dut.units["mac_"], dut.units["dual_"]
+    mac, acc, dual = dut.units["mac_"], dut.units["acc_"], dut.units["dual_"]
     expected = merge(mac16x16_expected(mac_steps, mac.latency, "mac_"),
+                     acc16x16_expected(acc_steps, acc.latency, "acc_"),
                      dual8x8_expected(dual_steps, dual.latency, "dual_"))
-    return merge(mac_steps, dual_steps), expected
+    return merge(mac_steps, acc_steps, dual_steps), expected
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -385,6 +412,34 @@ def test_mac16x16_wraps_modulo_2_to_the_32():
     compare(simulate(mac, steps, ["acc"]), expected)
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_acc16x16_generic_matches_the_model(seed):
+    mac = Mac16(mode="acc16x16", lowering="generic")
+    assert mac.latency == 4
+    steps = mac_stimulus(random.Random(seed), 2000)
+    expected = acc16x16_expected(steps, mac.latency)
+    assert defined_checks(expected) > 1500
+    assert sum(1 for a, b in zip(steps, steps[1:]) if a["clear"] and b["clear"]) > 20
+    compare(simulate(mac, steps, ["acc"]), expected)
+
+
+def test_acc16x16_drops_the_product_before_a_clear():
+    """Sums of 1, 2, 3, ... in consecutive cycles; each new sum drops the product
+    of the cycle before its clear, and the accumulator shows 0 for one cycle."""
+    mac = Mac16(mode="acc16x16", lowering="generic")
+    products = [1, 2, 4, 8, 16, 32, 64]
+    clears = [1, 0, 0, 1, 0, 0, 0]
+    steps = [{"a": p, "b": 1, "clear": c, "en": 1} for p, c in zip(products, clears)]
+    steps += [{"a": 0, "b": 0, "clear": 0, "en": 1}] * mac.latency
+    expected = acc16x16_expected(steps, mac.latency)
+    got = [value for value, mask in (e["acc"] for e in expected) if mask]
+    # Cycle t's product is seen in cycle t + 4, the first clear's load (0) in cycle 3;
+    # 4 (cycle 2) is dropped by the clear in cycle 3, whose sum starts at 8; the old
+    # sum (1 + 2) is seen until cycle 5, 0 in cycle 6.
+    assert got == [0, 1, 3, 0, 8, 24, 56, 120]
+    compare(simulate(mac, steps, ["acc"]), expected)
+
+
 @pytest.mark.parametrize("seed", [1, 2])
 def test_dual8x8_generic_matches_the_model(seed):
     mac = Mac16(mode="dual8x8", lowering="generic")
@@ -397,7 +452,7 @@ def test_dual8x8_generic_matches_the_model(seed):
 def test_mac16_vectors_pass_the_generic_model():
     dut = BothModes("generic")
     steps, expected = both_modes_vectors(5, 2000, dut)
-    compare(simulate(dut, steps, ["mac_acc", "dual_p_hi", "dual_p_lo"]), expected)
+    compare(simulate(dut, steps, ["mac_acc", "acc_acc", "dual_p_hi", "dual_p_lo"]), expected)
 
 
 @pytest.mark.slow
@@ -405,7 +460,7 @@ def test_mac16_vectors_pass_the_generic_model():
 def test_mac16_netlist_matches_the_model(simulator, tmp_path):
     dut = BothModes("ice40")
     steps, expected = both_modes_vectors(5, 2000, dut)
-    assert defined_checks(expected) > 5000
+    assert defined_checks(expected) > 6500
     run_netlist(dut, "both_modes", steps, expected, simulator, tmp_path)
 
 
@@ -421,7 +476,8 @@ def corrupted(expected, port, seed):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("harness, port", [("mac16", "mac_acc"), ("mac16", "dual_p_lo"),
+@pytest.mark.parametrize("harness, port", [("mac16", "mac_acc"), ("mac16", "acc_acc"),
+                                           ("mac16", "dual_p_lo"),
                                            ("spram", "y_r_data")])
 def test_netlist_bench_catches_a_wrong_value(harness, port, tmp_path):
     """Negative control: one flipped expected bit fails the bench at its cycle."""
@@ -437,7 +493,7 @@ def test_netlist_bench_catches_a_wrong_value(harness, port, tmp_path):
 
 
 def test_mac16_lowering_follows_the_platform():
-    for mode in ("mac16x16", "dual8x8"):
+    for mode in ("mac16x16", "acc16x16", "dual8x8"):
         assert "SB_MAC16" in verilog.convert(Mac16(mode=mode), platform=ICEBreakerPlatform())
         assert "SB_MAC16" not in verilog.convert(Mac16(mode=mode),
                                                  platform=ULX3S_85F_Platform())
@@ -469,6 +525,20 @@ def test_mac16x16_is_one_dsp_and_flip_flops_on_ice40(tmp_path):
     assert int(dsp["parameters"]["PIPELINE_16x16_MULT_REG2"], 2) == 1
     assert int(dsp["parameters"]["TOPADDSUB_UPPERINPUT"], 2) == 1
     assert all(isinstance(bit, int) for bit in dsp["connections"]["C"] + dsp["connections"]["CE"])
+
+
+@pytest.mark.slow
+def test_acc16x16_keeps_its_sum_in_the_dsp_on_ice40(tmp_path):
+    """Only the two flip-flops that delay ``clear`` to the accumulator's load."""
+    report = synthesised(Mac16(mode="acc16x16"), "acc", "ice40", tmp_path,
+                         platform=ICEBreakerPlatform())
+    assert report.cells.get("SB_MAC16") == 1
+    assert report.luts == 0 and report.carries == 0
+    assert report.ffs == 2
+    (dsp,) = netlist_cells(report, "SB_MAC16")
+    assert int(dsp["parameters"]["TOPOUTPUT_SELECT"], 2) == 1
+    assert int(dsp["parameters"]["TOPADDSUB_UPPERINPUT"], 2) == 0
+    assert all(isinstance(bit, int) for bit in dsp["connections"]["OLOADTOP"])
 
 
 @pytest.mark.slow
@@ -536,7 +606,7 @@ def test_spram_rejects_bad_parameters(kwargs, words):
 
 
 @pytest.mark.parametrize("kwargs, words", [
-    (dict(mode="mac32"), ["mode", "'mac16x16', 'dual8x8'"]),
+    (dict(mode="mac32"), ["mode", "'mac16x16', 'acc16x16', 'dual8x8'"]),
     (dict(mode="dual8x8", lowering="ecp5"), ["lowering", "'auto', 'ice40', 'generic'"]),
 ])
 def test_mac16_rejects_bad_parameters(kwargs, words):

@@ -1,6 +1,6 @@
 """MacLaneArray: lanes that rebuild one weight element per cycle and multiply-accumulate it."""
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -79,7 +79,15 @@ class MacLaneArray(wiring.Component):
     An element with ``last`` set is taken only when at least ``lanes`` cycles have
     passed since the previous one, so that the captured sums have left by the time
     the next are captured: a sum of fewer than ``lanes`` elements stalls the
-    stream for the difference. Elements without ``last`` are always taken.
+    stream for the difference. An element with ``first`` set is not taken in the
+    cycle right after an element was taken (the lanes keep their sums in the DSPs'
+    accumulators, :class:`~sd_hw.primitives.Mac16` ``acc16x16``, and starting a sum
+    drops the product slot before it): a bubble of one cycle when sums run back to
+    back. Other elements are always taken.
+
+    The weight is rebuilt over two cycles (the shifted terms are registered), so
+    :attr:`latency` is 6: one cycle of rebuild, four of multiply-accumulate, one of
+    capture.
 
     Each lane's basis memory (``basis_depth`` bases of four words, one per column
     and one unused, :func:`basis_column_layout`) is written through
@@ -152,8 +160,9 @@ class MacLaneArray(wiring.Component):
     @property
     def latency(self):
         """Cycles from taking an element with ``last`` set to lane 0's sum on ``sums``:
-        the multiply-accumulate (:attr:`Mac16.latency`) and the capture."""
-        return 1 + MAC_LATENCY["mac16x16"]
+        the weight rebuild's register, the multiply-accumulate
+        (:attr:`Mac16.latency` of ``acc16x16``) and the capture."""
+        return 1 + MAC_LATENCY["acc16x16"] + 1
 
     def elaborate(self, platform):
         m = Module()
@@ -163,20 +172,29 @@ class MacLaneArray(wiring.Component):
         element = elements.payload
 
         # Capture spacing: a `last` element needs `lanes` cycles since the previous one.
+        # A `first` element is not taken right after another element: starting a sum
+        # drops the product slot before it (Mac16 acc16x16), which must be empty.
         gap = Signal(range(lanes))
+        took = Signal()
         taking = elements.valid & elements.ready
-        m.d.comb += elements.ready.eq(~element.last | (gap == 0))
+        m.d.comb += elements.ready.eq((~element.last | (gap == 0)) & ~(element.first & took))
+        m.d.sync += took.eq(taking)
         with m.If(taking & element.last):
             m.d.sync += gap.eq(lanes - 1)
         with m.Elif(gap != 0):
             m.d.sync += gap.eq(gap - 1)
 
-        # The weight is rebuilt as the element is taken and goes with the activation into
-        # the lane's multiply-accumulate, whose sum includes it `Mac16.latency` cycles
-        # later; a cycle without an element adds 0.
-        macs = [Mac16(mode="mac16x16", lowering=self._lowering) for _ in range(lanes)]
+        # The weight is rebuilt in two cycles, the shifted terms registered in between;
+        # the activation (0 in a cycle without an element) and the start of a sum wait
+        # one cycle with it, then go into the lanes' multiply-accumulate, whose sum
+        # includes them `Mac16.latency` cycles later.
+        activation = Signal(signed(config.activation_bits), reset_less=True)
+        clear = Signal()
+        m.d.sync += [activation.eq(Mux(taking, element.activation, 0)),
+                     clear.eq(taking & element.first)]
+        macs = [Mac16(mode="acc16x16", lowering=self._lowering) for _ in range(lanes)]
         done = taking & element.last
-        for _ in range(MAC_LATENCY["mac16x16"]):
+        for _ in range(1 + MAC_LATENCY["acc16x16"]):
             delayed = Signal()
             m.d.sync += delayed.eq(done)
             done = delayed
@@ -185,17 +203,25 @@ class MacLaneArray(wiring.Component):
         read = self.basis_read
         for l, mac in enumerate(macs):
             m.submodules[f"mac{l}"] = mac
+            # The host writes a basis memory only while the array is idle, so a read and
+            # a write of the same word never meet: `no_rw_check` lets yosys drop the
+            # read-first emulation (flip-flops and multiplexers) it would otherwise add
+            # around an iCE40 block RAM. It acts where yosys merges a register into a
+            # read port, hence the asynchronous port and the register after it.
             bases = m.submodules[f"bases{l}"] = memory.Memory(
-                shape=basis_column_layout(config), depth=4 * self._basis_depth, init=[])
+                shape=basis_column_layout(config), depth=4 * self._basis_depth, init=[],
+                attrs={"no_rw_check": 1})
             write_port = bases.write_port()
             m.d.comb += [write_port.addr.eq(write.addr), write_port.data.eq(write.data),
                          write_port.en.eq(write.en & (write.lane == l))]
-            read_port = bases.read_port()
-            m.d.comb += [read_port.addr.eq(read.basis * 4 + read.column),
-                         read_port.en.eq(read.en)]
-            m.d.comb += [mac.a.eq(self._rebuild(m, element.rows[l], read_port.data)),
-                         mac.b.eq(Mux(taking, element.activation, 0)),
-                         mac.clear.eq(taking & element.first),
+            read_port = bases.read_port(domain="comb")
+            column = Signal(basis_column_layout(config), name=f"column{l}", reset_less=True)
+            m.d.comb += read_port.addr.eq(read.basis * 4 + read.column)
+            with m.If(read.en):
+                m.d.sync += column.eq(read_port.data)
+            m.d.comb += [mac.a.eq(self._rebuild(m, element.rows[l], column, l)),
+                         mac.b.eq(activation),
+                         mac.clear.eq(clear),
                          mac.en.eq(1)]
         accumulators = [mac.acc for mac in macs]
 
@@ -213,29 +239,48 @@ class MacLaneArray(wiring.Component):
                      self.sums.lane.eq(lanes - remaining)]
         return m
 
-    def _rebuild(self, m, row, column):
-        """The weight of one lane for one activation: the sum of its shifted basis entries.
+    def _rebuild(self, m, row, column, lane):
+        """The weight of one lane for one activation, one cycle after the element.
 
         Everything is computed modulo ``2**MAC_WEIGHT_BITS`` (the compiler guarantees
-        that the weight fits): a negative term is its one's complement plus one, and the
-        three ones go in with the sum.
+        that the weight fits). First cycle, per term: a logarithmic shifter, smallest
+        step first (the fewest bits to mux), whose first stage also masks an absent
+        coefficient and whose last also complements a negative one (one LUT4 a bit and
+        stage), into a register. The third term's basis entry is negated before the
+        shift instead (``-B = ~(B - 1)``: one carry chain that subtracts ``negative``
+        and complements with it). Second cycle: two carry chains add the three terms,
+        each taking one of the other terms' ones (a negative term is its one's
+        complement plus one) as its carry in; the sum goes to the DSP's input register.
         """
-        terms, ones = [], []
+        bits = MAC_WEIGHT_BITS
+        terms = []
         for j in range(3):
             coefficient = row.coefficients[j]
-            negate = row.present[j] & coefficient.negative
-            # A logarithmic shifter: stages of 1, 2 and 4; the first masks an absent
-            # coefficient, the last complements a negative one.
-            value = Mux(row.present[j], column[j], 0)
-            for stage in range(coefficient.exponent.shape().width):
-                step = Signal(signed(MAC_WEIGHT_BITS), name=f"shift{j}_{stage}")
-                m.d.comb += step.eq(Mux(coefficient.exponent[stage], value << (1 << stage),
-                                        value))
+            negative = coefficient.negative
+            value = column[j]
+            if j == 2:
+                wide = value.shape().width + 1
+                negated = Signal(signed(wide), name=f"negated{lane}")
+                m.d.comb += negated.eq((value + Mux(negative, -1, 0))
+                                       ^ negative.replicate(wide).as_signed())
+                value = negated
+            exponent = coefficient.exponent
+            stages = exponent.shape().width
+            value = Mux(row.present[j], value, 0)
+            for stage in range(stages):
+                width = min(bits, value.shape().width + (1 << stage))
+                step = Signal(signed(width), name=f"shift{lane}_{j}_{stage}")
+                shifted = Mux(exponent[stage], value << (1 << stage), value)
+                if stage == stages - 1 and j != 2:
+                    shifted = shifted ^ negative.replicate(width).as_signed()
+                m.d.comb += step.eq(shifted)
                 value = step
-            terms.append(value.as_unsigned() ^ negate.replicate(MAC_WEIGHT_BITS))
-            ones.append(negate)
-        # Two carry chains, each taking one of the ones as its carry in (the third one is
-        # added by the second chain's spare low bit).
-        partial = Signal(MAC_WEIGHT_BITS)
+            term = Signal(signed(bits), name=f"term{lane}_{j}", reset_less=True)
+            m.d.sync += term.eq(value)
+            terms.append(term)
+        ones = Signal(2, name=f"ones{lane}", reset_less=True)
+        m.d.sync += ones.eq(Cat(row.coefficients[0].negative, row.coefficients[1].negative))
+        # `keep`: yosys would otherwise merge the two additions into one carry-save tree.
+        partial = Signal(bits, name=f"partial{lane}", attrs={"keep": 1})
         m.d.comb += partial.eq(terms[0] + terms[1] + ones[0])
-        return (partial + terms[2] + (ones[1] + ones[2]))[:MAC_WEIGHT_BITS].as_signed()
+        return (partial + terms[2] + ones[1])[:bits].as_signed()
