@@ -36,7 +36,8 @@ def record_header_layout():
     ``offset + (y + dy - 1) * W + x - 1 + j`` past the input's base, ``j`` = 0..2,
     those outside the image being the zero padding); for a linear layer ``3 * r``
     for Ce row ``r`` (elements ``offset + j`` that are below the input size).
-    ``dy``: the kernel row (0 for a linear layer). ``new_block``: the row is the first
+    ``dy``: the kernel row; for a linear layer, the number of the row's elements past
+    the input size (0, 1 or 2). ``new_block``: the row is the first
     of a block other than the channel's first, whose basis is the next one.
     """
     return data.StructLayout({"offset": unsigned(OFFSET_BITS), "dy": unsigned(2),
