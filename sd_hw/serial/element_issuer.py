@@ -1,6 +1,6 @@
 """ElementIssuer: walks a lane group's output pixels and sends the lanes their activations."""
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -114,7 +114,6 @@ class ElementIssuer(wiring.Component):
         dim = DIMENSION_BITS
         width, height = self.width, self.height
 
-        running = Signal()
         more = Signal()                # headers of the group are still to be taken
         empty = Signal()               # the group has no record: zero elements only
 
@@ -123,22 +122,32 @@ class ElementIssuer(wiring.Component):
         y = Signal(dim)
         quarter = Signal(2)            # position in a 2x2 window
         pixel = Signal(aw)             # in_base + (y - 1) * width + x - 1, modulo 2**aw
-        left = self.conv & (x == 0)
-        right = x + 1 == width
-        top = y == 0
-        bottom = y + 1 == height
-        last_window_column = ((x + 1) >> 1) == (width >> 1)
-        last_window_row = ((y + 1) >> 1) == (height >> 1)
-        final_pixel = Mux(self.conv,
-                          Mux(self.pool, (quarter == 3) & last_window_column & last_window_row,
-                              right & bottom),
-                          1)
+        walk = Signal()                # move to the next pixel now (a cycle after its cause)
+        moving = Signal()              # the cause: the walk moves next cycle
+        # Where (x, y) is, registered: valid from the second cycle after a move; `open_`:
+        # valid, and headers remain to be taken.
+        open_ = Signal()
+        left, right, top, bottom = Signal(), Signal(), Signal(), Signal()
+        last_window_column = Signal()  # pool: the window is the last of its row
+        final_pixel = Signal()         # the walk's last pixel
+        window_end = ((x + 1) >> 1) == (width >> 1)
+        m.d.sync += [
+            left.eq(self.conv & (x == 0)), right.eq(x + 1 == width),
+            top.eq(y == 0), bottom.eq(y + 1 == height),
+            last_window_column.eq(window_end),
+            final_pixel.eq(Mux(self.conv,
+                               Mux(self.pool, (quarter == 3) & window_end
+                                   & (((y + 1) >> 1) == (height >> 1)),
+                                   (x + 1 == width) & (y + 1 == height)),
+                               1)),
+        ]
 
         # The record being issued (loaded from its header one record ahead). ---------------
         loaded = Signal()              # holds a record
+        active = Signal()              # ... with a column to read
+        ending = Signal()              # ... whose last action (read or none) is next
         started = Signal()             # its rows are on `rows` (its first read was issued)
         record_last = Signal()         # the last record of its pass
-        record_final = Signal()        # ... and that pass is the group's last
         byte = Signal(aw)              # byte address of the next read
         count = Signal(2)              # reads left
         column = Signal(2)             # column of the next read
@@ -173,16 +182,16 @@ class ElementIssuer(wiring.Component):
         m.d.comb += self.pass_commit.eq(sent & out.last)
         with m.If(sent):
             m.d.sync += out_valid.eq(0)
-        advance = running & (~out_valid | sent) & ~self.activations.blocked
+        free = ~out_valid | (elements.ready & (~out.last | self.pass_ready))
+        advance = free & ~self.activations.blocked
 
         # This cycle: read the record's next column, or pass over a record without one;
-        # a pass whose last record has none (or a group without records) gets an element
-        # of activation 0.
-        issue = advance & loaded & (count != 0)
-        passed_over = advance & loaded & (count == 0)
-        zero_element = (passed_over & record_last) | (advance & empty)
-        done = (issue & (count == 1)) | passed_over
-        pass_over = (issue & record_last & (count == 1)) | zero_element
+        # a pass whose last record has none gets an element of activation 0. A group
+        # without records has one such record per pass, without a header.
+        issue = advance & active
+        passed_over = advance & ending & ~active
+        zero_element = passed_over & record_last
+        done = advance & ending
         m.d.comb += [self.activations.addr.eq(byte >> 1),
                      self.activations.en.eq(issue),
                      # A zero element reads a basis column too: its weight then comes from
@@ -190,11 +199,11 @@ class ElementIssuer(wiring.Component):
                      self.basis_read.en.eq(issue | zero_element),
                      self.basis_read.basis.eq(basis),
                      self.basis_read.column.eq(column),
-                     self.next_rows.eq(advance & loaded & ~started)]
+                     self.next_rows.eq(advance & loaded & ~started & ~empty)]
 
         with m.If(issue):
             m.d.sync += [byte.eq(byte + 1), column.eq(column + 1), count.eq(count - 1),
-                         started.eq(1),
+                         active.eq(count >= 2), ending.eq(count <= 2), started.eq(1),
                          out_valid.eq(1), fresh.eq(1), zero.eq(0), high_byte.eq(byte[0]),
                          out.column.eq(column), out.first.eq(first),
                          out.last.eq(record_last & (count == 1)), first.eq(0)]
@@ -202,66 +211,63 @@ class ElementIssuer(wiring.Component):
             m.d.sync += [out_valid.eq(1), zero.eq(1), fresh.eq(0), out.column.eq(0),
                          out.first.eq(first), out.last.eq(1), first.eq(0)]
         with m.If(done):
-            m.d.sync += loaded.eq(0)
-        with m.If(pass_over):
-            m.d.sync += first.eq(1)
-            with m.If(Mux(empty, final_pixel, record_final)):
-                m.d.sync += running.eq(0)
+            m.d.sync += [loaded.eq(0), active.eq(0), ending.eq(0)]
+            with m.If(record_last):
+                m.d.sync += first.eq(1)
 
         # Take the next header: its first read's address and its columns. ------------------
         offered = self.headers.payload
         header = offered.header
-        take = more & self.headers.valid & (~loaded | done)
+        last = offered.last | empty
+        take = open_ & (self.headers.valid | empty) & (~loaded | done)
         m.d.comb += self.headers.ready.eq(take)
         row_ok = Mux(header.dy == 0, ~top, Mux(header.dy == 1, 1, ~bottom))
+        columns = Signal(2)
+        m.d.comb += columns.eq(Mux(empty, 0, Mux(self.conv, Mux(row_ok, 3 - left - right, 0),
+                                                 3 - header.dy)))
         with m.If(take):
-            m.d.sync += [loaded.eq(1), started.eq(0), record_last.eq(offered.last),
-                         record_final.eq(final_pixel),
-                         byte.eq(pixel + header.offset + left), column.eq(left),
-                         count.eq(Mux(self.conv, Mux(row_ok, 3 - left - right, 0),
-                                      3 - header.dy)),
-                         pass_start.eq(offered.last)]
+            m.d.sync += [loaded.eq(1), started.eq(0), record_last.eq(last),
+                         count.eq(columns), active.eq(columns != 0), ending.eq(columns <= 1),
+                         # pixel + offset + left, as one carry chain:
+                         byte.eq((Cat(left, pixel) + Cat(left, header.offset))[1:]),
+                         column.eq(left),
+                         pass_start.eq(last)]
             with m.If(pass_start):
                 m.d.sync += basis.eq(self.basis_base)
             with m.Else():
                 m.d.sync += basis.eq(basis + header.new_block)
-            with m.If(offered.last & final_pixel):
+            with m.If(last & final_pixel):
                 m.d.sync += more.eq(0)
 
-        # The next pixel, once its pass's last header is taken (every pass, without
-        # records).
-        delta = Signal(signed(dim + 2), init=1)     # of `pixel`
-        with m.If((take & offered.last) | (zero_element & empty)):
-            with m.If(self.pool):
-                with m.Switch(quarter):
-                    with m.Case(0, 2):
-                        m.d.sync += x.eq(x + 1)
-                    with m.Case(1):
-                        m.d.sync += [x.eq(x - 1), y.eq(y + 1)]
-                        m.d.comb += delta.eq(width - 1)
-                    with m.Case(3):
-                        with m.If(last_window_column):
-                            m.d.sync += [x.eq(0), y.eq(y + 1)]
-                            m.d.comb += delta.eq(1 + width[0])
-                        with m.Else():
-                            m.d.sync += [x.eq(x + 1), y.eq(y - 1)]
-                            m.d.comb += delta.eq(1 - width)
-                m.d.sync += quarter.eq(quarter + 1)
-            with m.Else():
-                with m.If(right):
-                    m.d.sync += [x.eq(0), y.eq(y + 1)]
-                with m.Else():
-                    m.d.sync += x.eq(x + 1)
-            m.d.sync += pixel.eq(pixel + delta)
+        # The next pixel, once its pass's last header is taken.
+        m.d.comb += moving.eq(take & last)
+        m.d.sync += [walk.eq(moving), open_.eq(more & ~moving & ~walk)]
+        # The next pixel, from registers only: (x, y) and the step of `pixel`.
+        x_step = Signal(signed(2), init=1)
+        y_step = Signal(signed(2))
+        delta = Signal(signed(dim + 2), init=1)
+        with m.If(self.pool):
+            with m.Switch(quarter):
+                with m.Case(1):
+                    m.d.comb += [x_step.eq(-1), y_step.eq(1), delta.eq(width - 1)]
+                with m.Case(3):
+                    with m.If(last_window_column):
+                        m.d.comb += [x_step.eq(0), y_step.eq(1), delta.eq(1 + width[0])]
+                    with m.Else():
+                        m.d.comb += [y_step.eq(-1), delta.eq(1 - width)]
+        with m.Elif(right):
+            m.d.comb += [x_step.eq(0), y_step.eq(1)]
+        with m.If(walk):
+            m.d.sync += [x.eq(Mux(x_step == 0, 0, x + x_step)), y.eq(y + y_step),
+                         quarter.eq(quarter + 1), pixel.eq(pixel + delta)]
 
-        m.d.comb += self.busy.eq(running | out_valid)
+        m.d.comb += self.busy.eq(more | loaded | out_valid)
         with m.If(self.start & ~self.busy):
             m.d.sync += [
-                running.eq(self.passes != 0),
-                more.eq(self.records != 0), empty.eq(self.records == 0),
-                x.eq(0), y.eq(0), quarter.eq(0),
+                more.eq(self.passes != 0), empty.eq(self.records == 0),
+                x.eq(0), y.eq(0), quarter.eq(0), open_.eq(0), walk.eq(0),
                 pixel.eq(Mux(self.conv, self.in_base - width - 1, self.in_base)),
-                loaded.eq(0), basis.eq(self.basis_base), pass_start.eq(1), first.eq(1),
+                loaded.eq(0), active.eq(0), ending.eq(0), basis.eq(self.basis_base), pass_start.eq(1), first.eq(1),
                 column.eq(0),
             ]
         return m
