@@ -148,6 +148,7 @@ def run_group(config, weights, geometry, x, *, group, pool, in_base=5, basis_bas
         reader, issuer = dut.reader, dut.issuer
         ctx.set(reader.base, 0)
         ctx.set(reader.count, len(records.records))
+        ctx.set(reader.last_record, max(0, len(records.records) - 1) * record_reads(lanes))
         ctx.set(issuer.conv, int(geometry.conv))
         ctx.set(issuer.height, geometry.height)
         ctx.set(issuer.width, geometry.width)

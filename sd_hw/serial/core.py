@@ -125,7 +125,7 @@ class SerialCore(wiring.Component):
         start = sequencer.group_start
         m.d.comb += [
             reader.start.eq(start), reader.base.eq(group.record_base),
-            reader.count.eq(group.records),
+            reader.count.eq(group.records), reader.last_record.eq(group.last_record),
             issuer.start.eq(start), issuer.conv.eq(op.conv), issuer.height.eq(op.height),
             issuer.width.eq(op.width),
             issuer.in_base.eq(op.in_base), issuer.basis_base.eq(group.basis_base),

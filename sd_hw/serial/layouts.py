@@ -93,8 +93,10 @@ def op_layout():
 
 def group_layout():
     """One lane group: its records (``records`` of them from bank address
-    ``record_base``) and the address of its first basis in the lanes' basis memories."""
+    ``record_base``, the last at ``last_record``, that is ``record_base + (records - 1)
+    * record_reads``, 0 without records) and the address of its first basis in the
+    lanes' basis memories."""
     return data.StructLayout({
         "record_base": unsigned(16), "records": unsigned(16),
-        "basis_base": unsigned(16), "_reserved": unsigned(16),
+        "basis_base": unsigned(16), "last_record": unsigned(16),
     })

@@ -27,7 +27,8 @@ def offered_header_layout():
 
 
 class RecordReader(wiring.Component):
-    """Reads ``count`` records from ``base`` on, over and over, until ``stop``.
+    """Reads ``count`` records from ``base`` on (the last at ``last_record``), over and
+    over, until ``stop``.
 
     Every cycle it reads one word of each of the ``banks`` weight banks, so a record
     (:mod:`sd_hw.serial.layouts`) takes ``reads = record_reads(lanes, banks)`` cycles.
@@ -45,9 +46,11 @@ class RecordReader(wiring.Component):
     Members
     -------
     start : ``In(1)``
-        Pulse while idle; ``base`` and ``count`` are held from then until ``stop``.
-    base, count : ``In(...)``
-        Bank address of the first record and records per pass (0: nothing is read).
+        Pulse while idle; ``base``, ``count`` and ``last_record`` are held from then
+        until ``stop``.
+    base, count, last_record : ``In(...)``
+        Bank address of the first record, records per pass (0: nothing is read) and
+        bank address of the last record (``base + (count - 1) * reads``).
     stop : ``In(1)``
         Stop reading (the consumer has all the records it needs); ``rows`` holds.
     busy : ``Out(1)``
@@ -72,6 +75,7 @@ class RecordReader(wiring.Component):
             "start": In(1),
             "base": In(addr_width),
             "count": In(16),
+            "last_record": In(addr_width),
             "stop": In(1),
             "busy": Out(1),
             "headers": Out(stream.Signature(offered_header_layout())),
@@ -91,7 +95,6 @@ class RecordReader(wiring.Component):
 
         reading = Signal()
         address = Signal(aw)                # bank address of the next read
-        left = Signal(aw)                   # records of the pass left, this one included
         step = Signal(range(reads))         # which read of the record comes next
         staged = Signal()                   # a record is read (or being read), rows not taken
         record_last = Signal()              # it is the last of its pass
@@ -139,22 +142,23 @@ class RecordReader(wiring.Component):
                 with m.If(arriving_step == i // banks):
                     m.d.sync += word.eq(arrived[i % banks])
 
-        record_is_last = (left == 1) if reads == 1 else record_last
+        at_last = address == self.last_record
+        record_is_last = at_last if reads == 1 else record_last
         with m.If(issue):
             m.d.sync += address.eq(address + 1)
             with m.If(step == 0):
-                m.d.sync += [staged.eq(1), record_last.eq(left == 1), header_in.eq(0)]
+                m.d.sync += [staged.eq(1), record_last.eq(at_last), header_in.eq(0)]
             with m.If(step == reads - 1):
-                m.d.sync += [step.eq(0), left.eq(left - 1)]
+                m.d.sync += step.eq(0)
                 with m.If(record_is_last):
-                    m.d.sync += [address.eq(self.base), left.eq(self.count)]
+                    m.d.sync += address.eq(self.base)
             with m.Else():
                 m.d.sync += step.eq(step + 1)
 
         with m.If(self.stop):
             m.d.sync += reading.eq(0)
         with m.If(self.start & ~self.busy):
-            m.d.sync += [address.eq(self.base), left.eq(self.count), step.eq(0),
+            m.d.sync += [address.eq(self.base), step.eq(0),
                          staged.eq(0), header_in.eq(0), arriving.eq(0),
                          reading.eq(self.count != 0)]
         return m
