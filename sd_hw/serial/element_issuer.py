@@ -152,8 +152,8 @@ class ElementIssuer(wiring.Component):
         count = Signal(2)              # reads left
         column = Signal(2)             # column of the next read
         basis = Signal(self._basis_addr_width)   # basis_base + new_block headers in the pass
-        pass_start = Signal()          # the next header taken is its pass's first
-        first = Signal()               # the next element is its pass's first
+        pass_start = Signal(init=1)    # the next header taken is its pass's first
+        first = Signal(init=1)         # the next element is its pass's first
 
         # The element on its way out: its activation arrives from the memory. -------------
         out_valid = Signal()
@@ -236,12 +236,12 @@ class ElementIssuer(wiring.Component):
                 m.d.sync += basis.eq(self.basis_base)
             with m.Else():
                 m.d.sync += basis.eq(basis + header.new_block)
-            with m.If(last & final_pixel):
-                m.d.sync += more.eq(0)
 
         # The next pixel, once its pass's last header is taken.
         m.d.comb += moving.eq(take & last)
         m.d.sync += [walk.eq(moving), open_.eq(more & ~moving & ~walk)]
+        with m.If(walk & final_pixel):     # (still the pixel of the pass just taken)
+            m.d.sync += more.eq(0)
         # The next pixel, from registers only: (x, y) and the step of `pixel`.
         x_step = Signal(signed(2), init=1)
         y_step = Signal(signed(2))
@@ -262,12 +262,12 @@ class ElementIssuer(wiring.Component):
                          quarter.eq(quarter + 1), pixel.eq(pixel + delta)]
 
         m.d.comb += self.busy.eq(more | loaded | out_valid)
+        # A group ends with no record loaded, `pass_start` and `first` set, no walk
+        # pending: only the walk and `more` start afresh.
         with m.If(self.start & ~self.busy):
             m.d.sync += [
                 more.eq(self.passes != 0), empty.eq(self.records == 0),
-                x.eq(0), y.eq(0), quarter.eq(0), open_.eq(0), walk.eq(0),
+                x.eq(0), y.eq(0), quarter.eq(0),
                 pixel.eq(Mux(self.conv, self.in_base - width - 1, self.in_base)),
-                loaded.eq(0), active.eq(0), ending.eq(0), basis.eq(self.basis_base), pass_start.eq(1), first.eq(1),
-                column.eq(0),
             ]
         return m
