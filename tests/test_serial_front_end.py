@@ -57,7 +57,8 @@ class FrontEnd(Elaboratable):
         m.d.comb += [port.addr.eq(issuer.activations.addr), port.en.eq(issuer.activations.en),
                      issuer.activations.data.eq(port.data)]
         wiring.connect(m, reader.headers, issuer.headers)
-        m.d.comb += issuer.rows.eq(reader.rows)
+        m.d.comb += [issuer.rows.eq(reader.rows), reader.next_rows.eq(issuer.next_rows),
+                     reader.stop.eq(~issuer.busy)]
         wiring.connect(m, issuer.elements, lanes.elements)
         m.d.comb += lanes.basis_read.eq(issuer.basis_read)
         return m
@@ -147,11 +148,10 @@ def run_group(config, weights, geometry, x, *, group, pool, in_base=5, basis_bas
         reader, issuer = dut.reader, dut.issuer
         ctx.set(reader.base, 0)
         ctx.set(reader.count, len(records.records))
-        ctx.set(reader.passes, passes)
+        ctx.set(reader.last_record, max(0, len(records.records) - 1) * record_reads(lanes))
         ctx.set(issuer.conv, int(geometry.conv))
         ctx.set(issuer.height, geometry.height)
         ctx.set(issuer.width, geometry.width)
-        ctx.set(issuer.in_size, geometry.inputs)
         ctx.set(issuer.in_base, in_base)
         ctx.set(issuer.basis_base, basis_base)
         ctx.set(issuer.pool, int(pool))

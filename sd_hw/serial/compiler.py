@@ -198,6 +198,7 @@ def compile_serial(net, config):
                 bases[lane].extend(records.bases[lane])
             group_words.extend(_pack(group_layout(), {
                 "record_base": record_base, "records": len(records.records),
+                "last_record": record_base + max(0, len(records.records) - 1) * reads,
                 "basis_base": basis_base}))
         param_base = len(params)
         for channel in range(spec.out_size):

@@ -112,7 +112,8 @@ class SerialCore(wiring.Component):
 
         # The datapath. -----------------------------------------------------------------
         wiring.connect(m, reader.headers, issuer.headers)
-        m.d.comb += issuer.rows.eq(reader.rows)
+        m.d.comb += [issuer.rows.eq(reader.rows), reader.next_rows.eq(issuer.next_rows),
+                     reader.stop.eq(~issuer.busy)]
         wiring.connect(m, issuer.elements, array.elements)
         m.d.comb += array.basis_read.eq(issuer.basis_read)
         m.d.comb += [output.sums.eq(array.sums),
@@ -124,9 +125,9 @@ class SerialCore(wiring.Component):
         start = sequencer.group_start
         m.d.comb += [
             reader.start.eq(start), reader.base.eq(group.record_base),
-            reader.count.eq(group.records), reader.passes.eq(op.passes),
+            reader.count.eq(group.records), reader.last_record.eq(group.last_record),
             issuer.start.eq(start), issuer.conv.eq(op.conv), issuer.height.eq(op.height),
-            issuer.width.eq(op.width), issuer.in_size.eq(op.in_size),
+            issuer.width.eq(op.width),
             issuer.in_base.eq(op.in_base), issuer.basis_base.eq(group.basis_base),
             issuer.pool.eq(op.pool), issuer.records.eq(group.records),
             issuer.passes.eq(op.passes),

@@ -1,13 +1,14 @@
 """ElementIssuer: walks a lane group's output pixels and sends the lanes their activations."""
 
-from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..datapath.layouts import row_layout
 from ..datapath.mac_lanes import basis_read_layout, element_layout
 from ..errors import check_range
-from .layouts import WORD_BITS, record_header_layout
+from .layouts import WORD_BITS
+from .record_reader import offered_header_layout
 
 
 __all__ = ["ElementIssuer", "ActivationReadPort", "DIMENSION_BITS"]
@@ -30,22 +31,28 @@ class ElementIssuer(wiring.Component):
     """Sends the lanes one activation element a cycle for every record of every pass.
 
     A lane group computes ``passes`` sums per lane, one per output pixel (a linear
-    layer: one pass). For each pass it takes the group's ``records`` records in turn
-    (the header on ``headers``, the lanes' Ce rows on ``rows``, see
+    layer: one pass). For each pass it takes the group's records in turn (the headers
+    on ``headers``, the last of a pass marked ``last``; see
     :class:`~sd_hw.serial.record_reader.RecordReader`) and, for each of the record's
     three columns whose activation exists, reads that activation and sends it on
-    ``elements`` with the record's rows and the column, and reads the lanes' basis
-    column for it (``basis_base`` plus the number of ``new_block`` headers so far in
-    the pass). Columns that
-    fall into a 3x3 convolution's zero padding, or past a linear layer's
-    ``in_size`` inputs, are not read and not sent. The pass's first element has
-    ``first`` set and its last ``last``; a pass whose last record has no element
-    (or that has no record) ends with an element of activation 0.
+    ``elements`` with the record's rows (``rows``, which the reader switches to the
+    record when ``next_rows`` is raised, as the record's first activation is read)
+    and the column, and reads the lanes' basis column for it (``basis_base`` plus
+    the number of ``new_block`` headers so far in the pass). Columns that fall into
+    a 3x3 convolution's zero padding are not read and not sent; a linear layer's
+    header gives in ``dy`` the number of the row's columns past the inputs, which
+    are not read either. The pass's first element has ``first`` set and its last
+    ``last``; a pass whose last record has no element (or that has no record) ends
+    with an element of activation 0.
 
     Output pixels come in raster order or, with ``pool``, in 2x2 windows (the
     windows in raster order, each window's pixels in raster order), so that
     the sums of a window are consecutive; an odd last row or column is not
-    computed (max pooling drops it).
+    computed (max pooling drops it). The walk ends at the last pixel.
+
+    A header is taken into a register one record ahead, where the record's first
+    activation address and its columns are worked out; the activation and basis
+    reads are then issued straight from registers, one a cycle.
 
     An element with ``last`` set waits for ``pass_ready``; ``pass_commit`` is
     high in the cycle it is taken.
@@ -54,14 +61,15 @@ class ElementIssuer(wiring.Component):
     -------
     start : ``In(1)``
         Pulse while idle; the group's fields below are held until ``busy`` falls.
-    conv, height, width, in_size, in_base, basis_base, pool, records, passes : ``In(...)``
+    conv, height, width, in_base, basis_base, pool, records, passes : ``In(...)``
         ``conv``: 3x3 convolution with zero padding 1 (else linear); ``height``,
-        ``width``: the input image (conv); ``in_size``: inputs (linear);
-        ``in_base``: byte address of the input in the activation memory;
-        ``passes``: output pixels to compute (``height * width``, with ``pool``
-        ``4 * (height // 2) * (width // 2)``; 1 for a linear layer).
+        ``width``: the input image (conv); ``in_base``: byte address of the input in
+        the activation memory; ``records``: records per pass; ``passes``: output
+        pixels to compute (``height * width``, with ``pool``
+        ``4 * (height // 2) * (width // 2)``; 1 for a linear layer; 0: nothing).
     busy : ``Out(1)``
-    headers : ``In(stream.Signature(record_header_layout()))``
+    headers : ``In(stream.Signature(offered_header_layout()))``
+    next_rows : ``Out(1)``
     rows : ``In(data.ArrayLayout(row_layout(config), lanes))``
     activations : ``Out(ActivationReadPort(activation_addr_width - 1))``
     elements : ``Out(stream.Signature(element_layout(config, lanes)))``
@@ -84,14 +92,14 @@ class ElementIssuer(wiring.Component):
             "conv": In(1),
             "height": In(DIMENSION_BITS),
             "width": In(DIMENSION_BITS),
-            "in_size": In(16),
             "in_base": In(activation_addr_width),
             "basis_base": In(basis_addr_width),
             "pool": In(1),
             "records": In(16),
             "passes": In(16),
             "busy": Out(1),
-            "headers": In(stream.Signature(record_header_layout())),
+            "headers": In(stream.Signature(offered_header_layout())),
+            "next_rows": Out(1),
             "rows": In(data.ArrayLayout(row_layout(config), config.lanes)),
             "activations": Out(ActivationReadPort(activation_addr_width - 1)),
             "elements": Out(stream.Signature(element_layout(config, config.lanes))),
@@ -104,23 +112,48 @@ class ElementIssuer(wiring.Component):
         m = Module()
         aw = self._address_width
         dim = DIMENSION_BITS
+        width, height = self.width, self.height
 
-        # Output pixel walk. ---------------------------------------------------------------
-        running = Signal()
-        passes_left = Signal(16)
-        y = Signal(dim)
+        more = Signal()                # headers of the group are still to be taken
+        empty = Signal()               # the group has no record: zero elements only
+
+        # Output pixel walk: the pixel of the next header to be taken. ------------------------
         x = Signal(dim)
-        y_base = Signal(aw)            # in_base + (y - 1) * width, modulo 2**aw
+        y = Signal(dim)
         quarter = Signal(2)            # position in a 2x2 window
-        last_window_column = Signal()  # the window is the last of its row
-        win_x = Signal(dim)
+        pixel = Signal(aw)             # in_base + (y - 1) * width + x - 1, modulo 2**aw
+        walk = Signal()                # move to the next pixel now (a cycle after its cause)
+        moving = Signal()              # the cause: the walk moves next cycle
+        # Where (x, y) is, registered: valid from the second cycle after a move; `open_`:
+        # valid, and headers remain to be taken.
+        open_ = Signal()
+        left, right, top, bottom = Signal(), Signal(), Signal(), Signal()
+        last_window_column = Signal()  # pool: the window is the last of its row
+        final_pixel = Signal()         # the walk's last pixel
+        window_end = ((x + 1) >> 1) == (width >> 1)
+        m.d.sync += [
+            left.eq(self.conv & (x == 0)), right.eq(x + 1 == width),
+            top.eq(y == 0), bottom.eq(y + 1 == height),
+            last_window_column.eq(window_end),
+            final_pixel.eq(Mux(self.conv,
+                               Mux(self.pool, (quarter == 3) & window_end
+                                   & (((y + 1) >> 1) == (height >> 1)),
+                                   (x + 1 == width) & (y + 1 == height)),
+                               1)),
+        ]
 
-        # The record being worked on. ---------------------------------------------------------
-        current = Signal(record_header_layout())
-        remaining = Signal(3)          # its columns still to read, bit j for column j
-        taken_records = Signal(16)
-        block = Signal(self._basis_addr_width)
-        first = Signal()
+        # The record being issued (loaded from its header one record ahead). ---------------
+        loaded = Signal()              # holds a record
+        active = Signal()              # ... with a column to read
+        ending = Signal()              # ... whose last action (read or none) is next
+        started = Signal()             # its rows are on `rows` (its first read was issued)
+        record_last = Signal()         # the last record of its pass
+        byte = Signal(aw)              # byte address of the next read
+        count = Signal(2)              # reads left
+        column = Signal(2)             # column of the next read
+        basis = Signal(self._basis_addr_width)   # basis_base + new_block headers in the pass
+        pass_start = Signal(init=1)    # the next header taken is its pass's first
+        first = Signal(init=1)         # the next element is its pass's first
 
         # The element on its way out: its activation arrives from the memory. -------------
         out_valid = Signal()
@@ -149,111 +182,92 @@ class ElementIssuer(wiring.Component):
         m.d.comb += self.pass_commit.eq(sent & out.last)
         with m.If(sent):
             m.d.sync += out_valid.eq(0)
-        advance = running & (~out_valid | sent) & ~self.activations.blocked
+        free = ~out_valid | (elements.ready & (~out.last | self.pass_ready))
+        advance = free & ~self.activations.blocked
 
-        # Which columns of a record exist at this pixel. -------------------------------------
-        def columns(header):
-            exists = Signal(3)
-            with m.If(self.conv):
-                row = y + header.dy           # the input row plus one
-                row_ok = (row >= 1) & (row <= self.height)
-                m.d.comb += exists.eq(Mux(row_ok, 0b111, 0)
-                                      & Mux(x == 0, 0b110, 0b111)
-                                      & Mux(x + 1 >= self.width, 0b011, 0b111))
-            with m.Else():
-                left = self.in_size - header.offset
-                m.d.comb += exists.eq(Mux(left >= 3, 0b111, Mux(left == 2, 0b011, 0b001)))
-            return exists
-
-        def lowest(mask):
-            return Mux(mask[0], 0, Mux(mask[1], 1, 2))
-
-        offered = self.headers.payload
-        offered_columns = columns(offered)
-        current_columns = remaining
-        last_record = taken_records == self.records
-        # What to do this cycle: read a column of the current record, or take the next
-        # record (reading its first column at once), or end the pass.
-        reading_current = current_columns != 0
-        take = ~reading_current & ~last_record & self.headers.valid
-        use = Signal(record_header_layout())
-        mask = Signal(3)
-        m.d.comb += [use.eq(Mux(reading_current, current, offered)),
-                     mask.eq(Mux(reading_current, current_columns, offered_columns))]
-        column = lowest(mask)
-        rest = mask & ~(1 << column)[:3]
-        record_is_last = Mux(reading_current, last_record,
-                             taken_records + 1 == self.records)
-        next_block = block + (take & offered.new_block)
-        pixel_base = (y_base + x - 1)[:aw]
-        byte = (pixel_base + use.offset + column)[:aw]
-        if_conv_or_linear_base = Mux(self.conv, byte, (self.in_base + use.offset + column)[:aw])
-
-        issue_read = advance & (reading_current | take) & (mask != 0)
-        # The pass ends with a zero element when its last record gives no element.
-        end_pass = advance & ((take & (offered_columns == 0) & (taken_records + 1 == self.records))
-                              | (~reading_current & last_record))
-        m.d.comb += [self.activations.addr.eq(if_conv_or_linear_base >> 1),
-                     self.activations.en.eq(issue_read),
+        # This cycle: read the record's next column, or pass over a record without one;
+        # a pass whose last record has none gets an element of activation 0. A group
+        # without records has one such record per pass, without a header.
+        issue = advance & active
+        passed_over = advance & ending & ~active
+        zero_element = passed_over & record_last
+        done = advance & ending
+        m.d.comb += [self.activations.addr.eq(byte >> 1),
+                     self.activations.en.eq(issue),
                      # A zero element reads a basis column too: its weight then comes from
                      # a column read in this group, never from the memory's power-up value.
-                     self.basis_read.en.eq(issue_read | end_pass),
-                     self.basis_read.basis.eq(self.basis_base + next_block),
+                     self.basis_read.en.eq(issue | zero_element),
+                     self.basis_read.basis.eq(basis),
                      self.basis_read.column.eq(column),
-                     self.headers.ready.eq(advance & take)]
+                     self.next_rows.eq(advance & loaded & ~started & ~empty)]
 
-        with m.If(advance & take):
-            m.d.sync += [current.eq(offered), taken_records.eq(taken_records + 1),
-                         block.eq(next_block)]
-        with m.If(issue_read):
-            m.d.sync += [remaining.eq(rest), out_valid.eq(1), fresh.eq(1), zero.eq(0),
-                         high_byte.eq(if_conv_or_linear_base[0]),
-                         out.column.eq(column),
-                         out.first.eq(first), out.last.eq(record_is_last & (rest == 0)),
-                         first.eq(0)]
-        with m.Elif(advance & take):
-            m.d.sync += remaining.eq(0)
-        with m.If(end_pass & ~issue_read):
+        with m.If(issue):
+            m.d.sync += [byte.eq(byte + 1), column.eq(column + 1), count.eq(count - 1),
+                         active.eq(count >= 2), ending.eq(count <= 2), started.eq(1),
+                         out_valid.eq(1), fresh.eq(1), zero.eq(0), high_byte.eq(byte[0]),
+                         out.column.eq(column), out.first.eq(first),
+                         out.last.eq(record_last & (count == 1)), first.eq(0)]
+        with m.If(zero_element):
             m.d.sync += [out_valid.eq(1), zero.eq(1), fresh.eq(0), out.column.eq(0),
-                         out.first.eq(first), out.last.eq(1),
-                         first.eq(0)]
+                         out.first.eq(first), out.last.eq(1), first.eq(0)]
+        with m.If(done):
+            m.d.sync += [loaded.eq(0), active.eq(0), ending.eq(0)]
+            with m.If(record_last):
+                m.d.sync += first.eq(1)
 
-        # The pass is over once its last element has been issued: next pixel.
-        pass_over = (issue_read & record_is_last & (rest == 0)) | end_pass
-        with m.If(pass_over):
-            m.d.sync += [taken_records.eq(0), block.eq(0), first.eq(1),
-                         passes_left.eq(passes_left - 1)]
-            with m.If(passes_left == 1):
-                m.d.sync += running.eq(0)
-            with m.If(self.pool):
-                with m.Switch(quarter):
-                    with m.Case(0, 2):
-                        m.d.sync += x.eq(x + 1)
-                    with m.Case(1):
-                        m.d.sync += [x.eq(x - 1), y.eq(y + 1),
-                                     y_base.eq(y_base + self.width)]
-                    with m.Case(3):
-                        with m.If(last_window_column):
-                            m.d.sync += [x.eq(0), y.eq(y + 1), win_x.eq(0),
-                                         y_base.eq(y_base + self.width)]
-                        with m.Else():
-                            m.d.sync += [x.eq(x + 1), y.eq(y - 1), win_x.eq(win_x + 1),
-                                         y_base.eq(y_base - self.width)]
-                m.d.sync += quarter.eq(quarter + 1)
+        # Take the next header: its first read's address and its columns. ------------------
+        offered = self.headers.payload
+        header = offered.header
+        last = offered.last | empty
+        take = open_ & (self.headers.valid | empty) & (~loaded | done)
+        m.d.comb += self.headers.ready.eq(take)
+        row_ok = Mux(header.dy == 0, ~top, Mux(header.dy == 1, 1, ~bottom))
+        columns = Signal(2)
+        m.d.comb += columns.eq(Mux(empty, 0, Mux(self.conv, Mux(row_ok, 3 - left - right, 0),
+                                                 3 - header.dy)))
+        with m.If(take):
+            m.d.sync += [loaded.eq(1), started.eq(0), record_last.eq(last),
+                         count.eq(columns), active.eq(columns != 0), ending.eq(columns <= 1),
+                         # pixel + offset + left, as one carry chain:
+                         byte.eq((Cat(left, pixel) + Cat(left, header.offset))[1:]),
+                         column.eq(left),
+                         pass_start.eq(last)]
+            with m.If(pass_start):
+                m.d.sync += basis.eq(self.basis_base)
             with m.Else():
-                with m.If(x + 1 == self.width):
-                    m.d.sync += [x.eq(0), y.eq(y + 1), y_base.eq(y_base + self.width)]
-                with m.Else():
-                    m.d.sync += x.eq(x + 1)
-        m.d.comb += last_window_column.eq(win_x + 1 == (self.width >> 1))
+                m.d.sync += basis.eq(basis + header.new_block)
 
-        m.d.comb += self.busy.eq(running | out_valid)
+        # The next pixel, once its pass's last header is taken.
+        m.d.comb += moving.eq(take & last)
+        m.d.sync += [walk.eq(moving), open_.eq(more & ~moving & ~walk)]
+        with m.If(walk & final_pixel):     # (still the pixel of the pass just taken)
+            m.d.sync += more.eq(0)
+        # The next pixel, from registers only: (x, y) and the step of `pixel`.
+        x_step = Signal(signed(2), init=1)
+        y_step = Signal(signed(2))
+        delta = Signal(signed(dim + 2), init=1)
+        with m.If(self.pool):
+            with m.Switch(quarter):
+                with m.Case(1):
+                    m.d.comb += [x_step.eq(-1), y_step.eq(1), delta.eq(width - 1)]
+                with m.Case(3):
+                    with m.If(last_window_column):
+                        m.d.comb += [x_step.eq(0), y_step.eq(1), delta.eq(1 + width[0])]
+                    with m.Else():
+                        m.d.comb += [y_step.eq(-1), delta.eq(1 - width)]
+        with m.Elif(right):
+            m.d.comb += [x_step.eq(0), y_step.eq(1)]
+        with m.If(walk):
+            m.d.sync += [x.eq(Mux(x_step == 0, 0, x + x_step)), y.eq(y + y_step),
+                         quarter.eq(quarter + 1), pixel.eq(pixel + delta)]
+
+        m.d.comb += self.busy.eq(more | loaded | out_valid)
+        # A group ends with no record loaded, `pass_start` and `first` set, no walk
+        # pending: only the walk and `more` start afresh.
         with m.If(self.start & ~self.busy):
             m.d.sync += [
-                running.eq(self.passes != 0),
-                passes_left.eq(self.passes),
-                y.eq(0), x.eq(0), win_x.eq(0), quarter.eq(0),
-                y_base.eq(self.in_base - self.width),
-                taken_records.eq(0), block.eq(0), first.eq(1), remaining.eq(0),
+                more.eq(self.passes != 0), empty.eq(self.records == 0),
+                x.eq(0), y.eq(0), quarter.eq(0),
+                pixel.eq(Mux(self.conv, self.in_base - width - 1, self.in_base)),
             ]
         return m

@@ -36,7 +36,8 @@ def record_header_layout():
     ``offset + (y + dy - 1) * W + x - 1 + j`` past the input's base, ``j`` = 0..2,
     those outside the image being the zero padding); for a linear layer ``3 * r``
     for Ce row ``r`` (elements ``offset + j`` that are below the input size).
-    ``dy``: the kernel row (0 for a linear layer). ``new_block``: the row is the first
+    ``dy``: the kernel row; for a linear layer, the number of the row's elements past
+    the input size (0, 1 or 2). ``new_block``: the row is the first
     of a block other than the channel's first, whose basis is the next one.
     """
     return data.StructLayout({"offset": unsigned(OFFSET_BITS), "dy": unsigned(2),
@@ -92,8 +93,10 @@ def op_layout():
 
 def group_layout():
     """One lane group: its records (``records`` of them from bank address
-    ``record_base``) and the address of its first basis in the lanes' basis memories."""
+    ``record_base``, the last at ``last_record``, that is ``record_base + (records - 1)
+    * record_reads``, 0 without records) and the address of its first basis in the
+    lanes' basis memories."""
     return data.StructLayout({
         "record_base": unsigned(16), "records": unsigned(16),
-        "basis_base": unsigned(16), "_reserved": unsigned(16),
+        "basis_base": unsigned(16), "last_record": unsigned(16),
     })

@@ -31,11 +31,13 @@ class Geometry:
     inputs: int = 0
 
     def header(self, row):
-        """The record header of Ce row ``row`` (without ``new_block``)."""
+        """``(offset, dy)`` of the record header of Ce row ``row`` (without
+        ``new_block``); a linear layer's ``dy`` is the number of the row's columns past
+        its inputs (0, 1 or 2)."""
         if self.conv:
             channel, dy = divmod(row, 3)
             return channel * self.height * self.width + dy * self.width, dy
-        return 3 * row, 0
+        return 3 * row, max(0, 3 * row + 3 - self.inputs)
 
 
 @dataclass

@@ -127,7 +127,9 @@ def serial_cycle_estimate(net, shape):
         cycles += shape.group_cycles + shape.fill_cycles + shape.output_cycles
         if columns.size:
             per_record = np.maximum(columns, 1)
-            per_record = np.maximum(per_record, shape.record_reads)
+            # A record arrives every `reads` cycles, and at best every three: its
+            # header goes from the banks to a stage register, then to the issuer's.
+            per_record = np.maximum(per_record, max(shape.record_reads, 3))
             cycles += int(per_record.sum() + (columns[:, -1] == 0).sum())
         else:
             cycles += columns.shape[0]
