@@ -231,16 +231,22 @@ class OutputUnit(wiring.Component):
         arrive = self.sums.valid
         a_last_lane = a_lane == lanes - 1
         window_done = arrive & a_last_lane & (a_pass == last_pass)
-        next_lane = Signal(lane_bits)
-        m.d.comb += next_lane.eq(Mux(arrive, Mux(a_last_lane, 0, a_lane + 1), a_lane))
         with m.If(begin):
             m.d.sync += [a_lane.eq(0), a_pass.eq(0), a_bank.eq(0)]
         with m.Elif(arrive):
-            m.d.sync += a_lane.eq(next_lane)
+            m.d.sync += a_lane.eq(Mux(a_last_lane, 0, a_lane + 1))
             with m.If(window_done):
                 m.d.sync += [a_pass.eq(0), a_bank.eq(~a_bank)]
             with m.Elif(a_last_lane):
                 m.d.sync += a_pass.eq(a_pass + 1)
+
+        # An arriving sum is written into its bank one cycle later (`w_*`).
+        w_valid, w_first, w_done = state(1, "w_valid"), state(1, "w_first"), state(1, "w_done")
+        w_lane, w_bank = state(lane_bits, "w_lane"), state(1, "w_bank")
+        w_value = state(signed(acc_bits), "w_value")
+        m.d.sync += [w_valid.eq(arrive & ~begin), w_first.eq(a_pass == 0),
+                     w_done.eq(window_done & ~begin), w_lane.eq(a_lane), w_bank.eq(a_bank),
+                     w_value.eq(self.sums.value)]
 
         # Read-out side: the slot phase, and the lane whose maximum is read next.
         phase = state(range(steps), "phase")
@@ -270,40 +276,46 @@ class OutputUnit(wiring.Component):
                     m.d.sync += owned[b].eq(1)
                 with m.Elif(drained & (d_bank == b)):
                     m.d.sync += owned[b].eq(0)
-                with m.If(window_done & (a_bank == b)):
+                with m.If(w_done & (w_bank == b)):
                     m.d.sync += complete[b].eq(1)
                 with m.Elif(drained & (d_bank == b)):
                     m.d.sync += complete[b].eq(0)
 
         # The running maxima, both banks in one memory (word `bank * 2**lane_bits +
-        # lane`): a read port fetches the maximum of the lane expected next so that
-        # it is at hand when the lane's sum arrives, and the sum is written if it is
-        # larger or starts its window. With one lane the next maximum is the one
-        # being written: that read must see the write. A second read port serves
-        # the read-out.
+        # lane`). An arriving sum is registered while its lane's maximum is read, and
+        # written the next cycle if it is larger or starts its window; its window is
+        # complete once its last sum has been written. With one lane the maximum read
+        # is the one being written: that read must see the write. A second read port
+        # serves the read-out.
         maxima = m.submodules.maxima = memory.Memory(
             shape=signed(acc_bits), depth=2 << lane_bits, init=[])
         rmw_write = maxima.write_port()
         rmw_read = maxima.read_port(transparent_for=(rmw_write,) if lanes == 1 else ())
         drain_read = maxima.read_port()
-        value, old = self.sums.value, rmw_read.data
-        larger = (a_pass == 0) | (old < value)
+        # The comparison as a subtraction's sign: a sum bit, not a carry out, so that
+        # no feed-through cell lengthens the path to the write enable.
+        difference = Signal(signed(acc_bits + 1))
+        m.d.comb += difference.eq(rmw_read.data - w_value)
+        larger = w_first | difference[-1]
         m.d.comb += [
-            rmw_write.addr.eq(Cat(a_lane, a_bank)),
-            rmw_write.data.eq(value),
-            # A bank being read out receives no sums; saying so lets synthesis see
-            # that the write never collides with the read-out (and add no bypass).
-            rmw_write.en.eq(arrive & larger & ~(issue & (a_bank == d_bank))),
-            rmw_read.addr.eq(Cat(next_lane, a_bank ^ window_done)),
-            rmw_read.en.eq(1),
+            rmw_write.addr.eq(Cat(w_lane, w_bank)),
+            rmw_write.data.eq(w_value),
+            # The write collides with neither read: a bank being read out receives
+            # no sums, and (with more than one lane) the maximum being read is never
+            # the one being written. The read enables say so, so that synthesis adds
+            # no bypass, and the write enable stays short.
+            rmw_write.en.eq(w_valid & larger),
+            rmw_read.addr.eq(Cat(a_lane, a_bank)),
+            rmw_read.en.eq((lanes == 1) | ~w_valid | (a_lane != w_lane) | (a_bank != w_bank)),
             drain_read.addr.eq(Cat(d_lane, d_bank)),
-            drain_read.en.eq(issue),
+            drain_read.en.eq(issue & ~(w_valid & (w_bank == d_bank))),
         ]
 
         # The output pipeline, one slot of `steps` cycles per stage: read (phase 0),
-        # bias (phase 1), multiplication (phases 2 to 1 of the next slot) and
-        # selection and rounding (phases 2 and 3 of the next slot). `*_valid` say
-        # which stages hold an output, `*_last` whether it is its window's last.
+        # bias (phase 1), multiplication (phases 2 to 1 of the next slot), the
+        # product held (phase 2), its coarse selection (phase 3) and the fine
+        # selection and rounding (phase 0 of the slot after). `*_valid` say which
+        # stages hold an output, `*_last` whether it is its window's last.
         params = self.param_read.data
         m.d.comb += [self.param_read.addr.eq(self.param_base + d_lane),
                      self.param_read.en.eq(issue)]
@@ -333,19 +345,29 @@ class OutputUnit(wiring.Component):
             with m.Else():
                 m.d.sync += acc.eq(biased)
 
-        # The product's window is registered in phase 2, the rounded byte in phase 3.
+        # The product is registered in phase 2, its coarse window in phase 3 and the
+        # rounded byte in phase 0 of the next slot.
         product, shift = self._multiply(m, acc, params, phase, advance)
-        window, fits = self._coarse_select(m, product, shift)
+        held_product = state(signed(len(product)), "held_product")
+        held_valid, held_last = state(1, "held_valid"), state(1, "held_last")
+        with m.If(begin):
+            m.d.sync += held_valid.eq(0)
+        with m.Elif(advance & (phase == 2)):
+            m.d.sync += [held_product.eq(product), held_valid.eq(sel_valid),
+                         held_last.eq(sel_last)]
+        with m.Elif(advance & (phase == 3)):
+            m.d.sync += held_valid.eq(0)
+        window, fits = self._coarse_select(m, held_product, shift)
         fine_window = state(signed(len(window)), "fine_window")
         fine_fits, fine_negative = state(1, "fine_fits"), state(1, "fine_negative")
         fine_valid, fine_last = state(1, "fine_valid"), state(1, "fine_last")
         with m.If(begin):
             m.d.sync += fine_valid.eq(0)
-        with m.Elif(advance & (phase == 2)):
-            m.d.sync += [fine_window.eq(window), fine_fits.eq(fits),
-                         fine_negative.eq(product[-1]), fine_valid.eq(sel_valid),
-                         fine_last.eq(sel_last)]
         with m.Elif(advance & (phase == 3)):
+            m.d.sync += [fine_window.eq(window), fine_fits.eq(fits),
+                         fine_negative.eq(held_product[-1]), fine_valid.eq(held_valid),
+                         fine_last.eq(held_last)]
+        with m.Elif(advance & (phase == 0)):
             m.d.sync += fine_valid.eq(0)
         result, overflow = self._fine_select(m, fine_window, shift, fine_fits)
         activation = self._round(m, result, overflow, fine_negative)
@@ -357,7 +379,7 @@ class OutputUnit(wiring.Component):
         out_data = state(signed(_ACTIVATION_BITS), "out_data")
         out_last = state(1, "out_last")
         out_valid = Signal()
-        producing = (phase == 3) & fine_valid
+        producing = (phase == 0) & fine_valid
         m.d.comb += [stall.eq(producing & out_valid & ~out.ready),
                      out.valid.eq(out_valid), out.payload.data.eq(out_data)]
         with m.If(begin):
