@@ -230,23 +230,27 @@ class OutputUnit(wiring.Component):
         a_bank = state(1, "a_bank")
         arrive = self.sums.valid
         a_last_lane = a_lane == lanes - 1
+        next_lane = Signal(lane_bits)
+        m.d.comb += next_lane.eq(Mux(a_last_lane, 0, a_lane + 1))
         window_done = arrive & a_last_lane & (a_pass == last_pass)
         with m.If(begin):
             m.d.sync += [a_lane.eq(0), a_pass.eq(0), a_bank.eq(0)]
         with m.Elif(arrive):
-            m.d.sync += a_lane.eq(Mux(a_last_lane, 0, a_lane + 1))
+            m.d.sync += a_lane.eq(next_lane)
             with m.If(window_done):
                 m.d.sync += [a_pass.eq(0), a_bank.eq(~a_bank)]
             with m.Elif(a_last_lane):
                 m.d.sync += a_pass.eq(a_pass + 1)
 
-        # An arriving sum is written into its bank one cycle later (`w_*`).
-        w_valid, w_first, w_done = state(1, "w_valid"), state(1, "w_first"), state(1, "w_done")
+        # An arriving sum is compared with its lane's maximum in its arrival cycle and
+        # written into its bank one cycle later (`w_*`) if it is larger or starts its
+        # window.
+        w_write, w_done = state(1, "w_write"), state(1, "w_done")
         w_lane, w_bank = state(lane_bits, "w_lane"), state(1, "w_bank")
         w_value = state(signed(acc_bits), "w_value")
-        m.d.sync += [w_valid.eq(arrive & ~begin), w_first.eq(a_pass == 0),
-                     w_done.eq(window_done & ~begin), w_lane.eq(a_lane), w_bank.eq(a_bank),
-                     w_value.eq(self.sums.value)]
+        larger = Signal()
+        m.d.sync += [w_write.eq(arrive & larger & ~begin), w_done.eq(window_done & ~begin),
+                     w_lane.eq(a_lane), w_bank.eq(a_bank), w_value.eq(self.sums.value)]
 
         # Read-out side: the slot phase, and the lane whose maximum is read next.
         phase = state(range(steps), "phase")
@@ -282,33 +286,41 @@ class OutputUnit(wiring.Component):
                     m.d.sync += complete[b].eq(0)
 
         # The running maxima, both banks in one memory (word `bank * 2**lane_bits +
-        # lane`). An arriving sum is registered while its lane's maximum is read, and
-        # written the next cycle if it is larger or starts its window; its window is
-        # complete once its last sum has been written. With one lane the maximum read
-        # is the one being written: that read must see the write. A second read port
+        # lane`). The maximum of the lane that arrives next is read ahead: every cycle
+        # the read port takes the address of the next sum (that of the lane after an
+        # arriving one), so that the maximum is there when its sum arrives. A lane's
+        # maximum is written the cycle after its sum arrived; with at least three
+        # lanes its next read comes later (a pass takes at least `lanes` cycles), with
+        # fewer it may come in that cycle and must see the write. A second read port
         # serves the read-out.
         maxima = m.submodules.maxima = memory.Memory(
             shape=signed(acc_bits), depth=2 << lane_bits, init=[])
         rmw_write = maxima.write_port()
-        rmw_read = maxima.read_port(transparent_for=(rmw_write,) if lanes == 1 else ())
+        rmw_read = maxima.read_port(transparent_for=(rmw_write,) if lanes <= 2 else ())
         drain_read = maxima.read_port()
-        # The comparison as a subtraction's sign: a sum bit, not a carry out, so that
-        # no feed-through cell lengthens the path to the write enable.
+        next_bank = a_bank ^ window_done
+        rmw_address = Signal(lane_bits + 1)
+        m.d.comb += rmw_address.eq(Mux(arrive, Cat(next_lane, next_bank), Cat(a_lane, a_bank)))
+        maximum = rmw_read.data
+        if lanes == 1:
+            # With one lane, a sum may arrive while the previous one is being written.
+            maximum = Mux(w_write & (w_bank == a_bank), w_value, rmw_read.data)
+        # The comparison as a subtraction's sign: a sum bit, not a carry out.
         difference = Signal(signed(acc_bits + 1))
-        m.d.comb += difference.eq(rmw_read.data - w_value)
-        larger = w_first | difference[-1]
         m.d.comb += [
+            difference.eq(maximum - self.sums.value),
+            larger.eq((a_pass == 0) | difference[-1]),
             rmw_write.addr.eq(Cat(w_lane, w_bank)),
             rmw_write.data.eq(w_value),
-            # The write collides with neither read: a bank being read out receives
-            # no sums, and (with more than one lane) the maximum being read is never
-            # the one being written. The read enables say so, so that synthesis adds
-            # no bypass, and the write enable stays short.
-            rmw_write.en.eq(w_valid & larger),
-            rmw_read.addr.eq(Cat(a_lane, a_bank)),
-            rmw_read.en.eq((lanes == 1) | ~w_valid | (a_lane != w_lane) | (a_bank != w_bank)),
+            rmw_write.en.eq(w_write),
+            rmw_read.addr.eq(rmw_address),
+            # With more than two lanes the maximum being written is never the one
+            # being read: the read enable says so, so that synthesis adds no bypass.
+            rmw_read.en.eq((lanes <= 2) | ~w_write | (rmw_address != Cat(w_lane, w_bank))),
             drain_read.addr.eq(Cat(d_lane, d_bank)),
-            drain_read.en.eq(issue & ~(w_valid & (w_bank == d_bank))),
+            # A bank being read out receives no sums: the read-out never collides
+            # with a write.
+            drain_read.en.eq(issue & ~(w_write & (w_bank == d_bank))),
         ]
 
         # The output pipeline, one slot of `steps` cycles per stage: read (phase 0),
