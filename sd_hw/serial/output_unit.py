@@ -30,6 +30,11 @@ def activation_write_layout(activation_addr_width):
                               "data": signed(_ACTIVATION_BITS)})
 
 
+def _add_with_carry(a, b, carry):
+    """``a + b + carry`` as one addition: the carry enters below both operands' bit 0."""
+    return (Cat(carry, a).as_signed() + Cat(carry, b).as_signed())[1:].as_signed()
+
+
 class OutputUnit(wiring.Component):
     """Finishes the outputs of one lane group, window by window, in logic cells.
 
@@ -346,8 +351,9 @@ class OutputUnit(wiring.Component):
                 m.d.sync += [acc_valid.eq(rd_valid), acc_last.eq(rd_last),
                              sel_valid.eq(acc_valid & ~self.final), sel_last.eq(acc_last),
                              rd_valid.eq(0)]
-            with m.If(phase == 2):
+            with m.If(phase == 3 % steps):
                 m.d.sync += sel_valid.eq(0)
+            with m.If(phase == 2):
                 with m.If(self.final):
                     m.d.sync += acc_valid.eq(0)
         with m.If(advance & (phase == 1) & rd_valid):
@@ -357,31 +363,23 @@ class OutputUnit(wiring.Component):
             with m.Else():
                 m.d.sync += acc.eq(biased)
 
-        # The product is registered in phase 2, its coarse window in phase 3 and the
+        # The product is there in phase 3, its coarse window registered then and the
         # rounded byte in phase 0 of the next slot.
         product, shift = self._multiply(m, acc, params, phase, advance)
-        held_product = state(signed(len(product)), "held_product")
-        held_valid, held_last = state(1, "held_valid"), state(1, "held_last")
-        with m.If(begin):
-            m.d.sync += held_valid.eq(0)
-        with m.Elif(advance & (phase == 2)):
-            m.d.sync += [held_product.eq(product), held_valid.eq(sel_valid),
-                         held_last.eq(sel_last)]
-        with m.Elif(advance & (phase == 3)):
-            m.d.sync += held_valid.eq(0)
-        window, fits = self._coarse_select(m, held_product, shift)
+        window, groups, fits_of = self._coarse_select(m, product, shift)
         fine_window = state(signed(len(window)), "fine_window")
-        fine_fits, fine_negative = state(1, "fine_fits"), state(1, "fine_negative")
+        fine_groups = state(len(groups), "fine_groups")
+        fine_negative = state(1, "fine_negative")
         fine_valid, fine_last = state(1, "fine_valid"), state(1, "fine_last")
         with m.If(begin):
             m.d.sync += fine_valid.eq(0)
-        with m.Elif(advance & (phase == 3)):
-            m.d.sync += [fine_window.eq(window), fine_fits.eq(fits),
-                         fine_negative.eq(held_product[-1]), fine_valid.eq(held_valid),
-                         fine_last.eq(held_last)]
+        with m.Elif(advance & (phase == 3 % steps)):
+            m.d.sync += [fine_window.eq(window), fine_groups.eq(groups),
+                         fine_negative.eq(product[-1]), fine_valid.eq(sel_valid),
+                         fine_last.eq(sel_last)]
         with m.Elif(advance & (phase == 0)):
             m.d.sync += fine_valid.eq(0)
-        result, overflow = self._fine_select(m, fine_window, shift, fine_fits)
+        result, overflow = self._fine_select(m, fine_window, shift, fits_of(fine_groups))
         activation = self._round(m, result, overflow, fine_negative)
 
         # A hidden layer's byte waits in `out` until the memory takes it (the pipeline
@@ -429,18 +427,21 @@ class OutputUnit(wiring.Component):
 
     def _multiply(self, m, acc, params, phase, advance):
         """``acc * multiplier`` as a radix-4 Booth serial product; returns the product
-        (valid in phase 2) and the rounding shift of its output.
+        (valid in phase 3) and the rounding shift of its output.
 
-        A step adds ``digits_per_cycle`` partial products (registered one phase
-        earlier) to the running sum, which then moves right by two bits a digit; the
-        bits it drops are the product's low bits and are kept in ``low``. Steps run
-        in phases 3, 4, ..., 1, 2. The last step's sum is not kept: during phase 2
-        it is the product's top, and the running sum restarts from zero.
+        Step ``k`` of the multiplication adds ``digits_per_cycle`` partial products
+        to the running sum, which then moves right by two bits a digit; the bits it
+        drops are the product's low bits and are kept in ``low``. A step's partial
+        products are registered two phases before it and their sum one phase before
+        it, so that a step is one addition. Steps run in phases 0, 1, ..., 3; the last
+        step's sum is not kept: during phase 3 it is the product's top, and the
+        running sum restarts from zero.
         """
         acc_bits = len(acc)
         digits = self._digits_per_cycle
         steps = self.cycles_per_output
         drop = 2 * digits
+        last = 3 % steps
 
         # Step k looks at multiplier bits drop*k - 1 .. drop*k + drop - 1 (bit -1 and
         # the sign are 0). The parameter word holds still from phase 1 to phase 0 of
@@ -481,16 +482,27 @@ class OutputUnit(wiring.Component):
                                  negative.eq(high)]
             partials.append((partial, negative))
 
+        # The step's addend: digit d weighs 4**d. The second digit's +1 (4 at bit 2)
+        # is 3 in the free low bits of its term plus the step's carry in.
+        addend = Signal(signed(acc_bits + 5), reset_less=True)
+        carry = Signal(reset_less=True)
+        (partial0, negative0) = partials[0]
+        with m.If(advance):
+            if digits == 1:
+                m.d.sync += [addend.eq(partial0), carry.eq(negative0)]
+            else:
+                (partial1, negative1) = partials[1]
+                m.d.sync += [addend.eq(_add_with_carry(
+                                 partial0, Cat(negative1, negative1, partial1).as_signed(),
+                                 negative0)),
+                             carry.eq(negative1)]
+
         running_sum = Signal(signed(acc_bits + 1), reset_less=True)
-        step_sum = running_sum
-        for digit, (partial, negative) in enumerate(partials):
-            # Digit d weighs 4**d: it adds to the bits from 2d up, its carry in at 2d.
-            top = Signal(signed(acc_bits + 3), name=f"step_sum{digit}")
-            m.d.comb += top.eq(step_sum[2 * digit:].as_signed() + partial + negative)
-            step_sum = Cat(step_sum[:2 * digit], top).as_signed()
+        step_sum = Signal(signed(acc_bits + 5), name="step_sum")
+        m.d.comb += step_sum.eq(_add_with_carry(running_sum, addend, carry))
         low = Signal(drop * (steps - 1), reset_less=True)
         with m.If(advance):
-            with m.If(phase == 2):
+            with m.If(phase == last):
                 m.d.sync += running_sum.eq(0)
             with m.Else():
                 m.d.sync += [running_sum.eq(step_sum.shift_right(drop)),
@@ -499,8 +511,10 @@ class OutputUnit(wiring.Component):
 
     def _coarse_select(self, m, product, shift):
         """The 24-bit window of ``product`` that the shift's top two bits pick (at bit
-        0, 16, 32 or 48; beyond the product's top, its sign), and whether the bits
-        above the window all equal its top bit (else the result cannot fit)."""
+        0, 16, 32 or 48; beyond the product's top, its sign), the checks that runs of
+        bits above the windows are uniform, and a function of those checks (once
+        registered) saying whether the bits above the picked window all equal its
+        top bit (else the result cannot fit)."""
         step = 1 << (_SHIFT_BITS - _COARSE_BITS)
         width = _ACTIVATION_BITS + step
         product_bits = len(product)
@@ -517,14 +531,25 @@ class OutputUnit(wiring.Component):
             for choice in range(1 << _COARSE_BITS):
                 with m.Case(choice):
                     m.d.comb += window.eq(bits(choice * step, choice * step + width))
-        # Checked from the top window down, each check reusing the one above.
-        fits = [Const(1)] * (1 << _COARSE_BITS)
-        for choice in reversed(range(1 << _COARSE_BITS)):
+        # Above window c, the bits up to window c + 1's top must equal its top bit.
+        # Those runs are checked four bits at a time here (`groups`, registered with
+        # the window) and the checks combined a phase later (`fits_of`), so that the
+        # product's last bits reach a register through one look-up table.
+        groups, runs = [], []
+        for choice in range(1 << _COARSE_BITS):
             top = choice * step + width - 1
-            if top < product_bits - 1:
-                fits[choice] = same(bits(top, min(product_bits, top + step + 1))) \
-                    & fits[choice + 1]
-        return window, Cat(fits).bit_select(shift[-_COARSE_BITS:], 1)
+            end = min(product_bits, top + step + 1)
+            first = len(groups)
+            for low in range(top, end - 1, 3):
+                groups.append(same(bits(low, min(end, low + 4))))
+            runs.append(range(first, len(groups)))
+
+        def fits_of(flags):
+            fits = [Cat(flags[i] for i in range(run.start, len(groups))).all()
+                    if run.start < len(groups) else Const(1) for run in runs]
+            return Cat(fits).bit_select(shift[-_COARSE_BITS:], 1)
+
+        return window, Cat(groups), fits_of
 
     def _fine_select(self, m, window, shift, fits):
         """``window >> shift[:4]`` as a 9-bit signed value, and whether it does not fit.
