@@ -254,7 +254,12 @@ class OutputUnit(wiring.Component):
         w_lane, w_bank = state(lane_bits, "w_lane"), state(1, "w_bank")
         w_value = state(signed(acc_bits), "w_value")
         larger = Signal()
-        m.d.sync += [w_write.eq(arrive & larger & ~begin), w_done.eq(window_done & ~begin),
+        # (`larger` is the flip-flop's data, the arrival its synchronous reset.)
+        with m.If(arrive & ~begin):
+            m.d.sync += w_write.eq(larger)
+        with m.Else():
+            m.d.sync += w_write.eq(0)
+        m.d.sync += [w_done.eq(window_done & ~begin),
                      w_lane.eq(a_lane), w_bank.eq(a_bank), w_value.eq(self.sums.value)]
 
         # Read-out side: the slot phase, and the lane whose maximum is read next.
