@@ -82,7 +82,7 @@ class OutputUnit(wiring.Component):
         output memory (1..24).
     digits_per_cycle : int
         Booth digits of the multiplier taken per cycle: 2 (default; 4 cycles per
-        output) or 1 (8 cycles per output, about 70 fewer logic cells).
+        output) or 1 (8 cycles per output, about 35 fewer logic cells).
 
     Members
     -------
@@ -334,8 +334,9 @@ class OutputUnit(wiring.Component):
         ]
 
         # The output pipeline, one slot of `steps` cycles per stage: read (phase 0),
-        # bias (phase 1), multiplication (phases 2 to 1 of the next slot), the
-        # product held (phase 2), its coarse selection (phase 3) and the fine
+        # bias (phase 1), the multiplication's partial products (from phase 2) and
+        # steps (phases 4, 5, ... of the slot, modulo its length, up to phase 3 of the
+        # next), the product's coarse selection (that phase 3) and the fine
         # selection and rounding (phase 0 of the slot after). `*_valid` say which
         # stages hold an output, `*_last` whether it is its window's last.
         params = self.param_read.data
@@ -438,9 +439,9 @@ class OutputUnit(wiring.Component):
         to the running sum, which then moves right by two bits a digit; the bits it
         drops are the product's low bits and are kept in ``low``. A step's partial
         products are registered two phases before it and their sum one phase before
-        it, so that a step is one addition. Steps run in phases 0, 1, ..., 3; the last
-        step's sum is not kept: during phase 3 it is the product's top, and the
-        running sum restarts from zero.
+        it, so that a step is one addition. Steps run in phases 4, 5, ..., 3 (modulo
+        the slot's length); the last step's sum is not kept: during phase 3 it is the
+        product's top, and the running sum restarts from zero.
         """
         acc_bits = len(acc)
         digits = self._digits_per_cycle
