@@ -228,7 +228,7 @@ def random_groups(rng, lanes, acc_bits, count, *, windows=(1, 6)):
     return groups
 
 
-@pytest.mark.parametrize("lanes", [1, 3, 8])
+@pytest.mark.parametrize("lanes", [1, 2, 3, 8])
 @pytest.mark.parametrize("digits", [2, 1])
 def test_random_groups_match_the_golden_model(lanes, digits):
     config = AcceleratorConfig(lanes=lanes)

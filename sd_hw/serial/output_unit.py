@@ -30,6 +30,11 @@ def activation_write_layout(activation_addr_width):
                               "data": signed(_ACTIVATION_BITS)})
 
 
+def _add_with_carry(a, b, carry):
+    """``a + b + carry`` as one addition: the carry enters below both operands' bit 0."""
+    return (Cat(carry, a).as_signed() + Cat(carry, b).as_signed())[1:].as_signed()
+
+
 class OutputUnit(wiring.Component):
     """Finishes the outputs of one lane group, window by window, in logic cells.
 
@@ -77,7 +82,7 @@ class OutputUnit(wiring.Component):
         output memory (1..24).
     digits_per_cycle : int
         Booth digits of the multiplier taken per cycle: 2 (default; 4 cycles per
-        output) or 1 (8 cycles per output, about 70 fewer logic cells).
+        output) or 1 (8 cycles per output, about 35 fewer logic cells).
 
     Members
     -------
@@ -230,9 +235,9 @@ class OutputUnit(wiring.Component):
         a_bank = state(1, "a_bank")
         arrive = self.sums.valid
         a_last_lane = a_lane == lanes - 1
-        window_done = arrive & a_last_lane & (a_pass == last_pass)
         next_lane = Signal(lane_bits)
-        m.d.comb += next_lane.eq(Mux(arrive, Mux(a_last_lane, 0, a_lane + 1), a_lane))
+        m.d.comb += next_lane.eq(Mux(a_last_lane, 0, a_lane + 1))
+        window_done = arrive & a_last_lane & (a_pass == last_pass)
         with m.If(begin):
             m.d.sync += [a_lane.eq(0), a_pass.eq(0), a_bank.eq(0)]
         with m.Elif(arrive):
@@ -241,6 +246,21 @@ class OutputUnit(wiring.Component):
                 m.d.sync += [a_pass.eq(0), a_bank.eq(~a_bank)]
             with m.Elif(a_last_lane):
                 m.d.sync += a_pass.eq(a_pass + 1)
+
+        # An arriving sum is compared with its lane's maximum in its arrival cycle and
+        # written into its bank one cycle later (`w_*`) if it is larger or starts its
+        # window.
+        w_write, w_done = state(1, "w_write"), state(1, "w_done")
+        w_lane, w_bank = state(lane_bits, "w_lane"), state(1, "w_bank")
+        w_value = state(signed(acc_bits), "w_value")
+        larger = Signal()
+        # (`larger` is the flip-flop's data, the arrival its synchronous reset.)
+        with m.If(arrive & ~begin):
+            m.d.sync += w_write.eq(larger)
+        with m.Else():
+            m.d.sync += w_write.eq(0)
+        m.d.sync += [w_done.eq(window_done & ~begin),
+                     w_lane.eq(a_lane), w_bank.eq(a_bank), w_value.eq(self.sums.value)]
 
         # Read-out side: the slot phase, and the lane whose maximum is read next.
         phase = state(range(steps), "phase")
@@ -270,40 +290,55 @@ class OutputUnit(wiring.Component):
                     m.d.sync += owned[b].eq(1)
                 with m.Elif(drained & (d_bank == b)):
                     m.d.sync += owned[b].eq(0)
-                with m.If(window_done & (a_bank == b)):
+                with m.If(w_done & (w_bank == b)):
                     m.d.sync += complete[b].eq(1)
                 with m.Elif(drained & (d_bank == b)):
                     m.d.sync += complete[b].eq(0)
 
         # The running maxima, both banks in one memory (word `bank * 2**lane_bits +
-        # lane`): a read port fetches the maximum of the lane expected next so that
-        # it is at hand when the lane's sum arrives, and the sum is written if it is
-        # larger or starts its window. With one lane the next maximum is the one
-        # being written: that read must see the write. A second read port serves
-        # the read-out.
+        # lane`). The maximum of the lane that arrives next is read ahead: every cycle
+        # the read port takes the address of the next sum (that of the lane after an
+        # arriving one), so that the maximum is there when its sum arrives. A lane's
+        # maximum is written the cycle after its sum arrived; with at least three
+        # lanes its next read comes later (a pass takes at least `lanes` cycles), with
+        # fewer it may come in that cycle and must see the write. A second read port
+        # serves the read-out.
         maxima = m.submodules.maxima = memory.Memory(
             shape=signed(acc_bits), depth=2 << lane_bits, init=[])
         rmw_write = maxima.write_port()
-        rmw_read = maxima.read_port(transparent_for=(rmw_write,) if lanes == 1 else ())
+        rmw_read = maxima.read_port(transparent_for=(rmw_write,) if lanes <= 2 else ())
         drain_read = maxima.read_port()
-        value, old = self.sums.value, rmw_read.data
-        larger = (a_pass == 0) | (old < value)
+        next_bank = a_bank ^ window_done
+        rmw_address = Signal(lane_bits + 1)
+        m.d.comb += rmw_address.eq(Mux(arrive, Cat(next_lane, next_bank), Cat(a_lane, a_bank)))
+        maximum = rmw_read.data
+        if lanes == 1:
+            # With one lane, a sum may arrive while the previous one is being written.
+            maximum = Mux(w_write & (w_bank == a_bank), w_value, rmw_read.data)
+        # The comparison as a subtraction's sign: a sum bit, not a carry out.
+        difference = Signal(signed(acc_bits + 1))
         m.d.comb += [
-            rmw_write.addr.eq(Cat(a_lane, a_bank)),
-            rmw_write.data.eq(value),
-            # A bank being read out receives no sums; saying so lets synthesis see
-            # that the write never collides with the read-out (and add no bypass).
-            rmw_write.en.eq(arrive & larger & ~(issue & (a_bank == d_bank))),
-            rmw_read.addr.eq(Cat(next_lane, a_bank ^ window_done)),
-            rmw_read.en.eq(1),
+            difference.eq(maximum - self.sums.value),
+            larger.eq((a_pass == 0) | difference[-1]),
+            rmw_write.addr.eq(Cat(w_lane, w_bank)),
+            rmw_write.data.eq(w_value),
+            rmw_write.en.eq(w_write),
+            rmw_read.addr.eq(rmw_address),
+            # With more than two lanes the maximum being written is never the one
+            # being read: the read enable says so, so that synthesis adds no bypass.
+            rmw_read.en.eq((lanes <= 2) | ~w_write | (rmw_address != Cat(w_lane, w_bank))),
             drain_read.addr.eq(Cat(d_lane, d_bank)),
-            drain_read.en.eq(issue),
+            # A bank being read out receives no sums: the read-out never collides
+            # with a write.
+            drain_read.en.eq(issue & ~(w_write & (w_bank == d_bank))),
         ]
 
         # The output pipeline, one slot of `steps` cycles per stage: read (phase 0),
-        # bias (phase 1), multiplication (phases 2 to 1 of the next slot) and
-        # selection and rounding (phases 2 and 3 of the next slot). `*_valid` say
-        # which stages hold an output, `*_last` whether it is its window's last.
+        # bias (phase 1), the multiplication's partial products (from phase 2) and
+        # steps (phases 4, 5, ... of the slot, modulo its length, up to phase 3 of the
+        # next), the product's coarse selection (that phase 3) and the fine
+        # selection and rounding (phase 0 of the slot after). `*_valid` say which
+        # stages hold an output, `*_last` whether it is its window's last.
         params = self.param_read.data
         m.d.comb += [self.param_read.addr.eq(self.param_base + d_lane),
                      self.param_read.en.eq(issue)]
@@ -322,8 +357,9 @@ class OutputUnit(wiring.Component):
                 m.d.sync += [acc_valid.eq(rd_valid), acc_last.eq(rd_last),
                              sel_valid.eq(acc_valid & ~self.final), sel_last.eq(acc_last),
                              rd_valid.eq(0)]
-            with m.If(phase == 2):
+            with m.If(phase == 3 % steps):
                 m.d.sync += sel_valid.eq(0)
+            with m.If(phase == 2):
                 with m.If(self.final):
                     m.d.sync += acc_valid.eq(0)
         with m.If(advance & (phase == 1) & rd_valid):
@@ -333,21 +369,23 @@ class OutputUnit(wiring.Component):
             with m.Else():
                 m.d.sync += acc.eq(biased)
 
-        # The product's window is registered in phase 2, the rounded byte in phase 3.
+        # The product is there in phase 3, its coarse window registered then and the
+        # rounded byte in phase 0 of the next slot.
         product, shift = self._multiply(m, acc, params, phase, advance)
-        window, fits = self._coarse_select(m, product, shift)
+        window, groups, fits_of = self._coarse_select(m, product, shift)
         fine_window = state(signed(len(window)), "fine_window")
-        fine_fits, fine_negative = state(1, "fine_fits"), state(1, "fine_negative")
+        fine_groups = state(len(groups), "fine_groups")
+        fine_negative = state(1, "fine_negative")
         fine_valid, fine_last = state(1, "fine_valid"), state(1, "fine_last")
         with m.If(begin):
             m.d.sync += fine_valid.eq(0)
-        with m.Elif(advance & (phase == 2)):
-            m.d.sync += [fine_window.eq(window), fine_fits.eq(fits),
+        with m.Elif(advance & (phase == 3 % steps)):
+            m.d.sync += [fine_window.eq(window), fine_groups.eq(groups),
                          fine_negative.eq(product[-1]), fine_valid.eq(sel_valid),
                          fine_last.eq(sel_last)]
-        with m.Elif(advance & (phase == 3)):
+        with m.Elif(advance & (phase == 0)):
             m.d.sync += fine_valid.eq(0)
-        result, overflow = self._fine_select(m, fine_window, shift, fine_fits)
+        result, overflow = self._fine_select(m, fine_window, shift, fits_of(fine_groups))
         activation = self._round(m, result, overflow, fine_negative)
 
         # A hidden layer's byte waits in `out` until the memory takes it (the pipeline
@@ -357,7 +395,7 @@ class OutputUnit(wiring.Component):
         out_data = state(signed(_ACTIVATION_BITS), "out_data")
         out_last = state(1, "out_last")
         out_valid = Signal()
-        producing = (phase == 3) & fine_valid
+        producing = (phase == 0) & fine_valid
         m.d.comb += [stall.eq(producing & out_valid & ~out.ready),
                      out.valid.eq(out_valid), out.payload.data.eq(out_data)]
         with m.If(begin):
@@ -395,18 +433,21 @@ class OutputUnit(wiring.Component):
 
     def _multiply(self, m, acc, params, phase, advance):
         """``acc * multiplier`` as a radix-4 Booth serial product; returns the product
-        (valid in phase 2) and the rounding shift of its output.
+        (valid in phase 3) and the rounding shift of its output.
 
-        A step adds ``digits_per_cycle`` partial products (registered one phase
-        earlier) to the running sum, which then moves right by two bits a digit; the
-        bits it drops are the product's low bits and are kept in ``low``. Steps run
-        in phases 3, 4, ..., 1, 2. The last step's sum is not kept: during phase 2
-        it is the product's top, and the running sum restarts from zero.
+        Step ``k`` of the multiplication adds ``digits_per_cycle`` partial products
+        to the running sum, which then moves right by two bits a digit; the bits it
+        drops are the product's low bits and are kept in ``low``. A step's partial
+        products are registered two phases before it and their sum one phase before
+        it, so that a step is one addition. Steps run in phases 4, 5, ..., 3 (modulo
+        the slot's length); the last step's sum is not kept: during phase 3 it is the
+        product's top, and the running sum restarts from zero.
         """
         acc_bits = len(acc)
         digits = self._digits_per_cycle
         steps = self.cycles_per_output
         drop = 2 * digits
+        last = 3 % steps
 
         # Step k looks at multiplier bits drop*k - 1 .. drop*k + drop - 1 (bit -1 and
         # the sign are 0). The parameter word holds still from phase 1 to phase 0 of
@@ -447,16 +488,27 @@ class OutputUnit(wiring.Component):
                                  negative.eq(high)]
             partials.append((partial, negative))
 
+        # The step's addend: digit d weighs 4**d. The second digit's +1 (4 at bit 2)
+        # is 3 in the free low bits of its term plus the step's carry in.
+        addend = Signal(signed(acc_bits + 5), reset_less=True)
+        carry = Signal(reset_less=True)
+        (partial0, negative0) = partials[0]
+        with m.If(advance):
+            if digits == 1:
+                m.d.sync += [addend.eq(partial0), carry.eq(negative0)]
+            else:
+                (partial1, negative1) = partials[1]
+                m.d.sync += [addend.eq(_add_with_carry(
+                                 partial0, Cat(negative1, negative1, partial1).as_signed(),
+                                 negative0)),
+                             carry.eq(negative1)]
+
         running_sum = Signal(signed(acc_bits + 1), reset_less=True)
-        step_sum = running_sum
-        for digit, (partial, negative) in enumerate(partials):
-            # Digit d weighs 4**d: it adds to the bits from 2d up, its carry in at 2d.
-            top = Signal(signed(acc_bits + 3), name=f"step_sum{digit}")
-            m.d.comb += top.eq(step_sum[2 * digit:].as_signed() + partial + negative)
-            step_sum = Cat(step_sum[:2 * digit], top).as_signed()
+        step_sum = Signal(signed(acc_bits + 5), name="step_sum")
+        m.d.comb += step_sum.eq(_add_with_carry(running_sum, addend, carry))
         low = Signal(drop * (steps - 1), reset_less=True)
         with m.If(advance):
-            with m.If(phase == 2):
+            with m.If(phase == last):
                 m.d.sync += running_sum.eq(0)
             with m.Else():
                 m.d.sync += [running_sum.eq(step_sum.shift_right(drop)),
@@ -465,8 +517,10 @@ class OutputUnit(wiring.Component):
 
     def _coarse_select(self, m, product, shift):
         """The 24-bit window of ``product`` that the shift's top two bits pick (at bit
-        0, 16, 32 or 48; beyond the product's top, its sign), and whether the bits
-        above the window all equal its top bit (else the result cannot fit)."""
+        0, 16, 32 or 48; beyond the product's top, its sign), the checks that runs of
+        bits above the windows are uniform, and a function of those checks (once
+        registered) saying whether the bits above the picked window all equal its
+        top bit (else the result cannot fit)."""
         step = 1 << (_SHIFT_BITS - _COARSE_BITS)
         width = _ACTIVATION_BITS + step
         product_bits = len(product)
@@ -483,14 +537,25 @@ class OutputUnit(wiring.Component):
             for choice in range(1 << _COARSE_BITS):
                 with m.Case(choice):
                     m.d.comb += window.eq(bits(choice * step, choice * step + width))
-        # Checked from the top window down, each check reusing the one above.
-        fits = [Const(1)] * (1 << _COARSE_BITS)
-        for choice in reversed(range(1 << _COARSE_BITS)):
+        # Above window c, the bits up to window c + 1's top must equal its top bit.
+        # Those runs are checked four bits at a time here (`groups`, registered with
+        # the window) and the checks combined a phase later (`fits_of`), so that the
+        # product's last bits reach a register through one look-up table.
+        groups, runs = [], []
+        for choice in range(1 << _COARSE_BITS):
             top = choice * step + width - 1
-            if top < product_bits - 1:
-                fits[choice] = same(bits(top, min(product_bits, top + step + 1))) \
-                    & fits[choice + 1]
-        return window, Cat(fits).bit_select(shift[-_COARSE_BITS:], 1)
+            end = min(product_bits, top + step + 1)
+            first = len(groups)
+            for low in range(top, end - 1, 3):
+                groups.append(same(bits(low, min(end, low + 4))))
+            runs.append(range(first, len(groups)))
+
+        def fits_of(flags):
+            fits = [Cat(flags[i] for i in range(run.start, len(groups))).all()
+                    if run.start < len(groups) else Const(1) for run in runs]
+            return Cat(fits).bit_select(shift[-_COARSE_BITS:], 1)
+
+        return window, Cat(groups), fits_of
 
     def _fine_select(self, m, window, shift, fits):
         """``window >> shift[:4]`` as a 9-bit signed value, and whether it does not fit.
