@@ -195,7 +195,7 @@ class HostLink(wiring.Component):
                 with m.Else():
                     m.d.comb += buffer_write.en.eq(1)
                     m.d.sync += ptr.eq(ptr + 1)
-                with m.If(next_remaining == 0):
+                with m.If(remaining == 1):
                     m.next = "CrcLow"
 
             def on_crc_low():
@@ -317,9 +317,9 @@ class HostLink(wiring.Component):
                 with m.If(tx_free):
                     m.d.comb += send.eq(1)
                     m.d.sync += [word.eq(word >> 8), remaining.eq(next_remaining)]
-                    with m.If(next_remaining == 0):
+                    with m.If(remaining == 1):
                         m.next = "ReplyCrcLow"
-                    with m.Elif(next_remaining[:2] == 0):
+                    with m.Elif(remaining[:2] == 1):
                         m.next = "ReplyFetch"
             with m.State("ReplyCrcLow"):
                 emit(crc[:8], "ReplyCrcHigh", update_crc=False)
