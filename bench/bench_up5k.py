@@ -90,9 +90,11 @@ SERIAL_LIMITS = {"weight bank words": "bank_depth", "bases per lane": "basis_dep
 
 
 def serial_config(lanes):
-    """``bench_serial.UP5K_SERIAL`` with ``lanes`` lanes."""
+    """``bench_serial.UP5K_SERIAL`` with ``lanes`` lanes; with fewer lanes each lane's
+    basis memory grows so that together they hold as many bases."""
     base = bench_serial.UP5K_SERIAL
-    return replace(base, datapath=replace(base.datapath, lanes=lanes))
+    return replace(base, datapath=replace(base.datapath, lanes=lanes),
+                   basis_depth=max(base.basis_depth, -(-base.basis_depth * base.lanes // lanes)))
 
 
 def dense_configs():
@@ -366,7 +368,8 @@ def main(argv=None):
                         f"(default {IMAGES[0]}, {IMAGES[1]} with --quick)")
     parser.add_argument("--seeds", type=int, default=3, help="place-and-route seeds")
     parser.add_argument("--lanes", type=int, default=bench_serial.UP5K_SERIAL.lanes,
-                        help="the SerialCore's lanes (default: bench_serial.UP5K_SERIAL's)")
+                        help="the SerialCore's lanes (default: bench_serial.UP5K_SERIAL's; "
+                        "fewer lanes get deeper basis memories, see serial_config)")
     parser.add_argument("--pruning", default="0.5,0.75",
                         help="the pruning fractions of the weight files to run")
     parser.add_argument("--quick", action="store_true", help="no board build, two images")

@@ -205,3 +205,11 @@ def test_the_markdown_table_shows_the_given_records():
     assert len(quoted) == 2 and all("| quoted |" in line and "quoted: " in line
                                     for line in quoted)
     assert f"Run on {STAMP}." in text
+
+
+def test_fewer_lanes_keep_the_bases_of_the_up5k_design():
+    full = bench_up5k.serial_config(8)
+    assert full == bench_up5k.bench_serial.UP5K_SERIAL
+    two = bench_up5k.serial_config(2)
+    assert two.lanes == 2 and two.basis_depth * 2 >= full.basis_depth * 8
+    assert (two.bank_depth, two.weight_banks) == (full.bank_depth, full.weight_banks)
