@@ -53,6 +53,7 @@ from sim.simulate import simulate
 import bench_decompose
 import bench_simulate
 import benchmark_records
+import compare_metrics
 import compare_plots
 import compare_report
 from run_stamp import run_stamp
