@@ -296,7 +296,10 @@ def markdown(records, *, stamp, seeds, quick, config_text, minutes):
         "`python bench/bench_up5k.py` (in `make bench`, after `bench_mnist.py` and "
         f"`bench_serial.py`); this run took {minutes:.0f} min. SD is the SerialCore "
         f"({config_text}) running the MNIST CNN of [mnist-results.md](mnist-results.md) "
-        "on its RTL under Verilator; its resources come from the iCEBreaker build of the "
+        "on its RTL under Verilator (`bench_serial.measure`, run by this script on the "
+        "first test images: outputs and counters against the golden model; every counter "
+        "built, which does not change the schedule); its resources come from the "
+        "iCEBreaker build of the "
         "whole board design (core, host link, UART; cycle counter only) with "
         + ("no place and route (`--quick`)" if quick else f"{seeds} place-and-route seeds")
         + ". The dense int8 core of the same generator compiles the same network in int8. "
