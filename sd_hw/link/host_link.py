@@ -67,9 +67,10 @@ class HostLink(wiring.Component):
     tx : ``Out(stream.Signature(8))``
         Bytes to send.
     bus : ``Out(HostBus())``
-        To the core's ``host``. A word is written, or read and its
-        ``r_data`` taken, at most every other cycle; reads and writes of
-        a request go to consecutive addresses.
+        To the core's ``host``. ``w_en`` and ``r_en`` come from flip-flops;
+        ``r_data`` is taken in the cycle after ``r_en``. A word is written, or
+        read, at most every third cycle; reads and writes of a request go to
+        consecutive addresses.
     done : ``In(1)``
         The core's ``done``.
     """
@@ -136,6 +137,14 @@ class HostLink(wiring.Component):
         with m.If((got & crc_checked) | (send & counted)):
             m.d.sync += crc.eq(crc16_step(crc, Mux(counted, send_byte, byte)))
 
+        # The bus strobes come from flip-flops, a cycle after the state that asks for
+        # them, so that no path runs from the link's state machine into the core's
+        # decoding; the address moves on in the cycle the core takes the word.
+        write_word = Signal()
+        read_word = Signal()
+        m.d.sync += [self.bus.w_en.eq(write_word), self.bus.r_en.eq(read_word)]
+        with m.If(self.bus.w_en | self.bus.r_en):
+            m.d.sync += bus_address.eq(bus_address + 1)
         m.d.comb += [buffer_write.addr.eq(ptr), buffer_write.data.eq(byte),
                      buffer_read.addr.eq(ptr),
                      self.bus.addr.eq(bus_address), self.bus.w_data.eq(word)]
@@ -266,8 +275,7 @@ class HostLink(wiring.Component):
                 with m.If((command != Command.RUN) & ~have_address):
                     m.d.sync += [bus_address.eq(word), have_address.eq(1)]
                 with m.Elif(command == Command.WRITE):
-                    m.d.comb += self.bus.w_en.eq(1)
-                    m.d.sync += bus_address.eq(bus_address + 1)
+                    m.d.comb += write_word.eq(1)
                 with m.If(remaining == 0):
                     m.next = "Loaded"
                 with m.Else():
@@ -282,10 +290,12 @@ class HostLink(wiring.Component):
                     with m.Else():
                         reply(Status.BAD_LENGTH)
                 with m.Else():  # RUN: `word` is the CONTROL word, `bus_address` still 0
-                    m.d.comb += self.bus.w_en.eq(1)
+                    m.d.comb += write_word.eq(1)
                     m.next = "RunLaunched"
 
-            with m.State("RunLaunched"):
+            with m.State("RunLaunched"):   # the core takes the CONTROL word
+                m.next = "RunStarted"
+            with m.State("RunStarted"):    # the core clears `done`
                 m.next = "RunWait"
             with m.State("RunWait"):
                 with m.If(self.done):
@@ -305,8 +315,9 @@ class HostLink(wiring.Component):
                 with m.Else():
                     emit(remaining[8:], "ReplyFetch")
             with m.State("ReplyFetch"):
-                m.d.comb += self.bus.r_en.eq(1)
-                m.d.sync += bus_address.eq(bus_address + 1)
+                m.d.comb += read_word.eq(1)
+                m.next = "ReplyRead"
+            with m.State("ReplyRead"):     # the core takes the read
                 m.next = "ReplyTake"
             with m.State("ReplyTake"):
                 last_ident = is_ident & (remaining == 4)
