@@ -29,18 +29,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from run_stamp import run_stamp  # noqa: E402
+from boards.icebreaker import DEFAULT_CONFIG as ICEBREAKER_CONFIG  # noqa: E402
 from sd_hw import weight_file  # noqa: E402
-from sd_hw.config import AcceleratorConfig  # noqa: E402
 from sd_hw.errors import SdHwError  # noqa: E402
 from sd_hw.serial.compiler import compile_serial  # noqa: E402
-from sd_hw.serial.config import SerialConfig  # noqa: E402
 from sim.simulate import simulate  # noqa: E402
 
-#: The iCEBreaker-sized element-serial core: 8 lanes (the UP5K's 8 SB_MAC16), three
-#: SPRAMs as weight banks, one as the activation memory, block RAM for the rest.
-UP5K_SERIAL = SerialConfig(datapath=AcceleratorConfig(lanes=8), bank_depth=16384,
-                           activation_bytes=32768, basis_depth=64, param_depth=256,
-                           output_depth=64, program_depth=256, counters=True)
+#: The iCEBreaker's default core (boards/icebreaker.py): the element-serial core with
+#: 8 lanes (the UP5K's 8 SB_MAC16), three SPRAMs as weight banks, one as the
+#: activation memory, block RAM for the rest.
+UP5K_SERIAL = ICEBREAKER_CONFIG
 #: Inputs whose every layer is compared (the others: the final outputs).
 LAYER_CHECKS = 8
 

@@ -140,10 +140,24 @@ class HostLink(wiring.Component):
         # The bus strobes come from flip-flops, a cycle after the state that asks for
         # them, so that no path runs from the link's state machine into the core's
         # decoding; the address moves on in the cycle the core takes the word.
+        # Likewise the address is loaded a cycle after the state that asks for it (`word`
+        # and the request's fields hold for that cycle), from a registered choice.
         write_word = Signal()
         read_word = Signal()
         m.d.sync += [self.bus.w_en.eq(write_word), self.bus.r_en.eq(read_word)]
-        with m.If(self.bus.w_en | self.bus.r_en):
+        load_address = Signal()
+        address_source = Signal(2)   # 0: `word`; 1: IDENT; 2: the counters; 3: 0
+        m.d.sync += load_address.eq(0)
+
+        def set_address(source):
+            m.d.sync += [load_address.eq(1), address_source.eq(source)]
+
+        with m.If(load_address):
+            m.d.sync += bus_address.eq(
+                Mux(address_source[1],
+                    Mux(address_source[0], 0, address(Space.REGISTERS, COUNTER_BASE)),
+                    Mux(address_source[0], address(Space.REGISTERS, Register.IDENT), word)))
+        with m.Elif(self.bus.w_en | self.bus.r_en):
             m.d.sync += bus_address.eq(bus_address + 1)
         m.d.comb += [buffer_write.addr.eq(ptr), buffer_write.data.eq(byte),
                      buffer_read.addr.eq(ptr),
@@ -165,8 +179,9 @@ class HostLink(wiring.Component):
                 m.d.comb += rx.ready.eq(1)
                 with m.If(got & (byte == REQUEST_SYNC)):
                     m.d.sync += [crc.eq(0xFFFF), ptr.eq(0), overflow.eq(0),
-                                 idle.eq(self._timeout - 1), bus_address.eq(0),
+                                 idle.eq(self._timeout - 1),
                                  have_address.eq(0), is_ident.eq(0)]
+                    set_address(3)
                     m.next = "Command"
 
             def receiving(name, body, *, checked=False):
@@ -236,8 +251,8 @@ class HostLink(wiring.Component):
                     reply(Status.UNKNOWN_COMMAND)
                 with m.Elif(command == Command.IDENT):
                     with m.If(ptr == 0):
-                        m.d.sync += [is_ident.eq(1),
-                                     bus_address.eq(address(Space.REGISTERS, Register.IDENT))]
+                        m.d.sync += is_ident.eq(1)
+                        set_address(1)
                         reply(Status.OK, length=16)
                     with m.Else():
                         reply(Status.BAD_LENGTH)
@@ -273,7 +288,8 @@ class HostLink(wiring.Component):
                     m.next = "LoadRead"
             with m.State("LoadWord"):
                 with m.If((command != Command.RUN) & ~have_address):
-                    m.d.sync += [bus_address.eq(word), have_address.eq(1)]
+                    m.d.sync += have_address.eq(1)
+                    set_address(0)
                 with m.Elif(command == Command.WRITE):
                     m.d.comb += write_word.eq(1)
                 with m.If(remaining == 0):
@@ -299,7 +315,7 @@ class HostLink(wiring.Component):
                 m.next = "RunWait"
             with m.State("RunWait"):
                 with m.If(self.done):
-                    m.d.sync += bus_address.eq(address(Space.REGISTERS, COUNTER_BASE))
+                    set_address(2)
                     reply(Status.OK, length=4)
 
             with m.State("ReplyStart"):
