@@ -1,7 +1,8 @@
 """SmartDeal against dense int8: the same generator and boards, measured side by side.
 
-    python bench/bench_compare.py [--out docs/benchmarks.md] [--seeds 3]
-                                  [--boards icebreaker ulx3s] [--quick] [--reuse-builds]
+    python bench/bench_compare.py [--out docs/benchmarks.md] [--json docs/benchmarks.json]
+                                  [--seeds 3] [--boards icebreaker ulx3s] [--quick]
+                                  [--reuse-builds]
 
 For each board (iCEBreaker: iCE40 UP5K; ULX3S: ECP5 85F) two designs come
 from the board's default core configuration: the SmartDeal core, and the
@@ -14,7 +15,10 @@ against the golden model. The SmartDeal networks are group-pruned as in
 ``bench_simulate.py``; the dense core runs them unpruned, and, as an
 ablation, with the very same pruning. Tool speed (decomposition, Verilog
 generation, simulation) is measured in the same run. Results go to the
-markdown report and to PNG plots next to it, in ``img/``.
+markdown report and to PNG plots next to it, in ``img/``, and one record per
+board, design and network to the JSON file (``benchmark_records.py``; the
+records of other benchmarks in it are kept, and so is bench_up5k.py's section
+of the report).
 
 ``--quick`` skips the board builds (no resources; throughput at the board
 clock) and uses fewer inputs; ``--reuse-builds`` takes the report of an
@@ -48,6 +52,8 @@ from sim.simulate import simulate
 
 import bench_decompose
 import bench_simulate
+import benchmark_records
+import compare_metrics
 import compare_plots
 import compare_report
 from run_stamp import run_stamp
@@ -57,6 +63,10 @@ BOARDS = ("icebreaker", "ulx3s")
 #: What runs on which core: variant -> (the core's ``weights``, group-pruned).
 VARIANTS = {"SD": ("smartdeal", True), "dense": ("dense", False),
             "dense, pruned": ("dense", True)}
+WRITER = "bench_compare.py"
+#: The design name of each variant in docs/benchmarks.json.
+RECORD_DESIGNS = {"SD": "SDCore SD", "dense": "SDCore dense int8",
+                  "dense, pruned": "SDCore dense int8, pruned"}
 #: Test images run per network and design (full run, quick run).
 INPUTS = (8, 2)
 #: Simulation-speed batches per simulator (small, large), full and quick.
@@ -120,6 +130,32 @@ class Run:
         """Every performance counter, averaged over the inputs."""
         counters = self.report.counters
         return {name: statistics.fmean(c[name] for c in counters) for name in counters[0]}
+
+
+def records(runs, stamp):
+    """The docs/benchmarks.json record of every run."""
+    result = []
+    for run in runs:
+        design = run.design
+        f = compare_metrics.figures(run)
+        figures = {"clock_mhz": f["clock_mhz"], "images": len(run.report.cycles),
+                   "bit_exact": bool(f["exact"])}
+        if design.build is not None:
+            r = compare_metrics.resources(design.build, design.family)
+            spram = design.build.utilisation.get("ICESTORM_SPRAM", {}).get("used", 0) \
+                if design.family == "ice40" else None
+            figures.update(lut_or_lc=r["logic"], dsp=r["dsp"], bram=r["memory"], spram=spram,
+                           fmax_mhz_median=design.fmax_mhz)
+        elif design.build_error:
+            figures["build_refused"] = design.build_error
+        result.append(benchmark_records.record(
+            board=design.board, design=RECORD_DESIGNS[run.variant],
+            network=f"digits-{run.network}", source="measured", stamp=stamp,
+            cycles_per_inference=f["cycles"],
+            dense_equivalent_macs_per_s=f["dense_mac_per_s"],
+            multiplier_macs_per_s=f["mac_per_s"], weight_bits_on_chip=f["bits_stored"],
+            parameters=compare_metrics.parameters(run.net.network), **figures))
+    return result
 
 
 def trained_models(data):
@@ -233,6 +269,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"),
                         help="the markdown report; plots go to img/ next to it")
+    parser.add_argument("--json", type=Path, default=Path("docs/benchmarks.json"),
+                        help="the records of every board, design and network (merged)")
     parser.add_argument("--seeds", type=int, default=3, help="place-and-route seeds per build")
     parser.add_argument("--boards", nargs="+", choices=BOARDS, default=list(BOARDS))
     parser.add_argument("--quick", action="store_true",
@@ -290,10 +328,12 @@ def main(argv=None):
         designs, runs, (anchor, speed), decomposition, stamp=stamp, seeds=args.seeds,
         quick=args.quick, images=[image.relative_to(args.out.parent) for image in images],
         analysis=compare_report.kept_analysis(args.out),
-        minutes=(time.perf_counter() - started) / 60)
+        minutes=(time.perf_counter() - started) / 60,
+        up5k_table=compare_report.kept_up5k_table(args.out))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
-    print(f"wrote {args.out} and {', '.join(map(str, images))}")
+    benchmark_records.write_merged(args.json, WRITER, records(runs, stamp))
+    print(f"wrote {args.out}, {args.json} and {', '.join(map(str, images))}")
 
 
 if __name__ == "__main__":

@@ -71,16 +71,18 @@ def weight_files(folder):
     return files
 
 
-def measure(label, path, x, labels, *, images, build_dir, log):
+def measure(label, path, x, labels, *, images, build_dir, log, config=UP5K_SERIAL):
+    """The record of the weight file at ``path`` on the SerialCore of ``config``: its run
+    on the RTL over the first ``images`` of ``x``, or the compiler's refusal."""
     net = weight_file.load(path)
     try:
-        program = compile_serial(net, UP5K_SERIAL)
+        program = compile_serial(net, config)
     except SdHwError as error:
         log(f"{label}: {error}")
         return {"network": "mnist-cnn", "variant": label, "weight_file": str(path),
                 "refused": str(error)}
     started = time.perf_counter()
-    report = simulate(net, UP5K_SERIAL, x[:images], simulator="verilator",
+    report = simulate(net, config, x[:images], simulator="verilator",
                       build_dir=build_dir, layers=LAYER_CHECKS)
     seconds = time.perf_counter() - started
     cycles = np.asarray(report.cycles)
@@ -102,12 +104,11 @@ def measure(label, path, x, labels, *, images, build_dir, log):
         "cycle_estimate": int(report.cycle_estimate),
         "dense_equivalent_macs": macs,
         "dense_equivalent_macs_per_cycle": macs / float(cycles.mean()),
-        "lane_macs_per_cycle": counters["elements"] * UP5K_SERIAL.lanes / float(cycles.mean()),
+        "lane_macs_per_cycle": counters["elements"] * config.lanes / float(cycles.mean()),
         "counters": {name: int(value) for name, value in counters.items()},
         "usage": program.usage,
-        "weight_bits_on_chip": int(program.usage["weight bank words"] * UP5K_SERIAL.weight_banks
-                                   * 16
-                                   + program.usage["bases per lane"] * UP5K_SERIAL.lanes * 24),
+        "weight_bits_on_chip": int(program.usage["weight bank words"] * config.weight_banks * 16
+                                   + program.usage["bases per lane"] * config.lanes * 24),
         "int8_weight_bits": int(sum(prod(layer.weight_shape) * 8
                                     for layer in net.network.compute_layers)),
         "simulation_seconds": seconds,

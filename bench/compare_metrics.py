@@ -13,7 +13,7 @@ from sd_hw.datapath.layouts import DENSE_WEIGHT_BITS
 
 import energy_model
 
-__all__ = ["ACTIVATION_COPIES", "dense_macs", "shift_adds", "weight_bits_stored",
+__all__ = ["ACTIVATION_COPIES", "dense_macs", "parameters", "shift_adds", "weight_bits_stored",
            "weight_bits_moved", "inference_energy", "resources", "figures"]
 
 #: nextpnr's bel types of each family: logic, block RAM, multipliers; and yosys' flip-flops.
@@ -33,6 +33,11 @@ def dense_macs(network):
     """Multiply-accumulates of one inference of ``network`` as a dense layer-by-layer net."""
     return sum(prod(spec.weight_shape) * _pixels(network, index)
                for index, spec in enumerate(network.layers) if spec.is_compute)
+
+
+def parameters(network):
+    """Weights and biases of ``network``'s compute layers."""
+    return sum(prod(spec.weight_shape) + spec.out_size for spec in network.compute_layers)
 
 
 def shift_adds(net, lanes):

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import compare_metrics
 import energy_model
+from report_sections import UP5K_TABLE, marked
 
-__all__ = ["markdown", "kept_analysis", "MARLANN", "ANALYSIS_BEGIN", "ANALYSIS_END"]
+__all__ = ["markdown", "kept_analysis", "kept_up5k_table", "MARLANN", "ANALYSIS_BEGIN",
+           "ANALYSIS_END"]
 
 ANALYSIS_BEGIN = ("<!-- analysis: written by hand; bench_compare.py keeps it when it "
                   "rewrites this file -->")
@@ -35,6 +37,11 @@ def kept_analysis(path):
     if ANALYSIS_BEGIN in text and ANALYSIS_END in text:
         return text.split(ANALYSIS_BEGIN, 1)[1].split(ANALYSIS_END, 1)[0].strip("\n")
     return "(Not written yet: to be written after reading the numbers above.)"
+
+
+def kept_up5k_table(path):
+    """bench_up5k.py's section of an earlier report at ``path``, or None."""
+    return marked(Path(path).read_text(), UP5K_TABLE) if Path(path).exists() else None
 
 
 def _si(value, unit=""):
@@ -192,7 +199,7 @@ def _speed_rows(designs, speed, decomposition):
 
 
 def markdown(designs, runs, speed, decomposition, *, stamp, seeds, quick, images, analysis,
-             minutes):
+             minutes, up5k_table=None):
     networks = list(dict.fromkeys(r.network for r in runs))
     built = "not built (`--quick`: throughput at the board clock)" if quick else \
         f"built with {seeds} place-and-route seed(s) each"
@@ -219,6 +226,13 @@ def markdown(designs, runs, speed, decomposition, *, stamp, seeds, quick, images
         "in int8, unpruned; \"dense, pruned\" (an ablation) is int8 with the very same "
         "pruning masks, on the dense core, which skips all-zero weight rows too.",
         "",
+        "Every figure is also in [benchmarks.json](benchmarks.json), one record per board, "
+        "design and network.",
+        "",
+    ]
+    if up5k_table is not None:
+        lines += [UP5K_TABLE[0], up5k_table, UP5K_TABLE[1], ""]
+    lines += [
         "## Designs",
         "",
         "Resources after place and route of the whole board design (core, host link, UART), "

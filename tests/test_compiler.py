@@ -101,6 +101,26 @@ def test_what_does_not_fit_is_named():
         compile_network(net, _with(CoreConfig(), output_depth=4))
 
 
+
+def test_every_memory_that_does_not_fit_is_named_in_one_refusal():
+    net = hardware_network(TINY, 1, block_rows=4)
+    one_lane = AcceleratorConfig(lanes=1)
+    usage = compile_network(net, CoreConfig(datapath=one_lane)).usage
+    assert usage["weights"] > 16 and usage["index"] > 16
+    small = CoreConfig(datapath=one_lane, activation_depth=16, weight_depth=16, index_depth=16)
+    with pytest.raises(CompileError) as refusal:
+        compile_network(net, small)
+    message = str(refusal.value)
+    assert message.startswith("the network does not fit the core: ")
+    # The activation need: the two largest neighbouring tensors, c1's output (3 x 4 x 4) twice.
+    assert "needs 96 entries; the core has activation_depth = 16" in message
+    assert f"the weight memory needs {usage['weights']} words; the core has weight_depth = 16" \
+        in message
+    assert f"the index memory needs {usage['index']} words; the core has index_depth = 16" \
+        in message
+    assert "basis memory" not in message and "parameter memory" not in message
+
+
 def _with(config, **changes):
     """A configuration bypassing the range check of one depth, for limits below the minimum."""
     import dataclasses

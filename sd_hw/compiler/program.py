@@ -117,15 +117,42 @@ def accumulator_bounds(layer):
     return -ACTIVATION_MIN * magnitude + np.abs(layer.bias.astype(np.int64))
 
 
-def _check_fits(what, need, limit, parameter, layer=None):
-    if need > limit:
-        where = f"layer {layer!r}: " if layer else ""
-        raise CompileError(f"{where}{what} needs {need} words; the core has "
-                           f"{parameter} = {limit}")
+class _Fit:
+    """The memories a network overflows, collected so that a refusal names them all.
+
+    A memory filled layer after layer is checked after every lane group: its
+    need is the largest seen (the whole network's once compilation ends) and
+    the layer named is the first whose groups go past the limit.
+    """
+
+    def __init__(self):
+        self.problems = []
+        self._over = {}
+
+    def check(self, what, need, limit, parameter, layer=None):
+        if need <= limit:
+            return
+        if what not in self._over:
+            self._over[what] = [layer, need, limit, parameter]
+        self._over[what][1] = max(self._over[what][1], need)
+
+    def refuse_if_needed(self):
+        problems = self.problems + [
+            f"{f'layer {layer!r}: ' if layer else ''}{what} needs {need} words; the core has "
+            f"{parameter} = {limit}" for what, (layer, need, limit, parameter) in self._over.items()]
+        if problems:
+            raise CompileError(
+                "the network does not fit the core: " + "; ".join(problems)
+                + " (a memory's need is the whole network's; the layer named is the first "
+                "that does not fit in it)")
 
 
 def compile_network(net, config):
-    """Compile ``net`` for ``config``; raise :class:`CompileError` if it does not fit."""
+    """Compile ``net`` for ``config``; raise :class:`CompileError` if it does not fit.
+
+    A network too large for the core is refused once, naming every memory it
+    overflows with its need and the core's limit.
+    """
     if not isinstance(net, IntegerNetwork):
         raise ParameterError(f"compile_network takes an IntegerNetwork, got {net!r}")
     if not isinstance(config, CoreConfig):
@@ -135,7 +162,13 @@ def compile_network(net, config):
     lanes = datapath.lanes
     network = net.network
     planned = plan_ops(network)
-    input_base, reuses = place_tensors(network, planned, config.activation_depth)
+    fit = _Fit()
+    try:
+        input_base, reuses = place_tensors(network, planned, config.activation_depth)
+    except CompileError as error:
+        # Every tensor at 0, only to go on measuring what else does not fit.
+        fit.problems.append(str(error))
+        input_base, reuses = 0, True
 
     program, index_words, params = [], [], []
     weights = [[] for _ in range(lanes)]
@@ -191,13 +224,13 @@ def compile_network(net, config):
                 index_words[start:start + GROUP_WORDS] = pack_words(group_layout(), header)
                 index_words += group.entries
                 params += group.params
-                _check_fits("the weight memory", len(weights[0]), config.weight_depth,
+                fit.check("the weight memory", len(weights[0]), config.weight_depth,
                             "weight_depth", spec.name)
-                _check_fits("the basis memory", len(bases[0]), config.basis_depth,
+                fit.check("the basis memory", len(bases[0]), config.basis_depth,
                             "basis_depth", spec.name)
-                _check_fits("the index memory", len(index_words), config.index_depth,
+                fit.check("the index memory", len(index_words), config.index_depth,
                             "index_depth", spec.name)
-                _check_fits("the parameter memory", len(params), config.param_depth,
+                fit.check("the parameter memory", len(params), config.param_depth,
                             "param_depth", spec.name)
             origin = (op.in_base - width - 1) % (1 << 16) if window == Window.CONV3 \
                 else op.in_base
@@ -206,7 +239,7 @@ def compile_network(net, config):
                           element_stride=pixels if window == Window.CONV1 else 1,
                           channels=spec.out_size, groups=groups, group_table=group_table)
             if op.final:
-                _check_fits(f"the output memory ({spec.out_size} channels x {pixels} pixels)",
+                fit.check(f"the output memory ({spec.out_size} channels x {pixels} pixels)",
                             spec.out_size * pixels, config.output_depth, "output_depth",
                             spec.name)
         elif op.kind == OpKind.POOL:
@@ -219,8 +252,9 @@ def compile_network(net, config):
         infos.append(OpInfo(number, op.name, op.kind.name.lower(), tuple(op.layers),
                             op.last_layer, memory, 0 if op.final else op.out_base,
                             tuple(op.output_shape), groups))
-    _check_fits("the program", len(program), config.program_depth, "program_depth")
-    _check_fits("the operation count", len(planned), 0xFFFF, "the 16-bit operation count")
+    fit.check("the program", len(program), config.program_depth, "program_depth")
+    fit.check("the operation count", len(planned), 0xFFFF, "the 16-bit operation count")
+    fit.refuse_if_needed()
     images = {(Space.PROGRAM, 0): (0, program), (Space.INDEX, 0): (0, index_words),
               (Space.PARAMS, 0): (0, params)}
     for lane in range(lanes):

@@ -54,6 +54,12 @@ class HostLink(wiring.Component):
     byte. A request that stops arriving for ``timeout_cycles`` is dropped
     with a TIMEOUT reply. RUN replies when the core reports ``done``.
 
+    The link works a byte at a time: the payload is buffered as bytes
+    (one EBR), and words are assembled from the buffer, and taken apart
+    for the reply, in one 32-bit shift register. One down-counter counts
+    the request's payload bytes, then the bytes the buffer still holds, then
+    the reply's payload bytes; the reply's length field is that counter.
+
     Members
     -------
     rx : ``In(stream.Signature(8))``
@@ -61,7 +67,10 @@ class HostLink(wiring.Component):
     tx : ``Out(stream.Signature(8))``
         Bytes to send.
     bus : ``Out(HostBus())``
-        To the core's ``host``.
+        To the core's ``host``. ``w_en`` and ``r_en`` come from flip-flops;
+        ``r_data`` is taken in the cycle after ``r_en``. A word is written, or
+        read, at most every third cycle; reads and writes of a request go to
+        consecutive addresses.
     done : ``In(1)``
         The core's ``done``.
     """
@@ -79,20 +88,32 @@ class HostLink(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.buffer = buffer = memory.Memory(shape=32, depth=MAX_WORDS, init=[])
+        buffer_bytes = 4 + 4 * MAX_WORDS
+        m.submodules.buffer = buffer = memory.Memory(shape=8, depth=buffer_bytes, init=[])
         buffer_write = buffer.write_port()
-        buffer_read = buffer.read_port()
+        # An asynchronous read port behind a register: yosys merges the two into the
+        # EBR's synchronous read port without emulating read-before-write (the link
+        # never reads and writes the buffer in one cycle).
+        buffer_read = buffer.read_port(domain="comb")
+        buffered = Signal(8)
 
         crc = Signal(16)
-        command = Signal(8)
-        length = Signal(16)
-        received = Signal(16)      # payload bytes received
-        current = Signal(32)       # the payload word being assembled, bytes LE
-        word0 = Signal(32)
-        crc_low = Signal(8)
+        crc_low_ok = Signal()
+        # The request's command: its two low bits, and whether the others are zero.
+        command = Signal(2)
+        known = Signal()
+        ptr = Signal(range(buffer_bytes + 1))       # buffer address
         overflow = Signal()
-        idle = Signal(range(self._timeout + 1))
-        status = Signal(8)
+        # Payload bytes still to come; then buffered bytes still to load; then reply
+        # payload bytes still to send.
+        remaining = Signal(16)
+        word = Signal(32)                           # bytes in at the top, out at the bottom
+        bus_address = Signal(32)
+        have_address = Signal()
+        is_ident = Signal()
+        status = Signal(range(len(Status) + 1))
+        # Cycles left before a half-received request times out; negative: timed out.
+        idle = Signal(range(-1, self._timeout))
 
         rx = self.rx
         byte = rx.payload
@@ -109,22 +130,6 @@ class HostLink(wiring.Component):
         with m.If(send):
             m.d.sync += [tx.payload.eq(send_byte), tx.valid.eq(1)]
 
-        # Reply state. The reply's CRC goes into `crc` too: the request's check is over.
-        reply_words = Signal(range(MAX_READ_WORDS + 1))
-        reply_index = Signal(range(MAX_READ_WORDS + 1))
-        # The reply's bus address reuses a register of the request, which is not needed
-        # any more by then. WRITE and READ step the address in word0 itself. The word
-        # being sent is not copied: the bus holds its read data until the next read.
-        reply_address = word0
-        reply_byte = Signal(range(4))
-        is_ident = Signal()
-        write_index = Signal(range(MAX_WORDS + 1))
-        write_count = Signal(range(MAX_WORDS + 1))
-        fetched = Signal()
-
-        count = current[16:32]   # READ: the count is the payload's last two bytes
-        data_words = (length - 4) >> 2
-
         # Every byte received between the sync byte and the CRC goes into the request's
         # CRC, every byte sent between the sync byte and the CRC into the reply's.
         counted = Signal()
@@ -132,18 +137,36 @@ class HostLink(wiring.Component):
         with m.If((got & crc_checked) | (send & counted)):
             m.d.sync += crc.eq(crc16_step(crc, Mux(counted, send_byte, byte)))
 
+        # The bus strobes come from flip-flops, a cycle after the state that asks for
+        # them, so that no path runs from the link's state machine into the core's
+        # decoding; the address moves on in the cycle the core takes the word.
+        write_word = Signal()
+        read_word = Signal()
+        m.d.sync += [self.bus.w_en.eq(write_word), self.bus.r_en.eq(read_word)]
+        with m.If(self.bus.w_en | self.bus.r_en):
+            m.d.sync += bus_address.eq(bus_address + 1)
+        m.d.comb += [buffer_write.addr.eq(ptr), buffer_write.data.eq(byte),
+                     buffer_read.addr.eq(ptr),
+                     self.bus.addr.eq(bus_address), self.bus.w_data.eq(word)]
+        next_remaining = remaining - 1
+
         def emit(value, then, *, update_crc=True):
             m.d.comb += [send_byte.eq(value), counted.eq(update_crc)]
             with m.If(tx_free):
                 m.d.comb += send.eq(1)
                 m.next = then
 
+        def reply(code, *, length=0):
+            m.d.sync += [status.eq(code), remaining.eq(length)]
+            m.next = "ReplyStart"
+
         with m.FSM():
             with m.State("Sync"):
                 m.d.comb += rx.ready.eq(1)
                 with m.If(got & (byte == REQUEST_SYNC)):
-                    m.d.sync += [crc.eq(0xFFFF), received.eq(0), overflow.eq(0), idle.eq(0),
-                                 reply_words.eq(0), reply_index.eq(0), is_ident.eq(0)]
+                    m.d.sync += [crc.eq(0xFFFF), ptr.eq(0), overflow.eq(0),
+                                 idle.eq(self._timeout - 1), bus_address.eq(0),
+                                 have_address.eq(0), is_ident.eq(0)]
                     m.next = "Command"
 
             def receiving(name, body, *, checked=False):
@@ -152,52 +175,45 @@ class HostLink(wiring.Component):
                     if checked:
                         m.d.comb += crc_checked.eq(1)
                     with m.If(got):
-                        m.d.sync += idle.eq(0)
+                        m.d.sync += idle.eq(self._timeout - 1)
                         body()
-                    with m.Elif(idle == self._timeout):
-                        m.d.sync += status.eq(Status.TIMEOUT)
-                        m.next = "ReplyStart"
+                    with m.Elif(idle[-1]):
+                        reply(Status.TIMEOUT)
                     with m.Else():
-                        m.d.sync += idle.eq(idle + 1)
+                        m.d.sync += idle.eq(idle - 1)
 
             def on_command():
-                m.d.sync += command.eq(byte)
+                m.d.sync += [command.eq(byte[:2]), known.eq(byte[2:] == 0)]
                 m.next = "LengthLow"
 
             def on_length_low():
-                m.d.sync += length[:8].eq(byte)
+                m.d.sync += remaining[:8].eq(byte)
                 m.next = "LengthHigh"
 
             def on_length_high():
-                m.d.sync += length[8:].eq(byte)
-                with m.If(Cat(length[:8], byte) == 0):
+                m.d.sync += remaining[8:].eq(byte)
+                with m.If(Cat(remaining[:8], byte) == 0):
                     m.next = "CrcLow"
                 with m.Else():
                     m.next = "Payload"
 
             def on_payload():
-                m.d.sync += [received.eq(received + 1), current.eq(Cat(current[8:], byte))]
-                word = received >> 2
-                with m.If(received[:2] == 3):
-                    with m.If(word == 0):
-                        m.d.sync += word0.eq(Cat(current[8:], byte))
-                    with m.Elif(word <= MAX_WORDS):
-                        m.d.comb += [buffer_write.addr.eq(word - 1),
-                                     buffer_write.data.eq(Cat(current[8:], byte)),
-                                     buffer_write.en.eq(1)]
-                    with m.Else():
-                        m.d.sync += overflow.eq(1)
-                with m.If(received + 1 == length):
+                m.d.sync += remaining.eq(next_remaining)
+                with m.If(ptr == buffer_bytes):
+                    m.d.sync += overflow.eq(1)
+                with m.Else():
+                    m.d.comb += buffer_write.en.eq(1)
+                    m.d.sync += ptr.eq(ptr + 1)
+                with m.If(remaining == 1):
                     m.next = "CrcLow"
 
             def on_crc_low():
-                m.d.sync += crc_low.eq(byte)
+                m.d.sync += crc_low_ok.eq(byte == crc[:8])
                 m.next = "CrcHigh"
 
             def on_crc_high():
-                with m.If(Cat(crc_low, byte) != crc):
-                    m.d.sync += status.eq(Status.BAD_CRC)
-                    m.next = "ReplyStart"
+                with m.If(~crc_low_ok | (byte != crc[8:])):
+                    reply(Status.BAD_CRC)
                 with m.Else():
                     m.next = "Check"
 
@@ -208,67 +224,83 @@ class HostLink(wiring.Component):
             receiving("CrcLow", on_crc_low)
             receiving("CrcHigh", on_crc_high)
 
+            # The payload's length is `ptr` from here on, unless it overflowed.
+            def load():
+                m.d.sync += [remaining.eq(ptr), ptr.eq(0)]
+                m.next = "LoadRead"
+
             with m.State("Check"):
-                with m.If(overflow | (length > 4 + 4 * MAX_WORDS)):
-                    m.d.sync += status.eq(Status.OVERFLOW)
-                    m.next = "ReplyStart"
+                with m.If(overflow):
+                    reply(Status.OVERFLOW)
+                with m.Elif(~known):
+                    reply(Status.UNKNOWN_COMMAND)
                 with m.Elif(command == Command.IDENT):
-                    with m.If(length == 0):
-                        m.d.sync += [status.eq(Status.OK), reply_words.eq(4), is_ident.eq(1),
-                                     reply_address.eq(address(Space.REGISTERS,
-                                                              Register.IDENT))]
+                    with m.If(ptr == 0):
+                        m.d.sync += [is_ident.eq(1),
+                                     bus_address.eq(address(Space.REGISTERS, Register.IDENT))]
+                        reply(Status.OK, length=16)
                     with m.Else():
-                        m.d.sync += status.eq(Status.BAD_LENGTH)
-                    m.next = "ReplyStart"
+                        reply(Status.BAD_LENGTH)
                 with m.Elif(command == Command.WRITE):
-                    with m.If((length >= 8) & (length[:2] == 0)):
-                        m.d.sync += [write_index.eq(0), write_count.eq(data_words),
-                                     fetched.eq(0)]
-                        m.next = "Write"
+                    with m.If((ptr >= 8) & (ptr[:2] == 0)):
+                        load()
                     with m.Else():
-                        m.d.sync += status.eq(Status.BAD_LENGTH)
-                        m.next = "ReplyStart"
+                        reply(Status.BAD_LENGTH)
                 with m.Elif(command == Command.READ):
-                    with m.If((length == 6) & (count != 0) & (count <= MAX_READ_WORDS)):
-                        m.d.sync += [status.eq(Status.OK), reply_words.eq(count)]
+                    with m.If(ptr == 6):
+                        load()
                     with m.Else():
-                        m.d.sync += status.eq(Status.BAD_LENGTH)
-                    m.next = "ReplyStart"
-                with m.Elif(command == Command.RUN):
-                    with m.If(length == 4):
-                        m.next = "RunStart"
+                        reply(Status.BAD_LENGTH)
+                with m.Else():  # RUN
+                    with m.If(ptr == 4):
+                        load()
                     with m.Else():
-                        m.d.sync += status.eq(Status.BAD_LENGTH)
-                        m.next = "ReplyStart"
-                with m.Else():
-                    m.d.sync += status.eq(Status.UNKNOWN_COMMAND)
-                    m.next = "ReplyStart"
+                        reply(Status.BAD_LENGTH)
 
-            with m.State("Write"):
-                # Read buffer word `write_index`; a cycle later write it to the bus.
-                m.d.comb += [buffer_read.addr.eq(write_index), buffer_read.en.eq(~fetched)]
-                with m.If(~fetched):
-                    m.d.sync += fetched.eq(1)
+            # Load the buffered payload a byte at a time into `word`. After each word:
+            # WRITE and READ take the first as the address, WRITE writes the others.
+            with m.State("LoadRead"):
+                m.d.sync += [buffered.eq(buffer_read.data), ptr.eq(ptr + 1),
+                             remaining.eq(next_remaining)]
+                m.next = "LoadShift"
+            with m.State("LoadShift"):
+                m.d.sync += word.eq(Cat(word[8:], buffered))
+                with m.If(ptr[:2] == 0):
+                    m.next = "LoadWord"
+                with m.Elif(remaining == 0):
+                    m.next = "Loaded"
                 with m.Else():
-                    m.d.comb += [self.bus.addr.eq(word0),
-                                 self.bus.w_data.eq(buffer_read.data), self.bus.w_en.eq(1)]
-                    m.d.sync += [fetched.eq(0), write_index.eq(write_index + 1),
-                                 word0.eq(word0 + 1)]
-                    with m.If(write_index + 1 == write_count):
-                        m.d.sync += status.eq(Status.OK)
-                        m.next = "ReplyStart"
+                    m.next = "LoadRead"
+            with m.State("LoadWord"):
+                with m.If((command != Command.RUN) & ~have_address):
+                    m.d.sync += [bus_address.eq(word), have_address.eq(1)]
+                with m.Elif(command == Command.WRITE):
+                    m.d.comb += write_word.eq(1)
+                with m.If(remaining == 0):
+                    m.next = "Loaded"
+                with m.Else():
+                    m.next = "LoadRead"
+            with m.State("Loaded"):
+                with m.If(command == Command.WRITE):
+                    reply(Status.OK)
+                with m.Elif(command == Command.READ):
+                    count = word[16:]
+                    with m.If((count != 0) & (count <= MAX_READ_WORDS)):
+                        reply(Status.OK, length=Cat(Const(0, 2), count))
+                    with m.Else():
+                        reply(Status.BAD_LENGTH)
+                with m.Else():  # RUN: `word` is the CONTROL word, `bus_address` still 0
+                    m.d.comb += write_word.eq(1)
+                    m.next = "RunLaunched"
 
-            with m.State("RunStart"):
-                m.d.comb += [self.bus.addr.eq(address(Space.REGISTERS, Register.CONTROL)),
-                             self.bus.w_data.eq(word0), self.bus.w_en.eq(1)]
-                m.next = "RunLaunched"
-            with m.State("RunLaunched"):
+            with m.State("RunLaunched"):   # the core takes the CONTROL word
+                m.next = "RunStarted"
+            with m.State("RunStarted"):    # the core clears `done`
                 m.next = "RunWait"
             with m.State("RunWait"):
                 with m.If(self.done):
-                    m.d.sync += [status.eq(Status.OK), reply_words.eq(1),
-                                 reply_address.eq(address(Space.REGISTERS, COUNTER_BASE))]
-                    m.next = "ReplyStart"
+                    m.d.sync += bus_address.eq(address(Space.REGISTERS, COUNTER_BASE))
+                    reply(Status.OK, length=4)
 
             with m.State("ReplyStart"):
                 m.d.sync += crc.eq(0xFFFF)
@@ -276,29 +308,30 @@ class HostLink(wiring.Component):
             with m.State("ReplyStatus"):
                 emit(status, "ReplyLengthLow")
             with m.State("ReplyLengthLow"):
-                emit((reply_words << 2)[:8], "ReplyLengthHigh")
+                emit(remaining[:8], "ReplyLengthHigh")
             with m.State("ReplyLengthHigh"):
-                with m.If(reply_words == 0):
-                    emit((reply_words << 2)[8:16], "ReplyCrcLow")
+                with m.If(remaining == 0):
+                    emit(remaining[8:], "ReplyCrcLow")
                 with m.Else():
-                    emit((reply_words << 2)[8:16], "ReplyFetch")
+                    emit(remaining[8:], "ReplyFetch")
             with m.State("ReplyFetch"):
-                m.d.comb += [self.bus.addr.eq(reply_address), self.bus.r_en.eq(1)]
-                m.d.sync += [reply_address.eq(reply_address + 1), reply_byte.eq(0)]
+                m.d.comb += read_word.eq(1)
+                m.next = "ReplyRead"
+            with m.State("ReplyRead"):     # the core takes the read
+                m.next = "ReplyTake"
+            with m.State("ReplyTake"):
+                last_ident = is_ident & (remaining == 4)
+                m.d.sync += word.eq(Mux(last_ident, MAX_WORDS, self.bus.r_data))
                 m.next = "ReplyWord"
             with m.State("ReplyWord"):
-                last_ident = is_ident & (reply_index == 3)
-                word = Mux(last_ident, MAX_WORDS, self.bus.r_data)
-                m.d.comb += [send_byte.eq(word.word_select(reply_byte, 8)), counted.eq(1)]
+                m.d.comb += [send_byte.eq(word[:8]), counted.eq(1)]
                 with m.If(tx_free):
                     m.d.comb += send.eq(1)
-                    m.d.sync += reply_byte.eq(reply_byte + 1)
-                    with m.If(reply_byte == 3):
-                        m.d.sync += reply_index.eq(reply_index + 1)
-                        with m.If(reply_index + 1 == reply_words):
-                            m.next = "ReplyCrcLow"
-                        with m.Else():
-                            m.next = "ReplyFetch"
+                    m.d.sync += [word.eq(word >> 8), remaining.eq(next_remaining)]
+                    with m.If(remaining == 1):
+                        m.next = "ReplyCrcLow"
+                    with m.Elif(remaining[:2] == 1):
+                        m.next = "ReplyFetch"
             with m.State("ReplyCrcLow"):
                 emit(crc[:8], "ReplyCrcHigh", update_crc=False)
             with m.State("ReplyCrcHigh"):
