@@ -20,8 +20,8 @@ from ..core.host_map import Space
 from ..errors import SdHwError
 from ..integer_network import IntegerNetwork
 from .config import SerialConfig
-from .element_issuer import DIMENSION_BITS
-from .layouts import OP_WORDS, group_layout, op_layout, param_layout, record_reads
+from .layouts import (DIMENSION_BITS, group_layout, op_layout, pack_program_words,
+                      param_layout, record_reads)
 from .records import Geometry, group_records
 
 
@@ -142,7 +142,7 @@ def compile_serial(net, config):
     plan = _plan(network)
     bank_count = config.weight_banks
     reads = record_reads(lanes, bank_count)
-    op_words, group_words = [], []
+    headers = []          # per operation: its header and its groups' descriptors
     banks = [[] for _ in range(bank_count)]
     bases = [[] for _ in range(lanes)]
     params = []
@@ -152,7 +152,6 @@ def compile_serial(net, config):
     next_byte = input_size
     in_base = 0
     output_words = 0
-    group_table = len(plan) * OP_WORDS
     for k, op in enumerate(plan):
         spec = network.layers[op.compute]
         layer = net.layers[spec.name]
@@ -166,22 +165,23 @@ def compile_serial(net, config):
                        (1 << DIMENSION_BITS) - 1)
             geometry = Geometry(conv=True, channels=channels_in, height=height, width=width)
             out_height, out_width = (height // 2, width // 2) if op.pool else (height, width)
-            passes = 4 * out_height * out_width if op.pool else height * width
             plane = out_height * out_width
         else:
             geometry = Geometry(conv=False, inputs=spec.in_size)
             height = width = 0
-            passes, plane = 1, 1
+            plane = 1
         if final:
             out_base, memory = 0, Space.OUTPUTS
             output_words = spec.out_size * plane
-            group_stride = lanes * plane
         else:
             out_base, memory = next_byte, Space.ACTIVATIONS
             next_byte += prod(out_shape)
-            group_stride = lanes * plane
         groups = -(-spec.out_size // lanes)
-        table = group_table + len(group_words)
+        param_base = len(params)
+        header = pack_program_words(op_layout(config), {
+            "conv": int(spec.kind == "conv2d"), "pool": int(op.pool), "relu": int(op.relu),
+            "final": int(final), "height": height, "width": width, "in_base": in_base,
+            "plane": plane})
         for g in range(groups):
             try:
                 records = group_records(layer.weights, geometry, config=datapath, group=g,
@@ -196,33 +196,36 @@ def compile_serial(net, config):
             basis_base = len(bases[0]) // 4
             for lane in range(lanes):
                 bases[lane].extend(records.bases[lane])
-            group_words.extend(_pack(group_layout(), {
-                "record_base": record_base, "records": len(records.records),
+            header += pack_program_words(group_layout(config), {
+                "last": int(g == groups - 1), "has_records": int(bool(records.records)),
+                "record_base": record_base,
                 "last_record": record_base + max(0, len(records.records) - 1) * reads,
-                "basis_base": basis_base}))
-        param_base = len(params)
+                "basis_base": basis_base, "out_base": out_base + g * lanes * plane,
+                "param_base": param_base + g * lanes,
+                "channels": min(lanes, spec.out_size - g * lanes)})
+        headers.append(header)
         for channel in range(spec.out_size):
             params.append({"bias": int(layer.bias[channel]),
                            "multiplier": 0 if final else int(layer.multiplier[channel]),
                            "shift": 0 if final else int(layer.shift[channel])})
-        op_words.extend(_pack(op_layout(), {
-            "conv": int(spec.kind == "conv2d"), "pool": int(op.pool), "relu": int(op.relu),
-            "final": int(final), "groups": groups, "height": height, "width": width,
-            "in_size": spec.in_size if spec.kind == "linear" else 0,
-            "in_base": in_base, "out_base": out_base, "passes": passes, "plane": plane,
-            "group_stride": group_stride, "param_base": param_base, "group_table": table,
-            "channels": spec.out_size}))
         infos.append(OpInfo(index=k, name=spec.name, kind=spec.kind,
                             layers=tuple(network.layers[i].name for i in op.layers),
                             last_layer=op.last_layer, memory=memory, base=out_base,
                             shape=out_shape, groups=groups))
         in_base = out_base
 
+    # The operation table (each operation's header address), then the headers.
+    program = []
+    address = len(headers)
+    for words in headers:
+        program.append(address)
+        address += len(words)
+    program += [word for words in headers for word in words]
     usage = {
         "weight bank words": len(banks[0]),
         "bases per lane": len(bases[0]) // 4,
         "channel parameters": len(params),
-        "program words": len(op_words) + len(group_words),
+        "program words": len(program),
         "activation bytes": next_byte,
         "output words": output_words,
     }
@@ -241,7 +244,7 @@ def compile_serial(net, config):
         raise SdHwError("the network does not fit the core: " + "; ".join(problems))
 
     images = {
-        (Space.PROGRAM, 0): (0, op_words + group_words),
+        (Space.PROGRAM, 0): (0, program),
         (Space.PARAMS, 0): (0, [word for p in params for word in _pack(param_layout(), p)]),
     }
     for b, words in enumerate(banks):

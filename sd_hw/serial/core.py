@@ -113,8 +113,7 @@ class SerialCore(wiring.Component):
         outputs = m.submodules.outputs = memory.Memory(shape=32, depth=config.output_depth,
                                                        init=[])
 
-        sequencer = m.submodules.sequencer = OpSequencer(
-            lanes=lanes, program_addr_width=max(3, _bits(config.program_depth)))
+        sequencer = m.submodules.sequencer = OpSequencer(config)
         reader = m.submodules.record_reader = RecordReader(datapath, addr_width=bank_aw,
                                                            banks=config.weight_banks)
         issuer = m.submodules.element_issuer = ElementIssuer(
@@ -136,21 +135,22 @@ class SerialCore(wiring.Component):
                      issuer.pass_ready.eq(output.pass_ready),
                      output.pass_commit.eq(issuer.pass_commit)]
 
-        # The sequencer starts the units of each lane group. ------------------------------
+        # The sequencer starts the units of each lane group. A group's output pixels are
+        # its windows, and the plane of a channel's outputs; a pooled one computes four
+        # passes a window.
         op, group = sequencer.op, sequencer.group
         start = sequencer.group_start
         m.d.comb += [
             reader.start.eq(start), reader.base.eq(group.record_base),
-            reader.count.eq(group.records), reader.last_record.eq(group.last_record),
+            reader.count.eq(group.has_records), reader.last_record.eq(group.last_record),
             issuer.start.eq(start), issuer.conv.eq(op.conv), issuer.height.eq(op.height),
             issuer.width.eq(op.width),
             issuer.in_base.eq(op.in_base), issuer.basis_base.eq(group.basis_base),
-            issuer.pool.eq(op.pool), issuer.records.eq(group.records),
-            issuer.passes.eq(op.passes),
-            output.start.eq(start), output.param_base.eq(sequencer.param_base),
-            output.channels.eq(sequencer.channels),
-            output.windows.eq(Mux(op.pool, op.passes >> 2, op.passes)),
-            output.pool.eq(op.pool), output.out_base.eq(sequencer.out_base),
+            issuer.pool.eq(op.pool), issuer.records.eq(group.has_records),
+            issuer.passes.eq(Mux(op.pool, op.plane << 2, op.plane)),
+            output.start.eq(start), output.param_base.eq(group.param_base),
+            output.channels.eq(group.channels), output.windows.eq(op.plane),
+            output.pool.eq(op.pool), output.out_base.eq(group.out_base),
             output.plane.eq(op.plane), output.final.eq(op.final), output.relu.eq(op.relu),
             sequencer.units_busy.eq(reader.busy | issuer.busy | output.busy),
         ]

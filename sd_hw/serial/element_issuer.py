@@ -7,14 +7,11 @@ from amaranth.lib.wiring import In, Out
 from ..datapath.layouts import row_layout
 from ..datapath.mac_lanes import basis_read_layout, element_layout
 from ..errors import check_range
-from .layouts import WORD_BITS
+from .layouts import DIMENSION_BITS, WORD_BITS
 from .record_reader import offered_header_layout
 
 
 __all__ = ["ElementIssuer", "ActivationReadPort", "DIMENSION_BITS"]
-
-#: Width of an image height or width.
-DIMENSION_BITS = 8
 
 
 class ActivationReadPort(wiring.Signature):
@@ -66,7 +63,8 @@ class ElementIssuer(wiring.Component):
         ``width``: the input image (conv); ``in_base``: byte address of the input in
         the activation memory; ``records``: records per pass; ``passes``: output
         pixels to compute (``height * width``, with ``pool``
-        ``4 * (height // 2) * (width // 2)``; 1 for a linear layer; 0: nothing).
+        ``4 * (height // 2) * (width // 2)``; 1 for a linear layer; 0: nothing). Of
+        ``records`` and ``passes`` only whether they are 0 is used.
     busy : ``Out(1)``
     headers : ``In(stream.Signature(offered_header_layout()))``
     next_rows : ``Out(1)``

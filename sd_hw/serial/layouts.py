@@ -9,6 +9,13 @@ UP5K: three of its SPRAMs) so that one record is read in
 ``ceil(record_words / banks)`` cycles: word ``i`` of record ``k`` of a group whose
 records start at ``base`` is at address ``base + k * reads + i // banks`` of bank
 ``i % banks`` (:func:`record_word_address`).
+
+The program memory (32-bit words) holds the *operation table*, one word per
+operation with the program address of its header, then for each operation its
+header (:func:`op_layout`) followed by the descriptors of its lane groups
+(:func:`group_layout`), the last marked ``last``; headers and descriptors take
+:func:`program_words` words each (:func:`pack_program_words`). The sequencer
+reads them in that order.
 """
 
 from amaranth.hdl import signed, unsigned
@@ -16,8 +23,9 @@ from amaranth.lib import data
 
 
 __all__ = ["WEIGHT_BANKS", "WORD_BITS", "OFFSET_BITS", "record_header_layout", "record_words",
-           "record_reads", "record_word_address", "param_layout", "OP_WORDS", "GROUP_WORDS",
-           "op_layout", "group_layout"]
+           "record_reads", "record_word_address", "param_layout", "DIMENSION_BITS",
+           "PROGRAM_WORD_BITS", "address_bits", "op_layout", "group_layout", "program_words",
+           "pack_program_words"]
 
 #: Single-port memories that hold the records side by side, by default.
 WEIGHT_BANKS = 3
@@ -66,37 +74,72 @@ def param_layout():
                               "shift": unsigned(6)})
 
 
-#: Words of an operation header in the program memory (:func:`op_layout`).
-OP_WORDS = 6
-#: Words of a lane group's descriptor in the program memory (:func:`group_layout`).
-GROUP_WORDS = 2
+#: Width of an image height or width.
+DIMENSION_BITS = 8
+#: Width of a program memory word.
+PROGRAM_WORD_BITS = 32
 
 
-def op_layout():
-    """One operation (a compute layer with the ReLU and max pooling that follow it).
+def address_bits(depth):
+    """Address width of a memory of ``depth`` entries (at least 1)."""
+    return max(1, (depth - 1).bit_length())
 
-    ``groups`` lane groups, whose descriptors (:func:`group_layout`) start at program
-    address ``group_table``; group ``g`` computes channels ``g * lanes ..`` of
-    ``channels``, reads its parameters from ``param_base + g * lanes`` and writes its
-    lane-0 output plane at ``out_base + g * group_stride`` (lane ``l``'s ``l * plane``
-    further). ``passes`` output pixels per group (1 for a linear layer).
+
+def op_layout(config):
+    """One operation (a compute layer with the ReLU and max pooling that follow it) of a
+    core of ``config`` (a :class:`~sd_hw.serial.config.SerialConfig`).
+
+    ``height`` and ``width``: a convolution's input image (0 for a linear layer);
+    ``in_base``: the byte address of its input in the activation memory; ``plane``:
+    the output pixels of a channel (1 for a linear layer), which is the number of
+    windows (output pixels) a lane group finishes, and the distance between two
+    channels' outputs. The widths are those of the memories the fields address.
     """
+    activation = address_bits(config.activation_bytes)
+    output = max(activation, address_bits(config.output_depth))
     return data.StructLayout({
-        "conv": 1, "pool": 1, "relu": 1, "final": 1, "_reserved": 12, "groups": unsigned(16),
-        "height": unsigned(8), "width": unsigned(8), "in_size": unsigned(16),
-        "in_base": unsigned(16), "out_base": unsigned(16),
-        "passes": unsigned(16), "plane": unsigned(16),
-        "group_stride": unsigned(16), "param_base": unsigned(16),
-        "group_table": unsigned(16), "channels": unsigned(16),
+        "conv": 1, "pool": 1, "relu": 1, "final": 1,
+        "height": unsigned(DIMENSION_BITS), "width": unsigned(DIMENSION_BITS),
+        "in_base": unsigned(activation), "plane": unsigned(output),
     })
 
 
-def group_layout():
-    """One lane group: its records (``records`` of them from bank address
-    ``record_base``, the last at ``last_record``, that is ``record_base + (records - 1)
-    * record_reads``, 0 without records) and the address of its first basis in the
-    lanes' basis memories."""
+def group_layout(config):
+    """One lane group of an operation, of a core of ``config``.
+
+    ``last``: the operation's last group. ``has_records``: the group has records (1)
+    or none (0); they are stored from bank address ``record_base`` on, the last at
+    ``last_record`` (``record_base + (records - 1) * record_reads``; ``record_base``
+    without records). ``out_base``: where the group's lane-0 output plane goes
+    (lane ``l``'s ``l * plane`` further); ``param_base``: lane 0's parameter word;
+    ``channels``: the lanes with an output channel (1..lanes); ``basis_base``: the
+    group's first basis in the lanes' basis memories. The widths are those of the
+    memories the fields address.
+    """
+    activation = address_bits(config.activation_bytes)
+    output = max(activation, address_bits(config.output_depth))
+    bank = address_bits(config.bank_depth)
     return data.StructLayout({
-        "record_base": unsigned(16), "records": unsigned(16),
-        "basis_base": unsigned(16), "last_record": unsigned(16),
+        "last": 1, "has_records": 1, "out_base": unsigned(output),
+        "last_record": unsigned(bank), "record_base": unsigned(bank),
+        "basis_base": unsigned(address_bits(config.basis_depth)),
+        "param_base": unsigned(address_bits(config.param_depth)),
+        "channels": range(1, config.lanes + 1),
     })
+
+
+def program_words(layout):
+    """Program memory words a header of ``layout`` takes (:func:`pack_program_words`)."""
+    return -(-data.Layout.cast(layout).size // PROGRAM_WORD_BITS)
+
+
+def pack_program_words(layout, value):
+    """``value`` (a dict for ``layout.const``) as :func:`program_words` 32-bit words, LSB
+    first, *aligned to the end*: the layout's last bit is the last word's bit 31, the
+    padding is in the first word's low bits. So the last word read of a header holds as
+    many of its fields as it can."""
+    layout = data.Layout.cast(layout)
+    words = program_words(layout)
+    raw = layout.const(value).as_value().value << (words * PROGRAM_WORD_BITS - layout.size)
+    return [(raw >> (PROGRAM_WORD_BITS * i)) & ((1 << PROGRAM_WORD_BITS) - 1)
+            for i in range(words)]

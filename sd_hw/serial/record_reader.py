@@ -49,8 +49,9 @@ class RecordReader(wiring.Component):
         Pulse while idle; ``base``, ``count`` and ``last_record`` are held from then
         until ``stop``.
     base, count, last_record : ``In(...)``
-        Bank address of the first record, records per pass (0: nothing is read) and
-        bank address of the last record (``base + (count - 1) * reads``).
+        Bank address of the first record, records per pass (0: nothing is read; any
+        other value: only that it is not 0 is used) and bank address of the last
+        record (``base + (count - 1) * reads``).
     stop : ``In(1)``
         Stop reading (the consumer has all the records it needs); ``rows`` holds.
     busy : ``Out(1)``

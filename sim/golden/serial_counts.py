@@ -23,9 +23,11 @@ class SerialShape:
 
     lanes: int
     record_reads: int
-    #: Cycles of an operation's header fetch and of a lane group's start and end.
-    op_cycles: int = 8
-    group_cycles: int = 6
+    #: Cycles of a run's look-up of its first operation, of an operation's header
+    #: fetch, and of a lane group's descriptor fetch, start and end.
+    run_cycles: int = 2
+    op_cycles: int = 2
+    group_cycles: int = 4
     #: Cycles from a group's start to its first element, and from its last element to
     #: its last output written (sums leaving the lanes, pooling, requantisation).
     fill_cycles: int = 6
@@ -116,9 +118,9 @@ def _last_layer(network, op):
 
 def serial_cycle_estimate(net, shape):
     """Cycles of one inference: per record, the slower of its reads and its elements; a
-    zero element where a pass ends with an empty record; fixed costs per operation and
-    group; one cycle per activation written."""
-    cycles = 0
+    zero element where a pass ends with an empty record; fixed costs per run, operation
+    and group; one cycle per activation written."""
+    cycles = shape.run_cycles
     ops = set()
     for op, spec, columns in _groups(net, shape):
         if op.compute not in ops:
