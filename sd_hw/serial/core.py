@@ -167,13 +167,14 @@ class SerialCore(wiring.Component):
             return idle & host.w_en & (space == target.value)
 
         for b, bank in enumerate(banks):
-            with m.If(busy):
-                m.d.comb += [bank.addr.eq(reader.banks[b].addr), bank.en.eq(reader.banks[b].en)]
-            with m.Else():
-                selected = host_writes(Space.WEIGHTS) & (lane_select == b)
-                m.d.comb += [bank.addr.eq(offset), bank.w_data.eq(host.w_data),
-                             bank.w_en.eq(selected), bank.en.eq(selected)]
-            m.d.comb += reader.banks[b].data.eq(bank.r_data)
+            # The reader reads only while the core is busy, the host writes only while
+            # it is idle: the enables are ORed (no multiplexer on the reader's late
+            # read enable, the end of the core's longest path).
+            selected = host_writes(Space.WEIGHTS) & (lane_select == b)
+            m.d.comb += [bank.addr.eq(Mux(busy, reader.banks[b].addr, offset)),
+                         bank.w_data.eq(host.w_data), bank.w_en.eq(selected),
+                         bank.en.eq(reader.banks[b].en | selected),
+                         reader.banks[b].data.eq(bank.r_data)]
 
         m.d.comb += array.basis_write.eq(0)
         with m.If(host_writes(Space.BASES)):

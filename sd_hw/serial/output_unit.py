@@ -218,9 +218,16 @@ class OutputUnit(wiring.Component):
         c_pass = state(2, "c_pass")
         c_bank = state(1, "c_bank")
         owned = state(2, "owned")
-        m.d.comb += self.pass_ready.eq(running & ((c_pass != 0)
-                                                 | ~Mux(c_bank, owned[1], owned[0])))
+        # `pass_ready` comes from flip-flops: the state's readiness of the cycle before,
+        # unless that cycle committed a pass or began a group (the only events that can
+        # take readiness away), so it is never late to fall and at most a cycle late to
+        # rise; the producer's element stream then has no path from this unit's state.
+        ready_now = running & ((c_pass != 0) | ~Mux(c_bank, owned[1], owned[0]))
+        ready_seen = Signal()
+        settled = Signal()
+        m.d.comb += self.pass_ready.eq(ready_seen & settled)
         commit = self.pass_commit & self.pass_ready
+        m.d.sync += [ready_seen.eq(ready_now), settled.eq(~begin & ~commit)]
         with m.If(begin):
             m.d.sync += [c_pass.eq(0), c_bank.eq(0)]
         with m.Elif(commit):
