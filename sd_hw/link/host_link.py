@@ -60,6 +60,13 @@ class HostLink(wiring.Component):
     the request's payload bytes, then the bytes the buffer still holds, then
     the reply's payload bytes; the reply's length field is that counter.
 
+    The state machine acts every other cycle (``act``): in the cycle between,
+    the received byte, its validity and every comparison the next decision
+    needs are registered, and the CRC takes the last byte in. No decision
+    thus depends on a comparison, an adder or an input in the same cycle,
+    so the link, which handles a byte in hundreds of cycles, never limits
+    the clock of the core behind it.
+
     Members
     -------
     rx : ``In(stream.Signature(8))``
@@ -69,7 +76,7 @@ class HostLink(wiring.Component):
     bus : ``Out(HostBus())``
         To the core's ``host``. ``w_en`` and ``r_en`` come from flip-flops;
         ``r_data`` is taken in the cycle after ``r_en``. A word is written, or
-        read, at most every third cycle; reads and writes of a request go to
+        read, at most every fourth cycle; reads and writes of a request go to
         consecutive addresses.
     done : ``In(1)``
         The core's ``done``.
@@ -115,10 +122,19 @@ class HostLink(wiring.Component):
         # Cycles left before a half-received request times out; negative: timed out.
         idle = Signal(range(-1, self._timeout))
 
+        # The state machine acts in every other cycle; what it decides on is registered
+        # in the cycle before, when none of the values it compares changes.
+        act = Signal()
+        m.d.sync += act.eq(~act)
+
         rx = self.rx
-        byte = rx.payload
+        rx_seen = Signal()          # rx.valid, a cycle ago: the byte is held until taken
+        byte = Signal(8)            # rx.payload, a cycle ago
+        is_sync = Signal()
+        m.d.sync += [rx_seen.eq(rx.valid), byte.eq(rx.payload),
+                     is_sync.eq(rx.payload == REQUEST_SYNC)]
         got = Signal()
-        m.d.comb += got.eq(rx.valid & rx.ready)
+        m.d.comb += got.eq(rx_seen & rx.ready)
 
         # Transmit side: one byte register in front of the UART.
         tx = self.tx
@@ -132,10 +148,20 @@ class HostLink(wiring.Component):
 
         # Every byte received between the sync byte and the CRC goes into the request's
         # CRC, every byte sent between the sync byte and the CRC into the reply's.
+        # The byte goes in in the cycle after it was taken or sent (between two acting
+        # cycles), from flip-flops.
         counted = Signal()
         crc_checked = Signal()
-        with m.If((got & crc_checked) | (send & counted)):
-            m.d.sync += crc.eq(crc16_step(crc, Mux(counted, send_byte, byte)))
+        crc_pending = Signal()
+        crc_sent = Signal()
+        crc_byte = Signal(8)
+        m.d.sync += crc_pending.eq((got & crc_checked) | (send & counted))
+        with m.If(got):
+            m.d.sync += [crc_byte.eq(byte), crc_sent.eq(0)]
+        with m.If(send):
+            m.d.sync += crc_sent.eq(1)
+        with m.If(crc_pending):
+            m.d.sync += crc.eq(crc16_step(crc, Mux(crc_sent, tx.payload, crc_byte)))
 
         # The bus strobes come from flip-flops, a cycle after the state that asks for
         # them, so that no path runs from the link's state machine into the core's
@@ -164,6 +190,26 @@ class HostLink(wiring.Component):
                      self.bus.addr.eq(bus_address), self.bus.w_data.eq(word)]
         next_remaining = remaining - 1
 
+        # Comparisons, registered every cycle: right in every acting cycle, since their
+        # operands only change at the end of one.
+        def flag(value, name):
+            registered = Signal(name=name)
+            m.d.sync += registered.eq(value)
+            return registered
+
+        remaining_0 = flag(remaining == 0, "remaining_0")
+        remaining_1 = flag(remaining == 1, "remaining_1")
+        remaining_4 = flag(remaining == 4, "remaining_4")
+        remaining_word_end = flag(remaining[:2] == 1, "remaining_word_end")
+        ptr_full = flag(ptr == buffer_bytes, "ptr_full")
+        ptr_word_start = flag(ptr[:2] == 0, "ptr_word_start")
+        ptr_ident = flag(ptr == 0, "ptr_ident")
+        ptr_write = flag((ptr >= 8) & (ptr[:2] == 0), "ptr_write")
+        ptr_read = flag(ptr == 6, "ptr_read")
+        ptr_run = flag(ptr == 4, "ptr_run")
+        count_ok = flag((word[16:] != 0) & (word[16:] <= MAX_READ_WORDS), "count_ok")
+        crc_high_ok = Signal()
+
         def emit(value, then, *, update_crc=True):
             m.d.comb += [send_byte.eq(value), counted.eq(update_crc)]
             with m.If(tx_free):
@@ -174,23 +220,23 @@ class HostLink(wiring.Component):
             m.d.sync += [status.eq(code), remaining.eq(length)]
             m.next = "ReplyStart"
 
-        with m.FSM():
+        with m.If(act), m.FSM():
             with m.State("Sync"):
-                m.d.comb += rx.ready.eq(1)
-                with m.If(got & (byte == REQUEST_SYNC)):
+                m.d.comb += rx.ready.eq(rx_seen)
+                with m.If(got & is_sync):
                     m.d.sync += [crc.eq(0xFFFF), ptr.eq(0), overflow.eq(0),
-                                 idle.eq(self._timeout - 1),
+                                 idle.eq(self._timeout // 2 - 1),
                                  have_address.eq(0), is_ident.eq(0)]
                     set_address(3)
                     m.next = "Command"
 
             def receiving(name, body, *, checked=False):
                 with m.State(name):
-                    m.d.comb += rx.ready.eq(1)
+                    m.d.comb += rx.ready.eq(rx_seen)
                     if checked:
                         m.d.comb += crc_checked.eq(1)
                     with m.If(got):
-                        m.d.sync += idle.eq(self._timeout - 1)
+                        m.d.sync += idle.eq(self._timeout // 2 - 1)
                         body()
                     with m.Elif(idle[-1]):
                         reply(Status.TIMEOUT)
@@ -207,19 +253,16 @@ class HostLink(wiring.Component):
 
             def on_length_high():
                 m.d.sync += remaining[8:].eq(byte)
-                with m.If(Cat(remaining[:8], byte) == 0):
-                    m.next = "CrcLow"
-                with m.Else():
-                    m.next = "Payload"
+                m.next = "Length"
 
             def on_payload():
                 m.d.sync += remaining.eq(next_remaining)
-                with m.If(ptr == buffer_bytes):
+                with m.If(ptr_full):
                     m.d.sync += overflow.eq(1)
                 with m.Else():
                     m.d.comb += buffer_write.en.eq(1)
                     m.d.sync += ptr.eq(ptr + 1)
-                with m.If(remaining == 1):
+                with m.If(remaining_1):
                     m.next = "CrcLow"
 
             def on_crc_low():
@@ -227,10 +270,8 @@ class HostLink(wiring.Component):
                 m.next = "CrcHigh"
 
             def on_crc_high():
-                with m.If(~crc_low_ok | (byte != crc[8:])):
-                    reply(Status.BAD_CRC)
-                with m.Else():
-                    m.next = "Check"
+                m.d.sync += crc_high_ok.eq(byte == crc[8:])
+                m.next = "CrcCheck"
 
             receiving("Command", on_command, checked=True)
             receiving("LengthLow", on_length_low, checked=True)
@@ -238,6 +279,18 @@ class HostLink(wiring.Component):
             receiving("Payload", on_payload, checked=True)
             receiving("CrcLow", on_crc_low)
             receiving("CrcHigh", on_crc_high)
+
+            with m.State("Length"):
+                with m.If(remaining_0):
+                    m.next = "CrcLow"
+                with m.Else():
+                    m.next = "Payload"
+
+            with m.State("CrcCheck"):
+                with m.If(crc_low_ok & crc_high_ok):
+                    m.next = "Check"
+                with m.Else():
+                    reply(Status.BAD_CRC)
 
             # The payload's length is `ptr` from here on, unless it overflowed.
             def load():
@@ -250,24 +303,24 @@ class HostLink(wiring.Component):
                 with m.Elif(~known):
                     reply(Status.UNKNOWN_COMMAND)
                 with m.Elif(command == Command.IDENT):
-                    with m.If(ptr == 0):
+                    with m.If(ptr_ident):
                         m.d.sync += is_ident.eq(1)
                         set_address(1)
                         reply(Status.OK, length=16)
                     with m.Else():
                         reply(Status.BAD_LENGTH)
                 with m.Elif(command == Command.WRITE):
-                    with m.If((ptr >= 8) & (ptr[:2] == 0)):
+                    with m.If(ptr_write):
                         load()
                     with m.Else():
                         reply(Status.BAD_LENGTH)
                 with m.Elif(command == Command.READ):
-                    with m.If(ptr == 6):
+                    with m.If(ptr_read):
                         load()
                     with m.Else():
                         reply(Status.BAD_LENGTH)
                 with m.Else():  # RUN
-                    with m.If(ptr == 4):
+                    with m.If(ptr_run):
                         load()
                     with m.Else():
                         reply(Status.BAD_LENGTH)
@@ -280,9 +333,9 @@ class HostLink(wiring.Component):
                 m.next = "LoadShift"
             with m.State("LoadShift"):
                 m.d.sync += word.eq(Cat(word[8:], buffered))
-                with m.If(ptr[:2] == 0):
+                with m.If(ptr_word_start):
                     m.next = "LoadWord"
-                with m.Elif(remaining == 0):
+                with m.Elif(remaining_0):
                     m.next = "Loaded"
                 with m.Else():
                     m.next = "LoadRead"
@@ -292,7 +345,7 @@ class HostLink(wiring.Component):
                     set_address(0)
                 with m.Elif(command == Command.WRITE):
                     m.d.comb += write_word.eq(1)
-                with m.If(remaining == 0):
+                with m.If(remaining_0):
                     m.next = "Loaded"
                 with m.Else():
                     m.next = "LoadRead"
@@ -300,18 +353,15 @@ class HostLink(wiring.Component):
                 with m.If(command == Command.WRITE):
                     reply(Status.OK)
                 with m.Elif(command == Command.READ):
-                    count = word[16:]
-                    with m.If((count != 0) & (count <= MAX_READ_WORDS)):
-                        reply(Status.OK, length=Cat(Const(0, 2), count))
+                    with m.If(count_ok):
+                        reply(Status.OK, length=Cat(Const(0, 2), word[16:]))
                     with m.Else():
                         reply(Status.BAD_LENGTH)
                 with m.Else():  # RUN: `word` is the CONTROL word, `bus_address` still 0
                     m.d.comb += write_word.eq(1)
                     m.next = "RunLaunched"
 
-            with m.State("RunLaunched"):   # the core takes the CONTROL word
-                m.next = "RunStarted"
-            with m.State("RunStarted"):    # the core clears `done`
+            with m.State("RunLaunched"):   # the core takes the CONTROL word, clears `done`
                 m.next = "RunWait"
             with m.State("RunWait"):
                 with m.If(self.done):
@@ -326,17 +376,15 @@ class HostLink(wiring.Component):
             with m.State("ReplyLengthLow"):
                 emit(remaining[:8], "ReplyLengthHigh")
             with m.State("ReplyLengthHigh"):
-                with m.If(remaining == 0):
+                with m.If(remaining_0):
                     emit(remaining[8:], "ReplyCrcLow")
                 with m.Else():
                     emit(remaining[8:], "ReplyFetch")
             with m.State("ReplyFetch"):
                 m.d.comb += read_word.eq(1)
-                m.next = "ReplyRead"
-            with m.State("ReplyRead"):     # the core takes the read
-                m.next = "ReplyTake"
+                m.next = "ReplyTake"      # two cycles on: `r_data` a cycle after `r_en`
             with m.State("ReplyTake"):
-                last_ident = is_ident & (remaining == 4)
+                last_ident = is_ident & remaining_4
                 m.d.sync += word.eq(Mux(last_ident, MAX_WORDS, self.bus.r_data))
                 m.next = "ReplyWord"
             with m.State("ReplyWord"):
@@ -344,9 +392,9 @@ class HostLink(wiring.Component):
                 with m.If(tx_free):
                     m.d.comb += send.eq(1)
                     m.d.sync += [word.eq(word >> 8), remaining.eq(next_remaining)]
-                    with m.If(remaining == 1):
+                    with m.If(remaining_1):
                         m.next = "ReplyCrcLow"
-                    with m.Elif(remaining[:2] == 1):
+                    with m.Elif(remaining_word_end):
                         m.next = "ReplyFetch"
             with m.State("ReplyCrcLow"):
                 emit(crc[:8], "ReplyCrcHigh", update_crc=False)
