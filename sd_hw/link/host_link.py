@@ -220,7 +220,7 @@ class HostLink(wiring.Component):
             m.d.sync += [status.eq(code), remaining.eq(length)]
             m.next = "ReplyStart"
 
-        with m.If(act), m.FSM():
+        with m.If(act), m.FSM() as fsm:
             with m.State("Sync"):
                 m.d.comb += rx.ready.eq(rx_seen)
                 with m.If(got & is_sync):
@@ -400,4 +400,8 @@ class HostLink(wiring.Component):
                 emit(crc[:8], "ReplyCrcHigh", update_crc=False)
             with m.State("ReplyCrcHigh"):
                 emit(crc[8:], "Sync", update_crc=False)
+        # One flip-flop a state: yosys does not recode a state register that has an
+        # initial value by itself (it warns that the initial value is ignored: the
+        # domain's reset puts the recoded register in its first state all the same).
+        fsm.state.attrs["fsm_encoding"] = "one-hot"
         return m
