@@ -9,12 +9,12 @@ One run, one table for the iCE40 UP5K (5,280 logic cells, 8 SB_MAC16, 30 EBR,
 
 * the SmartDeal design: the SerialCore of ``bench_serial.UP5K_SERIAL`` (its lane
   count set by ``--lanes``) placed and routed for the iCEBreaker with
-  ``--seeds`` seeds (the cycle counter only, as a board design is built), and
+  ``--seeds`` seeds (the very configuration ``sd-hw build --board icebreaker``
+  builds, every counter included), and
   the MNIST CNN weight files that ``bench_mnist.py`` leaves under ``--mnist``
   (conv2 and fc1 pruned 0.5, and 0.75) run on its RTL under Verilator
   (``bench_serial.measure``: the first ``--images`` test images, outputs and
-  counters against the golden model; every counter built, which does not
-  change the schedule);
+  counters against the golden model);
 * the dense int8 core of the same generator (SDCore, ``weights="dense"``),
   compiling the same network as int8: the iCEBreaker's default
   configuration, and one whose weight memory holds every bit of the UP5K's
@@ -99,7 +99,8 @@ def serial_config(lanes):
 
 def dense_configs():
     """``(label, CoreConfig)`` of the dense int8 cores the MNIST CNN is compiled for."""
-    default = board_module(board_spec(BOARD)).DEFAULT_CONFIG
+    module = board_module(board_spec(BOARD))
+    default = getattr(module, "SD_CORE_CONFIG", module.DEFAULT_CONFIG)  # the SDCore one
     # One 25-bit weight row (three int8 weights) a word, as many words as the SPRAMs hold
     # bits; every other buffer at the largest the configuration accepts.
     spram = CoreConfig(datapath=AcceleratorConfig(lanes=1), weights="dense",
@@ -297,10 +298,9 @@ def markdown(records, *, stamp, seeds, quick, config_text, minutes):
         f"`bench_serial.py`); this run took {minutes:.0f} min. SD is the SerialCore "
         f"({config_text}) running the MNIST CNN of [mnist-results.md](mnist-results.md) "
         "on its RTL under Verilator (`bench_serial.measure`, run by this script on the "
-        "first test images: outputs and counters against the golden model; every counter "
-        "built, which does not change the schedule); its resources come from the "
-        "iCEBreaker build of the "
-        "whole board design (core, host link, UART; cycle counter only) with "
+        "first test images: outputs and counters against the golden model); its "
+        "resources come from the iCEBreaker build of the whole board design (core, host "
+        "link, UART, every counter: the board's default configuration) with "
         + ("no place and route (`--quick`)" if quick else f"{seeds} place-and-route seeds")
         + ". The dense int8 core of the same generator compiles the same network in int8. "
         "MARLANN's rows are quoted, not measured by this run.",
@@ -397,8 +397,8 @@ def main(argv=None):
     if missing:
         raise SdHwError(f"{args.mnist}: no weight file for {', '.join(sorted(missing))}; run "
                         f"bench/bench_mnist.py with --sweep for the other fractions")
-    build = None if args.quick else build_design(replace(config, counters=False),
-                                                 args.build_dir / "boards", args.seeds, print)
+    build = None if args.quick else build_design(config, args.build_dir / "boards",
+                                                 args.seeds, print)
     design = f"SerialCore SD, {config.lanes} lanes"
     records = serial_records(design, build, runs, config, stamp)
     records += dense_records(weight_file.load(args.mnist / "mnist-cnn-int8.sdw"),
