@@ -1,7 +1,7 @@
 """The iCEBreaker side by side: SerialCore, the dense int8 core and MARLANN on the MNIST CNN.
 
     python bench/bench_up5k.py [--out docs/benchmarks.md] [--json docs/benchmarks.json]
-                               [--mnist build/mnist] [--images 16] [--seeds 3] [--lanes 8]
+                               [--mnist build/mnist] [--images 16] [--seeds 3] [--clock 30] [--lanes 8]
                                [--quick]
 
 One run, one table for the iCE40 UP5K (5,280 logic cells, 8 SB_MAC16, 30 EBR,
@@ -9,8 +9,9 @@ One run, one table for the iCE40 UP5K (5,280 logic cells, 8 SB_MAC16, 30 EBR,
 
 * the SmartDeal design: the SerialCore of ``bench_serial.UP5K_SERIAL`` (its lane
   count set by ``--lanes``) placed and routed for the iCEBreaker with
-  ``--seeds`` seeds (the very configuration ``sd-hw build --board icebreaker``
-  builds, every counter included), and
+  ``--seeds`` seeds at ``--clock`` (the very configuration ``sd-hw build --board
+  icebreaker`` builds, every counter included; every seed must meet the clock,
+  fmax is what each reached), and
   the MNIST CNN weight files that ``bench_mnist.py`` leaves under ``--mnist``
   (conv2 and fc1 pruned 0.5, and 0.75) run on its RTL under Verilator
   (``bench_serial.measure``: the first ``--images`` test images, outputs and
@@ -133,12 +134,13 @@ def fmax_summary(build):
     return min((build.fmax_summary(clock) for clock in build.fmax_mhz), key=lambda f: f[1])
 
 
-def build_design(config, out_dir, seeds, log):
+def build_design(config, out_dir, seeds, log, clock="auto"):
     """``{"resources", "fmax"}`` of the iCEBreaker build of ``config``, or ``{"error"}``."""
     from boards.build import build_board
     started = time.perf_counter()
     try:
-        report = build_board(BOARD, config, out_dir=out_dir, seeds=seeds, log=log)
+        report = build_board(BOARD, config, out_dir=out_dir, seeds=seeds, clock=clock,
+                             log=log)
     except SdHwError as error:
         log(f"build refused: {error}")
         return {"error": str(error), "minutes": (time.perf_counter() - started) / 60}
@@ -288,7 +290,7 @@ def _result(rec):
     return "; ".join(parts)
 
 
-def markdown(records, *, stamp, seeds, quick, config_text, minutes):
+def markdown(records, *, stamp, seeds, quick, config_text, minutes, clock="auto"):
     """The table's section of docs/benchmarks.md, from ``records`` alone."""
     mhz = "median fmax" if not quick else "median fmax (not built: `--quick`)"
     lines = [
@@ -301,7 +303,9 @@ def markdown(records, *, stamp, seeds, quick, config_text, minutes):
         "first test images: outputs and counters against the golden model); its "
         "resources come from the iCEBreaker build of the whole board design (core, host "
         "link, UART, every counter: the board's default configuration) with "
-        + ("no place and route (`--quick`)" if quick else f"{seeds} place-and-route seeds")
+        + ("no place and route (`--quick`)" if quick else
+           f"{seeds} place-and-route seeds, " + ("`sd-hw build`'s clock choice" if clock == "auto"
+                                                 else f"each required to meet {clock} MHz"))
         + ". The dense int8 core of the same generator compiles the same network in int8. "
         "MARLANN's rows are quoted, not measured by this run.",
         "",
@@ -370,6 +374,9 @@ def main(argv=None):
     parser.add_argument("--images", type=int, help="test images run on the RTL "
                         f"(default {IMAGES[0]}, {IMAGES[1]} with --quick)")
     parser.add_argument("--seeds", type=int, default=3, help="place-and-route seeds")
+    parser.add_argument("--clock", default="30",
+                        help="the clock every seed must meet, in MHz, or 'auto' (sd-hw build's "
+                             "choice)")
     parser.add_argument("--lanes", type=int, default=bench_serial.UP5K_SERIAL.lanes,
                         help="the SerialCore's lanes (default: bench_serial.UP5K_SERIAL's; "
                         "fewer lanes get deeper basis memories, see serial_config)")
@@ -398,7 +405,7 @@ def main(argv=None):
         raise SdHwError(f"{args.mnist}: no weight file for {', '.join(sorted(missing))}; run "
                         f"bench/bench_mnist.py with --sweep for the other fractions")
     build = None if args.quick else build_design(config, args.build_dir / "boards",
-                                                 args.seeds, print)
+                                                 args.seeds, print, clock=args.clock)
     design = f"SerialCore SD, {config.lanes} lanes"
     records = serial_records(design, build, runs, config, stamp)
     records += dense_records(weight_file.load(args.mnist / "mnist-cnn-int8.sdw"),
@@ -408,7 +415,7 @@ def main(argv=None):
     config_text = (f"{config.lanes} lanes, {config.weight_banks} weight banks of "
                    f"{config.bank_depth:,} x 16 bit, {config.activation_bytes:,} bytes of "
                    "activations")
-    text = markdown(records, stamp=stamp, seeds=args.seeds, quick=args.quick,
+    text = markdown(records, stamp=stamp, seeds=args.seeds, quick=args.quick, clock=args.clock,
                     config_text=config_text, minutes=(time.perf_counter() - started) / 60)
     page = args.out.read_text() if args.out.exists() else ""
     args.out.parent.mkdir(parents=True, exist_ok=True)
