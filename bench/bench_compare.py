@@ -5,7 +5,8 @@
                                   [--reuse-builds]
 
 For each board (iCEBreaker: iCE40 UP5K; ULX3S: ECP5 85F) two designs come
-from the board's default core configuration: the SmartDeal core, and the
+from the board's SDCore configuration (its default; on the iCEBreaker, whose
+default is the serial core, ``SD_CORE_CONFIG``): the SmartDeal core, and the
 dense int8 core (``weights="dense"``: the same lanes, multipliers and
 buffer depths, int8 weight rows instead of Ce codes and bases). Each is
 built for its board (synthesis once, place and route once per seed) and
