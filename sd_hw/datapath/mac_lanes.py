@@ -174,15 +174,18 @@ class MacLaneArray(wiring.Component):
         # Capture spacing: a `last` element needs `lanes` cycles since the previous one.
         # A `first` element is not taken right after another element: starting a sum
         # drops the product slot before it (Mac16 acc16x16), which must be empty.
+        # `ready` is one look-up table of flip-flops (`gap == 0` is kept as a flag): the
+        # producer's whole issue logic hangs on it.
         gap = Signal(range(lanes))
+        gap_zero = Signal(init=1)
         took = Signal()
         taking = elements.valid & elements.ready
-        m.d.comb += elements.ready.eq((~element.last | (gap == 0)) & ~(element.first & took))
+        m.d.comb += elements.ready.eq((~element.last | gap_zero) & ~(element.first & took))
         m.d.sync += took.eq(taking)
         with m.If(taking & element.last):
-            m.d.sync += gap.eq(lanes - 1)
-        with m.Elif(gap != 0):
-            m.d.sync += gap.eq(gap - 1)
+            m.d.sync += [gap.eq(lanes - 1), gap_zero.eq(lanes == 1)]
+        with m.Elif(~gap_zero):
+            m.d.sync += [gap.eq(gap - 1), gap_zero.eq(gap == 1)]
 
         # The weight is rebuilt in two cycles, the shifted terms registered in between;
         # the activation (0 in a cycle without an element) and the start of a sum wait

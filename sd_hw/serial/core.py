@@ -258,7 +258,15 @@ class SerialCore(wiring.Component):
             "write_cycles": busy & writing,
         }
         assert tuple(increments) == SERIAL_COUNTERS
-        counters = performance_counters(m, increments, clear=run, every=config.counters)
+        # The increments are registered (the handshakes are late, a counter's carry chain
+        # long): a counter takes a cycle's events a cycle later, so its last events are
+        # counted in the cycle `done` rises, before the host can have seen it. The clear
+        # (`run`, only while idle) wins over the increment of a run's last busy cycle.
+        delayed = {}
+        for name, increment in increments.items():
+            delayed[name] = Signal(name=f"increment_{name}")
+            m.d.sync += delayed[name].eq(increment)
+        counters = performance_counters(m, delayed, clear=run, every=config.counters)
 
         identity = {
             Register.CONTROL: Cat(busy, self.done),
@@ -276,15 +284,20 @@ class SerialCore(wiring.Component):
             8: Const(config.output_depth, 32),
             9: Const(config.program_depth, 32),
         }
-        read_space, read_register = register_read(
+        _, read_register = register_read(
             m, read=host.r_en, space=space, offset=offset, registers=identity,
             counters=counters, counter_base=COUNTER_BASE)
-        with m.Switch(read_space):
-            with m.Case(Space.ACTIVATIONS.value):
-                word = activations.r_data
-                m.d.comb += host.r_data.eq(Mux(host_byte, word[8:16], word[:8]).as_signed())
-            with m.Case(Space.OUTPUTS.value):
-                m.d.comb += host.r_data.eq(output_read.data)
-            with m.Default():
-                m.d.comb += host.r_data.eq(read_register)
+        # The read's space is decoded as it is taken: the read data's multiplexer is
+        # then one or two look-up tables of flip-flops and block RAM outputs.
+        read_activations, read_outputs = Signal(), Signal()
+        with m.If(host.r_en):
+            m.d.sync += [read_activations.eq(space == Space.ACTIVATIONS.value),
+                         read_outputs.eq(space == Space.OUTPUTS.value)]
+        word = activations.r_data
+        with m.If(read_activations):
+            m.d.comb += host.r_data.eq(Mux(host_byte, word[8:16], word[:8]).as_signed())
+        with m.Elif(read_outputs):
+            m.d.comb += host.r_data.eq(output_read.data)
+        with m.Else():
+            m.d.comb += host.r_data.eq(read_register)
         return m

@@ -181,7 +181,12 @@ class ElementIssuer(wiring.Component):
         with m.If(sent):
             m.d.sync += out_valid.eq(0)
         free = ~out_valid | (elements.ready & (~out.last | self.pass_ready))
-        advance = free & ~self.activations.blocked
+        # `advance` is the late signal every register of the issuer waits for: kept as
+        # one net (two look-up tables of flip-flops) so that synthesis builds the rest
+        # of the next state from registers and then selects with it, instead of
+        # folding it into deep logic.
+        advance = Signal(attrs={"keep": 1})
+        m.d.comb += advance.eq(free & ~self.activations.blocked)
 
         # This cycle: read the record's next column, or pass over a record without one;
         # a pass whose last record has none gets an element of activation 0. A group
@@ -201,13 +206,14 @@ class ElementIssuer(wiring.Component):
 
         with m.If(issue):
             m.d.sync += [byte.eq(byte + 1), column.eq(column + 1), count.eq(count - 1),
-                         active.eq(count >= 2), ending.eq(count <= 2), started.eq(1),
+                         ending.eq(count <= 2), started.eq(1),
                          out_valid.eq(1), fresh.eq(1), zero.eq(0), high_byte.eq(byte[0]),
                          out.column.eq(column), out.first.eq(first),
                          out.last.eq(record_last & (count == 1)), first.eq(0)]
         with m.If(zero_element):
             m.d.sync += [out_valid.eq(1), zero.eq(1), fresh.eq(0), out.column.eq(0),
                          out.first.eq(first), out.last.eq(1), first.eq(0)]
+        # (`active` stays set through the record's reads: `ending` says which is its last.)
         with m.If(done):
             m.d.sync += [loaded.eq(0), active.eq(0), ending.eq(0)]
             with m.If(record_last):
@@ -217,7 +223,12 @@ class ElementIssuer(wiring.Component):
         offered = self.headers.payload
         header = offered.header
         last = offered.last | empty
-        take = open_ & (self.headers.valid | empty) & (~loaded | done)
+        # `offer` from registers, then `take` one look-up table after `advance` (both
+        # kept, like `advance`).
+        offer = Signal(attrs={"keep": 1})
+        take = Signal(attrs={"keep": 1})
+        m.d.comb += [offer.eq(open_ & (self.headers.valid | empty)),
+                     take.eq(offer & (~loaded | done))]
         m.d.comb += self.headers.ready.eq(take)
         row_ok = Mux(header.dy == 0, ~top, Mux(header.dy == 1, 1, ~bottom))
         columns = Signal(2)

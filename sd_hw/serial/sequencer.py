@@ -100,39 +100,45 @@ class OpSequencer(wiring.Component):
             with m.If(arriving == k):
                 m.d.sync += stored[k * bits:(k + 1) * bits].eq(program.data)
 
+        # `busy` is a flip-flop (the host's write enables of the shared memories hang
+        # on it): set when a run leaves IDLE, cleared when it returns there.
+        busy = Signal()
+        m.d.comb += self.busy.eq(busy)
         with m.FSM():
             with m.State("IDLE"):
+                # Loaded in every idle cycle, so `start` (decoded from the host bus,
+                # late) only chooses the next state.
+                m.d.sync += [address.eq(self.first_op), ops_left.eq(self.op_count)]
                 with m.If(self.start):
-                    m.d.sync += [address.eq(self.first_op), ops_left.eq(self.op_count)]
                     with m.If(self.op_count == 0):
                         m.d.comb += self.done.eq(1)
                     with m.Else():
+                        m.d.sync += busy.eq(1)
                         m.next = "TABLE"
             with m.State("TABLE"):
-                m.d.comb += [self.busy.eq(1), program.en.eq(1)]
+                m.d.comb += program.en.eq(1)
                 m.next = "LOCATE"
             with m.State("LOCATE"):
-                m.d.comb += self.busy.eq(1)
                 m.d.sync += [address.eq(program.data), word.eq(0)]
                 m.next = "READ"
             with m.State("READ"):
-                m.d.comb += [self.busy.eq(1), program.en.eq(1)]
+                m.d.comb += program.en.eq(1)
                 m.d.sync += address.eq(address + 1)
                 with m.If(word == words - 1):
                     m.next = "START"
                 with m.Else():
                     m.d.sync += word.eq(word + 1)
             with m.State("START"):
-                m.d.comb += [self.busy.eq(1), self.group_start.eq(1)]
+                m.d.comb += self.group_start.eq(1)
                 m.next = "WAIT"
             with m.State("WAIT"):
-                m.d.comb += self.busy.eq(1)
                 with m.If(~self.units_busy):
                     with m.If(~self.group.last):
                         m.d.sync += word.eq(op_words)
                         m.next = "READ"
                     with m.Elif(ops_left == 1):
                         m.d.comb += self.done.eq(1)
+                        m.d.sync += busy.eq(0)
                         m.next = "IDLE"
                     with m.Else():
                         m.d.sync += [word.eq(0), ops_left.eq(ops_left - 1)]
