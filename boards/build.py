@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -171,11 +172,31 @@ def _script_steps(script):
     return steps
 
 
-def _run(line, cwd, env, what, log_name):
-    result = subprocess.run(["bash", "-c", line], cwd=cwd, env=env, capture_output=True,
-                            text=True, check=False)
-    (Path(cwd) / log_name).write_text(result.stdout + result.stderr)
-    return result
+#: Longest one step of a build (synthesis, a place and route, packing) may take, in
+#: seconds. nextpnr's router can loop without end on a nearly full UP5K with a tight
+#: constraint (seen at 85 % of its logic cells, 48 MHz asked); such a step is stopped and
+#: reported instead of hanging the build.
+STEP_TIMEOUT_S = 30 * 60
+
+
+def _run(line, cwd, env, what, log_name, *, timeout=None):
+    timeout = STEP_TIMEOUT_S if timeout is None else timeout
+    log = Path(cwd) / log_name
+    with subprocess.Popen(["bash", "-c", line], cwd=cwd, env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          start_new_session=True) as process:
+        try:
+            out, err = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)   # the tool too, not only its shell
+            out, err = process.communicate()
+            log.write_text(out + err)
+            raise SdHwError(
+                f"{what} did not finish within {timeout / 60:g} min and was stopped (nextpnr's "
+                f"router can loop without end on a nearly full chip: try other seeds, a "
+                f"fixed --clock or a smaller configuration); its log so far: {log}") from None
+    log.write_text(out + err)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
 def _check_fit(cells, device, build_dir):

@@ -11,13 +11,14 @@ import gc
 import json
 import re
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 from amaranth.hdl import UnusedElaboratable
 
 from boards import BOARDS, board, board_module
-from boards.build import BuildReport, _nextpnr_failure, build_board, format_report
+from boards.build import BuildReport, _nextpnr_failure, _run, build_board, format_report
 from boards.clocking import pll_for
 from boards.flash import flash, flash_command
 from sd_hw.config import AcceleratorConfig
@@ -166,6 +167,25 @@ def test_digits_cnn_through_the_icebreaker_pins(digits_cnn, tmp_path):
     replay = SerialTransport("replay", serial=ReplaySerial(sim_board.transcript))
     again = run_network(replay, net, sim_board.config, x)
     assert again.passed and np.array_equal(again.outputs, report.outputs)
+
+
+def test_a_build_step_that_never_ends_is_stopped_and_named(tmp_path):
+    # A stand-in for a looping router: a shell whose child would run for a long time.
+    with pytest.raises(SdHwError, match=r"place and route did not finish within 0\.02 min "
+                                        r"and was stopped .* its log so far: .*pnr\.log"):
+        _run("echo routing; sleep 617.25 & wait", tmp_path, None, "place and route",
+             "pnr.log", timeout=1.2)
+    assert (tmp_path / "pnr.log").read_text() == "routing\n"
+    # The tool itself was killed, not only its shell.
+    left = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            left += [cmdline] if b"617.25" in cmdline.read_bytes() else []
+        except OSError:
+            pass                                    # a process that ended meanwhile
+    assert left == []
+    done = _run("echo fine", tmp_path, None, "packing", "pack.log", timeout=30)
+    assert done.returncode == 0 and (tmp_path / "pack.log").read_text() == "fine\n"
 
 
 def test_flash_commands(tmp_path):
