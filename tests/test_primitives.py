@@ -387,10 +387,13 @@ def both_modes_vectors(seed, cycles, dut):
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_mac16x16_generic_matches_the_model(seed):
-    mac = Mac16(mode="mac16x16", lowering="generic")
+@pytest.mark.parametrize("mode, latency", [("mac16x16", 3), ("acc16x16", 4)])
+def test_mac_modes_generic_match_the_model(mode, latency, seed):
+    mac = Mac16(mode=mode, lowering="generic")
+    assert mac.latency == latency
+    model = {"mac16x16": mac16x16_expected, "acc16x16": acc16x16_expected}[mode]
     steps = mac_stimulus(random.Random(seed), 2000)
-    expected = mac16x16_expected(steps, mac.latency)
+    expected = model(steps, mac.latency)
     assert defined_checks(expected) > 1500
     assert sum(1 for a, b in zip(steps, steps[1:]) if a["clear"] and b["clear"]) > 20
     compare(simulate(mac, steps, ["acc"]), expected)
@@ -409,17 +412,6 @@ def test_mac16x16_wraps_modulo_2_to_the_32():
     expected = mac16x16_expected(steps, mac.latency)
     assert [value for value, mask in (e["acc"] for e in expected) if mask] == \
         [1 << 30, 1 << 31, 3 << 30, 0, 0, 0, 1 << 30, 1 << 31, 1 << 31]
-    compare(simulate(mac, steps, ["acc"]), expected)
-
-
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_acc16x16_generic_matches_the_model(seed):
-    mac = Mac16(mode="acc16x16", lowering="generic")
-    assert mac.latency == 4
-    steps = mac_stimulus(random.Random(seed), 2000)
-    expected = acc16x16_expected(steps, mac.latency)
-    assert defined_checks(expected) > 1500
-    assert sum(1 for a, b in zip(steps, steps[1:]) if a["clear"] and b["clear"]) > 20
     compare(simulate(mac, steps, ["acc"]), expected)
 
 
