@@ -109,7 +109,7 @@ def dense_configs():
                        .weight_word_bits, activation_depth=65536, index_depth=65536,
                        param_depth=65536, output_depth=65536, program_depth=4096,
                        basis_depth=16, counters=False)
-    return [("SDCore dense int8, iCEBreaker default", replace(default, weights="dense")),
+    return [("SDCore dense int8, the iCEBreaker's SDCore configuration", replace(default, weights="dense")),
             ("SDCore dense int8, all SPRAM bits as weight memory (compile only)", spram)]
 
 
