@@ -11,13 +11,14 @@ from amaranth_boards.orangecrab_r0_2 import OrangeCrabR0_2_25FPlatform
 
 from sd_hw.config import AcceleratorConfig
 from sd_hw.core.config import CoreConfig
+from sd_hw.serial.config import SerialConfig
 
 from .clocking import pll_for
 from .top import BoardTop
 
 
 __all__ = ["OrangeCrabTop", "PLATFORM", "OSCILLATOR_HZ", "DEFAULT_CLOCK_HZ", "DEFAULT_CONFIG",
-           "UART"]
+           "SD_CORE_CONFIG", "UART"]
 
 PLATFORM = OrangeCrabR0_2_25FPlatform
 OSCILLATOR_HZ = 48_000_000
@@ -31,8 +32,17 @@ UART = Resource("uart", 0,
                 Subsignal("tx", Pins("1", dir="o", conn=("io", 0))),
                 Attrs(IO_TYPE="LVCMOS33", PULLMODE="UP"))
 
-#: Two lanes and buffers that leave the 25F's 56 DP16KD room.
-DEFAULT_CONFIG = CoreConfig(datapath=AcceleratorConfig(lanes=2), weight_depth=2048)
+#: The element-serial core (docs/serial-core.md) in the 25F's block RAM: 8 lanes,
+#: three banks of 10K words of weight records (480 Kbit, 30 of the 56 DP16KD) and
+#: 8 KB of activations: the bundled MNIST CNN fits once pruned 0.75.
+DEFAULT_CONFIG = SerialConfig(
+    datapath=AcceleratorConfig(lanes=8), weight_banks=3, bank_depth=10240,
+    activation_bytes=8192, basis_depth=64, param_depth=256, output_depth=64,
+    program_depth=256, counters=True)
+
+#: The SDCore configuration (``--core sd``): two lanes and buffers that leave the
+#: 25F's 56 DP16KD room.
+SD_CORE_CONFIG = CoreConfig(datapath=AcceleratorConfig(lanes=2), weight_depth=2048)
 
 
 class OrangeCrabTop(BoardTop):
