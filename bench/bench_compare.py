@@ -5,8 +5,8 @@
                                   [--reuse-builds]
 
 For each board (iCEBreaker: iCE40 UP5K; ULX3S: ECP5 85F) two designs come
-from the board's SDCore configuration (its default; on the iCEBreaker, whose
-default is the serial core, ``SD_CORE_CONFIG``): the SmartDeal core, and the
+from the board's SDCore configuration (``SD_CORE_CONFIG``; the boards' defaults
+are the serial core): the SmartDeal core, and the
 dense int8 core (``weights="dense"``: the same lanes, multipliers and
 buffer depths, int8 weight rows instead of Ce codes and bases). Each is
 built for its board (synthesis once, place and route once per seed) and
@@ -188,8 +188,7 @@ def designs_of(boards):
     designs = []
     for name in boards:
         module = board_module(board_spec(name))
-        # The board's SDCore configuration: its default, or beside a serial default.
-        default = getattr(module, "SD_CORE_CONFIG", module.DEFAULT_CONFIG)
+        default = module.SD_CORE_CONFIG
         designs += [Design(name, "smartdeal", default),
                     Design(name, "dense", replace(default, weights="dense"))]
     return designs

@@ -101,7 +101,7 @@ def serial_config(lanes):
 def dense_configs():
     """``(label, CoreConfig)`` of the dense int8 cores the MNIST CNN is compiled for."""
     module = board_module(board_spec(BOARD))
-    default = getattr(module, "SD_CORE_CONFIG", module.DEFAULT_CONFIG)  # the SDCore one
+    default = module.SD_CORE_CONFIG
     # One 25-bit weight row (three int8 weights) a word, as many words as the SPRAMs hold
     # bits; every other buffer at the largest the configuration accepts.
     spram = CoreConfig(datapath=AcceleratorConfig(lanes=1), weights="dense",

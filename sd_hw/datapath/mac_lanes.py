@@ -5,7 +5,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..errors import ParameterError, check_range
-from ..primitives import Mac16
+from ..primitives import Mac16, RegisteredReadPort
 from ..primitives._lowering import checked_lowering
 from ..primitives.mac16 import LATENCY as MAC_LATENCY
 from .layouts import row_layout
@@ -210,19 +210,17 @@ class MacLaneArray(wiring.Component):
             # a write of the same word never meet: `no_rw_check` lets yosys drop the
             # read-first emulation (flip-flops and multiplexers) it would otherwise add
             # around an iCE40 block RAM. It acts where yosys merges a register into a
-            # read port, hence the asynchronous port and the register after it.
+            # read port, hence RegisteredReadPort.
             bases = m.submodules[f"bases{l}"] = memory.Memory(
                 shape=basis_column_layout(config), depth=4 * self._basis_depth, init=[],
                 attrs={"no_rw_check": 1})
             write_port = bases.write_port()
             m.d.comb += [write_port.addr.eq(write.addr), write_port.data.eq(write.data),
                          write_port.en.eq(write.en & (write.lane == l))]
-            read_port = bases.read_port(domain="comb")
-            column = Signal(basis_column_layout(config), name=f"column{l}", reset_less=True)
-            m.d.comb += read_port.addr.eq(read.basis * 4 + read.column)
-            with m.If(read.en):
-                m.d.sync += column.eq(read_port.data)
-            m.d.comb += [mac.a.eq(self._rebuild(m, element.rows[l], column, l)),
+            read_port = RegisteredReadPort(m, bases, name=f"column{l}", reset_less=True)
+            m.d.comb += [read_port.addr.eq(read.basis * 4 + read.column),
+                         read_port.en.eq(read.en)]
+            m.d.comb += [mac.a.eq(self._rebuild(m, element.rows[l], read_port.data, l)),
                          mac.b.eq(activation),
                          mac.clear.eq(clear),
                          mac.en.eq(1)]

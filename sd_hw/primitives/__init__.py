@@ -8,7 +8,8 @@ behaviour. docs/blocks/primitives.md describes them.
 
 from ._lowering import LOWERINGS
 from .mac16 import MODES, Mac16
+from .registered_read import RegisteredReadPort
 from .spram import SinglePortRAM
 
 
-__all__ = ["LOWERINGS", "MODES", "Mac16", "SinglePortRAM"]
+__all__ = ["LOWERINGS", "MODES", "Mac16", "RegisteredReadPort", "SinglePortRAM"]

@@ -8,7 +8,7 @@ from ..core.host_map import COUNTER_BASE, HostBus, Register, Space
 from ..core.registers import performance_counters, register_read
 from ..datapath.mac_lanes import MacLaneArray
 from ..errors import ParameterError
-from ..primitives import SinglePortRAM
+from ..primitives import RegisteredReadPort, SinglePortRAM
 from .config import SerialConfig
 from .element_issuer import ElementIssuer
 from .layouts import WORD_BITS
@@ -34,22 +34,6 @@ SERIAL_COUNTERS = (
 
 def _bits(depth):
     return max(1, (depth - 1).bit_length())
-
-
-class _ReadPort:
-    """A synchronous read port (``addr``, ``en``, ``data`` a cycle later, held while ``en``
-    is low) built as an asynchronous port and a register: yosys merges the two into the
-    block RAM's read port and, unlike for a synchronous port, does not delay the write
-    port to emulate read-before-write (the core never reads and writes one address of
-    these memories in one cycle)."""
-
-    def __init__(self, m, mem):
-        port = mem.read_port(domain="comb")
-        self.addr = port.addr
-        self.en = Signal()
-        self.data = Signal(port.data.shape())
-        with m.If(self.en):
-            m.d.sync += self.data.eq(port.data)
 
 
 class SerialCore(wiring.Component):
@@ -185,7 +169,7 @@ class SerialCore(wiring.Component):
         program_write = program.write_port()
         m.d.comb += [program_write.addr.eq(offset), program_write.data.eq(host.w_data),
                      program_write.en.eq(host_writes(Space.PROGRAM))]
-        program_read = _ReadPort(m, program)
+        program_read = RegisteredReadPort(m, program)
         m.d.comb += [program_read.addr.eq(sequencer.program.addr),
                      program_read.en.eq(sequencer.program.en),
                      sequencer.program.data.eq(program_read.data)]
@@ -195,7 +179,7 @@ class SerialCore(wiring.Component):
                      param_write.data.eq(Cat(host.w_data, host.w_data)),
                      param_write.en.eq(Mux(host_writes(Space.PARAMS),
                                            Mux(offset[0], 0b10, 0b01), 0))]
-        param_read = _ReadPort(m, params)
+        param_read = RegisteredReadPort(m, params)
         m.d.comb += [param_read.addr.eq(output.param_read.addr),
                      param_read.en.eq(output.param_read.en),
                      output.param_read.data.eq(param_read.data)]
@@ -204,7 +188,7 @@ class SerialCore(wiring.Component):
         m.d.comb += [output_write.addr.eq(output.output_write.addr),
                      output_write.data.eq(output.output_write.data),
                      output_write.en.eq(output.output_write.en)]
-        output_read = _ReadPort(m, outputs)
+        output_read = RegisteredReadPort(m, outputs)
         host_reads_outputs = host.r_en & (space == Space.OUTPUTS.value)
         m.d.comb += [output_read.addr.eq(offset), output_read.en.eq(host_reads_outputs)]
 
