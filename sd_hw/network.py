@@ -3,14 +3,21 @@
 A network is a sequence of layers applied to one input tensor. sd-hw accepts
 exactly the layers its accelerator executes:
 
-=============  ==========================================================
-``linear``     fully connected, ``in_features`` -> ``out_features``
-``conv2d``     ``kernel_size`` 3 (stride 1, padding 1) or 1 (stride 1,
-               padding 0), ``in_channels`` -> ``out_channels``
-``relu``       max(x, 0)
-``maxpool2d``  2x2 window, stride 2 (odd sizes are floored)
-``flatten``    (C, H, W) -> (C*H*W,) in C, H, W order
-=============  ==========================================================
+====================  ===================================================
+``linear``            fully connected, ``in_features`` -> ``out_features``
+``conv2d``            ``kernel_size`` 3 (``padding`` 1 or 0) or 1
+                      (``padding`` 0), ``stride`` 1 or 2,
+                      ``in_channels`` -> ``out_channels``
+``relu``              max(x, 0)
+``maxpool2d``         2x2 window, stride 2 (odd sizes are floored)
+``avgpool2d``         2x2 window, stride 2 (odd sizes are floored)
+``global_avgpool2d``  mean over H and W: (C, H, W) -> (C, 1, 1)
+``flatten``           (C, H, W) -> (C*H*W,) in C, H, W order
+====================  ===================================================
+
+The accelerator's cores run a subset: convolutions with stride 1 and
+"same" padding (1 for 3x3), and max pooling
+(:func:`hardware_problems` names what falls outside it).
 
 The description is plain JSON (see :meth:`Network.from_json`); parameters of
 layer ``name`` are the arrays ``name.weight`` and ``name.bias``, with PyTorch's
@@ -23,21 +30,34 @@ from dataclasses import dataclass, field
 from .errors import NetworkSpecError
 
 
-__all__ = ["Layer", "Network", "COMPUTE_KINDS"]
+__all__ = ["Layer", "Network", "COMPUTE_KINDS", "hardware_problems"]
 
-LAYER_KINDS = ("linear", "conv2d", "relu", "maxpool2d", "flatten")
+LAYER_KINDS = ("linear", "conv2d", "relu", "maxpool2d", "avgpool2d", "global_avgpool2d",
+               "flatten")
 COMPUTE_KINDS = ("linear", "conv2d")
+#: Layer kinds the float and integer golden models evaluate but no core runs yet.
+SOFTWARE_ONLY_KINDS = ("avgpool2d", "global_avgpool2d")
+CONV_STRIDES = (1, 2)
 
 
 @dataclass(frozen=True)
 class Layer:
-    """One layer. ``in_size``/``out_size`` are features or channels."""
+    """One layer. ``in_size``/``out_size`` are features or channels;
+    ``stride`` and ``padding`` apply to ``conv2d`` (``padding`` defaults to
+    ``kernel_size // 2``, "same" at stride 1)."""
 
     kind: str
     name: str
     in_size: int = 0
     out_size: int = 0
     kernel_size: int = 0
+    stride: int = 1
+    padding: int = None
+
+    def __post_init__(self):
+        if self.padding is None:
+            object.__setattr__(self, "padding",
+                               self.kernel_size // 2 if self.kind == "conv2d" else 0)
 
     @property
     def is_compute(self):
@@ -59,9 +79,9 @@ class Layer:
         if self.kind == "conv2d":
             return {"type": "conv2d", "name": self.name, "in_channels": self.in_size,
                     "out_channels": self.out_size, "kernel_size": self.kernel_size,
-                    "stride": 1, "padding": self.kernel_size // 2}
-        if self.kind == "maxpool2d":
-            return {"type": "maxpool2d", "name": self.name, "kernel_size": 2}
+                    "stride": self.stride, "padding": self.padding}
+        if self.kind in ("maxpool2d", "avgpool2d"):
+            return {"type": self.kind, "name": self.name, "kernel_size": 2}
         return {"type": self.kind, "name": self.name}
 
 
@@ -99,20 +119,23 @@ def _parse_layer(index, entry, source):
             raise NetworkSpecError(
                 f"{where}: unsupported kernel_size {k!r}; sd-hw supports 3 and 1")
         stride = entry.get("stride", 1)
-        if stride != 1:
-            raise NetworkSpecError(f"{where}: unsupported stride {stride!r}; only 1 is supported")
+        if type(stride) is not int or stride not in CONV_STRIDES:
+            raise NetworkSpecError(f"{where}: unsupported stride {stride!r}; "
+                                   f"supported strides are 1 and 2")
         padding = entry.get("padding", k // 2)
-        if padding != k // 2:
+        allowed = (0, 1) if k == 3 else (0,)
+        if type(padding) is not int or padding not in allowed:
             raise NetworkSpecError(
                 f"{where}: unsupported padding {padding!r} for kernel_size {k}; "
-                f"only {k // 2} is supported")
+                f"supported: {' or '.join(map(str, allowed))}")
         layer = Layer(kind, name, _positive_int(where, entry, "in_channels"),
-                      _positive_int(where, entry, "out_channels"), k)
-    elif kind == "maxpool2d":
+                      _positive_int(where, entry, "out_channels"), k, stride, padding)
+    elif kind in ("maxpool2d", "avgpool2d"):
         known |= {"kernel_size", "stride"}
         k = entry.get("kernel_size", 2)
         if k != 2 or entry.get("stride", 2) != 2:
-            raise NetworkSpecError(f"{where}: only 2x2 max pooling with stride 2 is supported")
+            what = "max" if kind == "maxpool2d" else "average"
+            raise NetworkSpecError(f"{where}: only 2x2 {what} pooling with stride 2 is supported")
         layer = Layer(kind, name)
     else:
         layer = Layer(kind, name)
@@ -174,12 +197,24 @@ class Network:
                     raise NetworkSpecError(
                         f"{where}: in_channels is {layer.in_size} but the input has "
                         f"{shape[0]} channels")
-                shape = (layer.out_size, shape[1], shape[2])
-            elif layer.kind == "maxpool2d":
+                k, p, s = layer.kernel_size, layer.padding, layer.stride
+                if shape[1] + 2 * p < k or shape[2] + 2 * p < k:
+                    raise NetworkSpecError(
+                        f"{where}: a {k}x{k} window with padding {p} does not fit the "
+                        f"input's {shape[1]}x{shape[2]} pixels")
+                shape = (layer.out_size, (shape[1] + 2 * p - k) // s + 1,
+                         (shape[2] + 2 * p - k) // s + 1)
+            elif layer.kind in ("maxpool2d", "avgpool2d"):
                 if len(shape) != 3 or shape[1] < 2 or shape[2] < 2:
                     raise NetworkSpecError(
-                        f"{where}: maxpool2d needs a (C, H, W) input with H, W >= 2, got {shape}")
+                        f"{where}: {layer.kind} needs a (C, H, W) input with H, W >= 2, "
+                        f"got {shape}")
                 shape = (shape[0], shape[1] // 2, shape[2] // 2)
+            elif layer.kind == "global_avgpool2d":
+                if len(shape) != 3:
+                    raise NetworkSpecError(
+                        f"{where}: global_avgpool2d needs a (C, H, W) input, got {shape}")
+                shape = (shape[0], 1, 1)
             elif layer.kind == "flatten":
                 size = 1
                 for d in shape:
@@ -237,3 +272,21 @@ class Network:
 
     def to_json(self):
         return json.dumps(self.to_dict(), indent=1)
+
+
+def hardware_problems(network):
+    """One line per layer of ``network`` that the accelerator's cores do not
+    run (strided or unpadded convolutions, average pooling), each naming the
+    layer; empty if every layer runs. The golden models evaluate them all."""
+    problems = []
+    for layer in network.layers:
+        if layer.kind in SOFTWARE_ONLY_KINDS:
+            problems.append(f"layer {layer.name!r} ({layer.kind}): average pooling is not "
+                            f"implemented in hardware")
+        elif layer.kind == "conv2d" and (layer.stride != 1
+                                         or layer.padding != layer.kernel_size // 2):
+            problems.append(f"layer {layer.name!r} (conv2d {layer.kernel_size}x"
+                            f"{layer.kernel_size}, stride {layer.stride}, padding "
+                            f"{layer.padding}): the cores run stride 1 with padding "
+                            f"{layer.kernel_size // 2} only")
+    return problems

@@ -46,8 +46,9 @@ def mutate(path_value):
 @pytest.mark.parametrize("change, message", [
     ((("layers", 0, "type"), "conv3d"), r"layer 0: unsupported layer type 'conv3d'; supported"),
     ((("layers", 0, "kernel_size"), 5), r"layer 0 \('c1'\): unsupported kernel_size 5"),
-    ((("layers", 0, "stride"), 2), r"layer 0 \('c1'\): unsupported stride 2"),
-    ((("layers", 0, "padding"), 0), r"unsupported padding 0 for kernel_size 3"),
+    ((("layers", 0, "stride"), 3), r"layer 0 \('c1'\): unsupported stride 3; supported strides"),
+    ((("layers", 0, "stride"), True), r"layer 0 \('c1'\): unsupported stride True"),
+    ((("layers", 0, "padding"), 2), r"unsupported padding 2 for kernel_size 3; supported: 0 or 1"),
     ((("layers", 0, "in_channels"), 3), r"in_channels is 3 but the input has 1 channels"),
     ((("layers", 5, "in_features"), 95), r"in_features is 95 but the input has 96 features"),
     ((("layers", 3, "out_channels"), 0), r"'out_channels' must be an integer from 1 to 65535"),

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from math import prod
 
 from ..core.layouts import OpKind
+from ..network import hardware_problems
 from .errors import CompileError
 
 
@@ -43,6 +44,9 @@ def plan_ops(network):
     if not compute:
         raise CompileError("the network has no linear or conv2d layer; sd-hw runs networks "
                            "whose last compute layer produces the outputs")
+    problems = hardware_problems(network)
+    if problems:
+        raise CompileError("; ".join(problems))
     final_name = compute[-1].name
     ops = []
     after_final = False

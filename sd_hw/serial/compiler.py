@@ -19,6 +19,7 @@ from ..config import signed_bits
 from ..core.host_map import Space
 from ..errors import SdHwError
 from ..integer_network import IntegerNetwork
+from ..network import hardware_problems
 from .config import SerialConfig
 from .layouts import (DIMENSION_BITS, group_layout, op_layout, pack_program_words,
                       param_layout, record_reads)
@@ -75,6 +76,9 @@ class _Op:
 
 
 def _plan(network):
+    problems = hardware_problems(network)
+    if problems:
+        raise SdHwError("; ".join(problems))
     ops = []
     for index, layer in enumerate(network.layers):
         if layer.is_compute:

@@ -17,7 +17,9 @@ from math import prod
 
 import numpy as np
 
+from sd_hw.errors import SdHwError
 from sd_hw.integer_network import rows_per_channel
+from sd_hw.network import hardware_problems
 from sim.golden.reference import run
 
 
@@ -80,6 +82,9 @@ def layer_plan(network):
     operation before it and a flatten costs nothing; a ReLU on the network
     input is a copy.
     """
+    problems = hardware_problems(network)
+    if problems:
+        raise SdHwError("; ".join(problems))
     plan = []
     for index, spec in enumerate(network.layers):
         if spec.is_compute:

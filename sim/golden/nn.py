@@ -8,11 +8,14 @@ float32 (then float32).
 Layer semantics (as PyTorch):
 
 * ``linear``: ``y = x W^T + b``;
-* ``conv2d``: cross-correlation, stride 1, zero padding 1 (3x3) or 0 (1x1),
-  computed as one matrix product over an im2col view (no loop over pixels);
+* ``conv2d``: cross-correlation with the layer's stride (1 or 2) and zero
+  padding (0 or 1 for 3x3, 0 for 1x1), computed as one matrix product over
+  an im2col view (no loop over pixels);
 * ``relu``: ``max(x, 0)``, gradient 0 at 0;
 * ``maxpool2d``: 2x2 windows, stride 2, odd sizes floored; the gradient goes
   to the first maximum of a window in row-major order;
+* ``avgpool2d``: mean of 2x2 windows, stride 2, odd sizes floored;
+* ``global_avgpool2d``: mean over H and W, (C, H, W) -> (C, 1, 1);
 * ``flatten``: (C, H, W) -> C*H*W in C, H, W order.
 
 Each layer has a ``<kind>_forward`` and a ``<kind>_backward`` function; the
@@ -31,7 +34,8 @@ __all__ = [
     "cross_entropy", "check_params", "check_batch",
     "linear_forward", "linear_backward", "conv2d_forward", "conv2d_backward",
     "relu_forward", "relu_backward", "maxpool2d_forward", "maxpool2d_backward",
-    "flatten_forward", "flatten_backward",
+    "avgpool2d_forward", "avgpool2d_backward", "global_avgpool2d_forward",
+    "global_avgpool2d_backward", "flatten_forward", "flatten_backward",
 ]
 
 
@@ -76,29 +80,37 @@ def linear_backward(x, weight, dy):
     return _matmul(dy, weight), _matmul(dy.T, x), dy.sum(axis=0)
 
 
-def _im2col(x, k):
-    """``(N, C, H, W)`` -> ``(N*H*W, C*k*k)`` patches of a same-size convolution,
-    column order (c, kernel row, kernel col) as ``weight.reshape(M, -1)``."""
+def _out_size(size, k, stride, padding):
+    return (size + 2 * padding - k) // stride + 1
+
+
+def _im2col(x, k, stride=1, padding=None):
+    """``(N, C, H, W)`` -> ``(N*Ho*Wo, C*k*k)`` patches of a convolution with
+    ``stride`` and zero ``padding`` (default ``k // 2``), column order
+    (c, kernel row, kernel col) as ``weight.reshape(M, -1)``."""
+    p = k // 2 if padding is None else padding
     n, c, h, w = x.shape
-    if k == 1:
-        return x.transpose(0, 2, 3, 1).reshape(n * h * w, c)
-    p = k // 2
+    ho, wo = _out_size(h, k, stride, p), _out_size(w, k, stride, p)
+    if k == 1 and p == 0:
+        return x[:, :, ::stride, ::stride].transpose(0, 2, 3, 1).reshape(n * ho * wo, c)
     padded = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
-    windows = sliding_window_view(padded, (k, k), axis=(2, 3))  # (N, C, H, W, k, k)
-    return windows.transpose(0, 2, 3, 1, 4, 5).reshape(n * h * w, c * k * k)
+    windows = sliding_window_view(padded, (k, k), axis=(2, 3))  # (N, C, H', W', k, k)
+    windows = windows[:, :, :(ho - 1) * stride + 1:stride, :(wo - 1) * stride + 1:stride]
+    return windows.transpose(0, 2, 3, 1, 4, 5).reshape(n * ho * wo, c * k * k)
 
 
-def _col2im(cols, shape, k):
+def _col2im(cols, shape, k, stride=1, padding=None):
     """Adjoint of :func:`_im2col`: sum patch gradients back onto the input."""
+    p = k // 2 if padding is None else padding
     n, c, h, w = shape
-    if k == 1:
-        return cols.reshape(n, h, w, c).transpose(0, 3, 1, 2)
-    p = k // 2
-    patches = cols.reshape(n, h, w, c, k, k)
+    ho, wo = _out_size(h, k, stride, p), _out_size(w, k, stride, p)
+    patches = cols.reshape(n, ho, wo, c, k, k)
     padded = np.zeros((n, c, h + 2 * p, w + 2 * p), dtype=cols.dtype)
     for i in range(k):          # k*k shifted adds, not a loop over pixels
         for j in range(k):
-            padded[:, :, i:i + h, j:j + w] += patches[:, :, :, :, i, j].transpose(0, 3, 1, 2)
+            padded[:, :, i:i + (ho - 1) * stride + 1:stride,
+                   j:j + (wo - 1) * stride + 1:stride] += \
+                patches[:, :, :, :, i, j].transpose(0, 3, 1, 2)
     return padded[:, :, p:p + h, p:p + w]
 
 
@@ -110,22 +122,25 @@ def _check_kernel(weight):
     return k
 
 
-def conv2d_forward(x, weight, bias):
-    """``(N, C, H, W) -> (N, M, H, W)``; 3x3 with padding 1 or 1x1."""
+def conv2d_forward(x, weight, bias, *, stride=1, padding=None):
+    """``(N, C, H, W) -> (N, M, Ho, Wo)``; 3x3 or 1x1, ``padding`` defaults
+    to ``k // 2`` (the same size at stride 1)."""
     k = _check_kernel(weight)
+    p = k // 2 if padding is None else padding
     n, _, h, w = x.shape
     m = weight.shape[0]
-    y = _matmul(_im2col(x, k), weight.reshape(m, -1).T) + bias
-    return y.reshape(n, h, w, m).transpose(0, 3, 1, 2)
+    ho, wo = _out_size(h, k, stride, p), _out_size(w, k, stride, p)
+    y = _matmul(_im2col(x, k, stride, p), weight.reshape(m, -1).T) + bias
+    return y.reshape(n, ho, wo, m).transpose(0, 3, 1, 2)
 
 
-def conv2d_backward(x, weight, dy):
+def conv2d_backward(x, weight, dy, *, stride=1, padding=None):
     """Gradients ``(dx, dweight, dbias)`` of a conv2d layer."""
     k = _check_kernel(weight)
     m = weight.shape[0]
     dy_mat = dy.transpose(0, 2, 3, 1).reshape(-1, m)
-    dweight = _matmul(dy_mat.T, _im2col(x, k)).reshape(weight.shape)
-    dx = _col2im(_matmul(dy_mat, weight.reshape(m, -1)), x.shape, k)
+    dweight = _matmul(dy_mat.T, _im2col(x, k, stride, padding)).reshape(weight.shape)
+    dx = _col2im(_matmul(dy_mat, weight.reshape(m, -1)), x.shape, k, stride, padding)
     return dx, dweight, dy_mat.sum(axis=0)
 
 
@@ -160,6 +175,31 @@ def maxpool2d_backward(x, dy):
     dx[:, :, :2 * h2, :2 * w2] = onehot.reshape(n, c, h2, w2, 2, 2).transpose(
         0, 1, 2, 4, 3, 5).reshape(n, c, 2 * h2, 2 * w2)
     return dx
+
+
+def avgpool2d_forward(x):
+    """``(N, C, H, W) -> (N, C, H // 2, W // 2)``: the mean of each 2x2 window."""
+    return _pool_windows(x).mean(axis=-1)
+
+
+def avgpool2d_backward(x, dy):
+    """Gradient of the input: a quarter of ``dy`` to each pixel of its window
+    (zero for a floored odd row or column)."""
+    n, c, h, w = x.shape
+    h2, w2 = h // 2, w // 2
+    dx = np.zeros(x.shape, dtype=dy.dtype)
+    dx[:, :, :2 * h2, :2 * w2] = np.repeat(np.repeat(dy / 4, 2, axis=2), 2, axis=3)
+    return dx
+
+
+def global_avgpool2d_forward(x):
+    """``(N, C, H, W) -> (N, C, 1, 1)``: the mean over H and W."""
+    return x.mean(axis=(2, 3), keepdims=True)
+
+
+def global_avgpool2d_backward(x, dy):
+    h, w = x.shape[2:]
+    return np.broadcast_to(dy / (h * w), x.shape).astype(dy.dtype, copy=True)
 
 
 def flatten_forward(x):
@@ -226,11 +266,16 @@ def _run(network, params, x, *, keep):
         if layer.kind == "linear":
             x = linear_forward(x, params[f"{layer.name}.weight"], params[f"{layer.name}.bias"])
         elif layer.kind == "conv2d":
-            x = conv2d_forward(x, params[f"{layer.name}.weight"], params[f"{layer.name}.bias"])
+            x = conv2d_forward(x, params[f"{layer.name}.weight"], params[f"{layer.name}.bias"],
+                               stride=layer.stride, padding=layer.padding)
         elif layer.kind == "relu":
             x = relu_forward(x)
         elif layer.kind == "maxpool2d":
             x = maxpool2d_forward(x)
+        elif layer.kind == "avgpool2d":
+            x = avgpool2d_forward(x)
+        elif layer.kind == "global_avgpool2d":
+            x = global_avgpool2d_forward(x)
         elif layer.kind == "flatten":
             x = flatten_forward(x)
         else:
@@ -310,14 +355,21 @@ def loss_and_grads(network, params, x, y, *, loss=cross_entropy):
     for layer, x_in in zip(reversed(network.layers), reversed(inputs)):
         if layer.kind in ("linear", "conv2d"):
             weight = params[f"{layer.name}.weight"]
-            backward = linear_backward if layer.kind == "linear" else conv2d_backward
-            grad, dweight, dbias = backward(x_in, weight, grad)
+            if layer.kind == "linear":
+                grad, dweight, dbias = linear_backward(x_in, weight, grad)
+            else:
+                grad, dweight, dbias = conv2d_backward(x_in, weight, grad, stride=layer.stride,
+                                                       padding=layer.padding)
             grads[f"{layer.name}.weight"] = dweight
             grads[f"{layer.name}.bias"] = dbias
         elif layer.kind == "relu":
             grad = relu_backward(x_in, grad)
         elif layer.kind == "maxpool2d":
             grad = maxpool2d_backward(x_in, grad)
+        elif layer.kind == "avgpool2d":
+            grad = avgpool2d_backward(x_in, grad)
+        elif layer.kind == "global_avgpool2d":
+            grad = global_avgpool2d_backward(x_in, grad)
         elif layer.kind == "flatten":
             grad = flatten_backward(x_in, grad)
     return value, grads

@@ -15,7 +15,9 @@ agreement checks the row layout of the decomposition as well as the
 arithmetic. Everything runs on int64 NumPy arrays; the accumulator bound
 checked at integerisation guarantees no intermediate leaves int64 range,
 and :func:`run` checks that each accumulator fits the network's
-``accumulator_bits``.
+``accumulator_bits``. Average pooling (2x2 and global) keeps the
+activation scale: its int8 output is the mean of the int8 inputs, rounded
+half up.
 """
 
 import numpy as np
@@ -64,29 +66,34 @@ def requantise(acc, multiplier, shift):
     return np.clip(rounded, ACTIVATION_MIN, ACTIVATION_MAX).astype(np.int8)
 
 
-def _conv_patches(x, k):
-    """``(N, C, H, W, k, k)`` windows of ``x`` zero-padded by ``k // 2``."""
-    pad = k // 2
+def _conv_patches(x, k, stride=1, pad=None):
+    """``(N, C, Ho, Wo, k, k)`` windows of ``x`` zero-padded by ``pad`` (default
+    ``k // 2``), every ``stride``-th one."""
+    pad = k // 2 if pad is None else pad
     padded = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-    return sliding_window_view(padded, (k, k), axis=(2, 3))
+    return sliding_window_view(padded, (k, k), axis=(2, 3))[:, :, ::stride, ::stride]
+
+
+def _spec_patches(spec, x):
+    return _conv_patches(x, spec.kernel_size, spec.stride, spec.padding)
 
 
 def _accumulate_rebuilt(layer, spec, x):
     w = rebuild_weight(layer.weights, spec.weight_shape)
     if spec.kind == "linear":
         return x @ w.T
-    patches = _conv_patches(x, spec.kernel_size)
-    return np.einsum("nchwij,mcij->nmhw", patches, w, optimize=True)
+    return np.einsum("nchwij,mcij->nmhw", _spec_patches(spec, x), w, optimize=True)
 
 
 def _activation_rows(spec, x):
     """Activations as Ce-row operands: ``(N, P, R, 3)``, P output positions."""
     n = x.shape[0]
     if spec.kind == "conv2d" and spec.kernel_size == 3:
-        patches = _conv_patches(x, 3)  # (N, C, H, W, kr, kc): row c*3+kr, column kc
-        h, w = x.shape[2:]
+        patches = _spec_patches(spec, x)  # (N, C, Ho, Wo, kr, kc): row c*3+kr, column kc
+        h, w = patches.shape[2:4]
         return patches.transpose(0, 2, 3, 1, 4, 5).reshape(n, h * w, 3 * spec.in_size, 3)
     if spec.kind == "conv2d":
+        x = x[:, :, ::spec.stride, ::spec.stride]
         flat = x.transpose(0, 2, 3, 1).reshape(n, -1, spec.in_size)
     else:
         flat = x.reshape(n, 1, spec.in_size)
@@ -108,7 +115,8 @@ def _accumulate_factored(layer, spec, x):
     acc = np.where(weights.present, signed, 0).sum(axis=(3, 4))  # (N, P, M)
     if spec.kind == "linear":
         return acc[:, 0, :]
-    h, w = x.shape[2:]
+    k, p, s = spec.kernel_size, spec.padding, spec.stride
+    h, w = ((size + 2 * p - k) // s + 1 for size in x.shape[2:])
     return acc.transpose(0, 2, 1).reshape(x.shape[0], spec.out_size, h, w)
 
 
@@ -132,6 +140,24 @@ def _maxpool(x):
     n, c, h, w = x.shape
     x = x[:, :, :h // 2 * 2, :w // 2 * 2]
     return x.reshape(n, c, h // 2, 2, w // 2, 2).max(axis=(3, 5))
+
+
+def _rounded_mean(total, count):
+    """``total / count`` rounded half up, as int8 (a mean of int8 values)."""
+    return ((2 * total + count) // (2 * count)).astype(np.int8)
+
+
+def _avgpool(x):
+    """Mean of each 2x2 window, rounded half up (int8 in, int8 out)."""
+    n, c, h, w = x.shape
+    x = x[:, :, :h // 2 * 2, :w // 2 * 2].astype(np.int64)
+    return _rounded_mean(x.reshape(n, c, h // 2, 2, w // 2, 2).sum(axis=(3, 5)), 4)
+
+
+def _global_avgpool(x):
+    """Mean over H and W, rounded half up: ``(N, C, H, W) -> (N, C, 1, 1)``."""
+    h, w = x.shape[2:]
+    return _rounded_mean(x.astype(np.int64).sum(axis=(2, 3), keepdims=True), h * w)
 
 
 def checked_inputs(net, x):
@@ -171,6 +197,10 @@ def _run_chunk(net, x, dataflow):
             x = np.maximum(x, 0).astype(x.dtype)
         elif spec.kind == "maxpool2d":
             x = _maxpool(x)
+        elif spec.kind == "avgpool2d":
+            x = _avgpool(x)
+        elif spec.kind == "global_avgpool2d":
+            x = _global_avgpool(x)
         elif spec.kind == "flatten":
             x = x.reshape(len(x), -1)
         outputs.append(x)

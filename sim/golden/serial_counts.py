@@ -13,6 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sd_hw.errors import SdHwError
+from sd_hw.network import hardware_problems
+
 
 __all__ = ["SerialShape", "serial_plan", "expected_serial_counters", "serial_cycle_estimate"]
 
@@ -43,6 +46,9 @@ class _Op:
 
 def serial_plan(network):
     """The operations: ``(compute layer index, pooled, final)``, one per compute layer."""
+    problems = hardware_problems(network)
+    if problems:
+        raise SdHwError("; ".join(problems))
     ops = []
     for index, layer in enumerate(network.layers):
         if layer.is_compute:
