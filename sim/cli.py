@@ -254,38 +254,138 @@ def _load_array(path, what):
         raise SdHwError(f"{path}: not a readable .npy array ({what}): {error}") from None
 
 
+def _progress(line):
+    """Training progress: one line per epoch, on stderr (stdout keeps the results)."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def _add_training_data_options(parser, *, what):
+    group = parser.add_argument_group(
+        "training data", f"labelled data for {what}: your own .npy arrays, or a bundled "
+                         "data set (--dataset)")
+    group.add_argument("--train-data", metavar="X.npy",
+                       help="training inputs, (N, *input_shape) or flat (N, features), float")
+    group.add_argument("--train-labels", metavar="Y.npy",
+                       help="integer class labels 0..classes-1, shape (N,)")
+    group.add_argument("--val-data", metavar="X.npy", help="validation inputs (default: hold "
+                                                           "out --val-fraction of the training "
+                                                           "inputs)")
+    group.add_argument("--val-labels", metavar="Y.npy", help="validation labels")
+    group.add_argument("--val-fraction", type=float, metavar="F",
+                       help="fraction of the training inputs held out for validation, per "
+                            "class, when no --val-data is given (default 0.2)")
+
+
+def _training_data(args, network, *, seed=0):
+    from sim.golden.user_data import training_data
+    return training_data(network, dataset=args.dataset, train_data=args.train_data,
+                         train_labels=args.train_labels, val_data=args.val_data,
+                         val_labels=args.val_labels, val_fraction=args.val_fraction, seed=seed)
+
+
+def _training_network(args):
+    """``(network, params or None)`` of ``sd-hw train --model``: a bundled model
+    name, or a file (.json network description, .npz model, .onnx)."""
+    from sd_hw.network import Network
+    from sim.golden.datasets import dataset
+    if args.model in ("cnn", "mlp"):
+        return dataset(args.dataset or "digits").model(args.model), None
+    path = Path(args.model)
+    if path.suffix.lower() == ".json":
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise SdHwError(f"{path}: no such file (network description)") from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise SdHwError(f"{path}: not a readable network description ({error})") from None
+        return Network.from_json(text, source=str(path)), None
+    from sim.flow import load_float_model
+    model = load_float_model(path, log=_progress)
+    return model.network, model.params
+
+
 def cmd_train(args):
     from sim.golden.datasets import dataset
     from sim.golden.model_file import save_model
     from sim.golden.nn import accuracy
     from sim.golden.train import train_float
-    data_set = dataset(args.dataset)
-    network = data_set.model(args.model)
-    epochs = data_set.train_epochs if args.epochs is None else args.epochs
-    data = data_set.load(seed=args.seed)
-    params = train_float(network, data, epochs=epochs, seed=args.seed)
-    x_test = data.inputs_for(network, "test")
-    print(f"float test accuracy: {accuracy(network, params, x_test, data.y_test):.4f}")
-    x_cal = data.inputs_for(network, "train")
-    save_model(args.output, network, params, calibration=x_cal[:256])
-    print(f"wrote {args.output}")
+    network, params = _training_network(args)
+    if args.fine_tune and params is None:
+        raise ParameterError("--fine-tune needs --model to be a model file with weights "
+                             "(.npz or .onnx)")
+    data = _training_data(args, network, seed=args.seed)
+    if args.epochs is not None:
+        epochs = args.epochs
+    elif args.train_data is None:
+        epochs = dataset(args.dataset or "digits").train_epochs if args.model in (
+            "cnn", "mlp") else 30
+    else:
+        epochs = 30
+    print(f"training on {data.description}", file=sys.stderr)
+    params = train_float(network, data, epochs=epochs, seed=args.seed, log=_progress,
+                         init=params if args.fine_tune else None)
+    if data.x_test is not None:
+        print(f"float test accuracy: {accuracy(network, params, data.x_test, data.y_test):.4f}")
+    else:
+        print(f"float validation accuracy: "
+              f"{accuracy(network, params, data.x_val, data.y_val):.4f}")
+    save_model(args.output, network, params, calibration=data.x_train[:256])
+    print(f"wrote {_npz_path(args.output)}")
+
+
+def _npz_path(path):
+    """The file NumPy's savez writes for ``path`` (it appends .npz if missing)."""
+    return str(path) if str(path).endswith(".npz") else f"{path}.npz"
+
+
+def cmd_import(args):
+    from sim.golden.model_file import check_inputs, save_model
+    from sim.onnx_import import import_onnx
+    imported = import_onnx(args.model)
+    model = imported.model
+    calibration = None
+    if args.calibration is not None:
+        calibration = check_inputs(model.network, _load_array(args.calibration,
+                                                              "calibration inputs"),
+                                   source=str(args.calibration))
+    network = model.network
+    print(f"{args.model}: input {tuple(network.input_shape)}")
+    for index, spec in enumerate(network.layers):
+        origin = " + ".join(imported.origins.get(spec.name, []))
+        print(f"  {index:2d} {spec.kind:16s} {spec.name:10s} -> "
+              f"{str(network.output_shape_of(index)):14s} from {origin}")
+    for note in imported.notes:
+        print(f"  note: {note}")
+    save_model(args.output, network, model.params, calibration=calibration)
+    print(f"wrote {_npz_path(args.output)}")
 
 
 def cmd_compress(args):
     from sd_hw import weight_file
     from sd_hw.storage import storage_report
-    from sim.flow import compress_model
-    from sim.golden.model_file import check_inputs, load_model
+    from sim.flow import compress_model, load_float_model
+    from sim.golden.model_file import check_inputs
     if args.dataset is not None:
         from sim.golden.datasets import dataset
         dataset(args.dataset)
-    model = load_model(args.model)
+    model = load_float_model(args.model, log=print)
     if args.calibration is not None:
         model.calibration = check_inputs(model.network, _load_array(args.calibration,
                                                                     "calibration inputs"),
                                          source=str(args.calibration))
+    data = None
+    if args.train_data is not None:
+        data = _training_data(args, model.network)
+        if model.calibration is None:
+            model.calibration = data.x_train[:256]
+        if args.retrain == "none":
+            print("note: --train-data without --retrain only calibrates the activation scales")
+    elif args.val_data is not None or args.val_fraction is not None:
+        raise ParameterError("--val-data/--val-labels/--val-fraction need --train-data and "
+                             "--train-labels")
     result = compress_model(model, _compress_options(args), retrain_method=args.retrain,
-                            epochs=args.epochs, dataset=args.dataset, log=print)
+                            epochs=args.epochs, dataset=args.dataset, log=print, data=data,
+                            progress=_progress)
     weight_file.save(result.integer_network, args.output)
     report = storage_report(result.integer_network)
     print(report.format_table())
@@ -539,31 +639,53 @@ def build_parser():
                            "(default verilator for digits, none for mnist; none skips it)")
     demo.set_defaults(func=cmd_demo)
 
-    train = commands.add_parser("train", help="train a bundled float network on a bundled "
-                                              "data set")
-    train.add_argument("--dataset", default="digits", metavar="NAME",
-                       help=f"bundled data set: {dataset_names} (default digits)")
-    train.add_argument("--model", choices=("cnn", "mlp"), default="cnn",
-                       help="bundled network (default cnn; mnist has cnn only)")
+    train = commands.add_parser("train", help="train a float network on a bundled data set or "
+                                              "on your own .npy arrays")
+    train.add_argument("--dataset", metavar="NAME",
+                       help=f"bundled data set: {dataset_names} (default digits, unless "
+                            f"--train-data is given)")
+    train.add_argument("--model", default="cnn", metavar="NAME|FILE",
+                       help="bundled network cnn or mlp (default cnn; mnist has cnn only), or "
+                            "a file: a network description (.json), a model (.npz) or an ONNX "
+                            "model (.onnx); training starts from He initialisation unless "
+                            "--fine-tune")
+    train.add_argument("--fine-tune", action="store_true",
+                       help="start from the weights of the --model file instead")
     train.add_argument("--epochs", type=int,
-                       help="training epochs (default 30 for digits, 20 for mnist)")
+                       help="training epochs (default 30; 20 for the bundled mnist)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("-o", "--output", required=True, help="model file to write (.npz)")
+    _add_training_data_options(train, what="training")
     train.set_defaults(func=cmd_train)
 
+    import_parser = commands.add_parser(
+        "import", help="convert an ONNX model into an sd-hw float model (.npz)",
+        description="Read an ONNX model (Conv, Gemm/MatMul, BatchNormalization folded, Relu, "
+                    "MaxPool, AveragePool, GlobalAveragePool, Flatten; docs/model-format.md), "
+                    "print the network it becomes and write it as an sd-hw model .npz.")
+    import_parser.add_argument("model", help="ONNX model (.onnx)")
+    import_parser.add_argument("-o", "--output", required=True, help="model file to write "
+                                                                     "(.npz)")
+    import_parser.add_argument("--calibration", help=".npy float inputs stored as the model's "
+                                                     "calibration array")
+    import_parser.set_defaults(func=cmd_import)
+
     compress = commands.add_parser(
-        "compress", help="decompose a float model (.npz) and write a SmartDeal weight file")
+        "compress", help="decompose a float model (.npz or .onnx) and write a SmartDeal "
+                         "weight file")
     compress.add_argument("model", help="float model: .npz with the network description "
-                                        "(docs/model-format.md)")
+                                        "(docs/model-format.md) or an ONNX model (.onnx)")
     compress.add_argument("-o", "--output", required=True, help="weight file to write")
     compress.add_argument("--calibration", help=".npy float inputs for activation scales "
                                                 "(default: the model's 'calibration' array)")
     compress.add_argument("--retrain", choices=("none", "projection", "ste"), default="none",
-                          help="SmartDeal retraining on a bundled data set (--dataset)")
+                          help="SmartDeal retraining on --train-data/--train-labels or a "
+                               "bundled data set (--dataset)")
     compress.add_argument("--dataset", metavar="NAME",
                           help=f"bundled data set for --retrain: {dataset_names} (default: the "
                                "one whose images fit the model's input)")
     compress.add_argument("--epochs", type=int, default=10, help="retraining epochs")
+    _add_training_data_options(compress, what="--retrain (and calibration)")
     _add_decompose_options(compress)
     compress.set_defaults(func=cmd_compress)
 

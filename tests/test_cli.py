@@ -11,6 +11,7 @@ parameter, never a traceback.
 import contextlib
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -281,8 +282,10 @@ def test_bad_input_is_one_error_line(bad_files, capsys, argv, message):
 
 
 def test_train_writes_a_model(tmp_path, capsys):
-    out = run_ok(capsys, "train", "--model", "mlp", "--epochs", "1", "-o", tmp_path / "m.npz")
+    assert main(["train", "--model", "mlp", "--epochs", "1", "-o", str(tmp_path / "m.npz")]) == 0
+    out, err = capsys.readouterr()
     assert "float test accuracy" in out and (tmp_path / "m.npz").is_file()
+    assert re.search(r"epoch 1/1: train loss \d+\.\d+, val accuracy 0\.\d+", err), err
 
 
 def test_simulate_checks_every_layer(compressed, capsys, tmp_path):

@@ -126,9 +126,10 @@ def _cosine(lr, step, total, floor=0.02):
 
 
 def train_float(network, data, *, epochs=30, seed=0, lr=5e-3, batch_size=32,
-                weight_decay=0.0, log=None):
-    """Train ``network`` from He initialisation with Adam and return the
-    float64 parameters after the last epoch.
+                weight_decay=0.0, log=None, init=None):
+    """Train ``network`` from He initialisation (or from the parameters
+    ``init``, e.g. a model to fine-tune) with Adam and return the float64
+    parameters after the last epoch.
 
     The learning rate follows a cosine decay from ``lr`` to ``lr / 50`` over
     all mini-batches; ``weight_decay`` is decoupled (AdamW).
@@ -138,6 +139,9 @@ def train_float(network, data, *, epochs=30, seed=0, lr=5e-3, batch_size=32,
     x, y = _inputs(network, data, "train")
     rng = np.random.default_rng(seed)
     params = init_params(network, rng.integers(1 << 63))
+    if init is not None:
+        check_params(network, init)
+        params = _copy(init)
     adam = Adam(params, lr=lr, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(len(x) / batch_size)
     total = epochs * steps_per_epoch
