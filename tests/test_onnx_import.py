@@ -274,6 +274,13 @@ def test_graph_level_refusals(tmp_path):
     with pytest.raises(SdHwError, match=r"node 'skip' \(Add\): input 'x' is an activation, not "
                                         r"a constant: the graph branches or merges"):
         import_onnx(_save(residual, tmp_path))
+    not_a_bias = _model([n("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+                         n("Add", ["c", "row"], ["y"], name="add_row")],
+                        [_const("w", np.ones((2, 2, 3, 3))), _const("row", np.arange(6.0))],
+                        [2, 6, 6])
+    with pytest.raises(SdHwError, match=r"node 'add_row' \(Add\): adds a constant of shape "
+                                        r"\(6,\) that is not one value per output channel"):
+        import_onnx(_save(not_a_bias, tmp_path))
     after_relu = _model([n("Relu", ["x"], ["r"]),
                          n("BatchNormalization", ["r", "g", "b", "m", "v"], ["y"])],
                         _STATS, [2, 6, 6])
