@@ -27,6 +27,13 @@ reconstruction and everything else unchanged. Two loops use it:
 each decomposed layer keeps its Ce sparsity mask, a latent float Ce whose
 forward value is a signed power of two, and a full-precision basis B.
 
+Reproducibility: the same seed gives bit-identical weights whatever the
+number of threads. Every training loop runs with BLAS limited to one
+thread (threadpoolctl), so no matrix product splits a sum differently
+from one machine's thread count to another's. The BLAS kernel itself is
+chosen per CPU model by OpenBLAS; setting ``OPENBLAS_CORETYPE`` (e.g.
+``Haswell``) before the start pins it across CPUs of that capability.
+
 All three validate the projected (rebuilt) parameters after every epoch and
 keep the best: the lowest validation cross-entropy, ties broken by higher
 validation accuracy; the starting projection is a candidate too. The loss
@@ -43,6 +50,7 @@ import math
 from typing import NamedTuple
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from sd_hw.errors import SdHwError, check_range
 from .nn import check_params, cross_entropy, forward, init_params, loss_and_grads
@@ -105,6 +113,16 @@ def evaluate(network, params, x, y):
     return float(np.mean(np.argmax(logits, axis=1) == y)), loss
 
 
+def _one_blas_thread(function):
+    """Run ``function`` with BLAS on one thread: the sums of a matrix product
+    are then ordered the same whatever the machine's thread count."""
+    @functools.wraps(function)
+    def limited(*args, **kwargs):
+        with threadpool_limits(limits=1, user_api="blas"):
+            return function(*args, **kwargs)
+    return limited
+
+
 def _check_common(epochs, lr, batch_size):
     check_range("epochs", epochs, 0, 100000)
     check_range("lr", lr, 1e-12, 10.0, kind=float)
@@ -125,6 +143,7 @@ def _cosine(lr, step, total, floor=0.02):
     return lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * step / max(total, 1))))
 
 
+@_one_blas_thread
 def train_float(network, data, *, epochs=30, seed=0, lr=5e-3, batch_size=32,
                 weight_decay=0.0, log=None, init=None):
     """Train ``network`` from He initialisation (or from the parameters
@@ -196,6 +215,7 @@ def _projected(network, project, params):
     return _copy(result)
 
 
+@_one_blas_thread
 def retrain_projection(network, params, data, project, *, epochs=10, seed=0, lr=2e-2,
                        batch_size=32, cosine=True, log=None):
     """SmartDeal's projection loop.
@@ -260,6 +280,7 @@ def distillation_loss(logits, y, teacher_logits, *, weight, temperature):
     return (1 - weight) * hard + weight * soft, (1 - weight) * d_hard + weight * d_soft
 
 
+@_one_blas_thread
 def retrain_ste(network, params, data, project, *, epochs=10, seed=0, lr=1e-2,
                 batch_size=32, cosine=True, weight_decay=3e-2, distill=0.5, temperature=2.0,
                 log=None):
@@ -359,6 +380,7 @@ def factors_backward(coefficients, basis, block_rows, d_weight):
     return d_ce, d_basis
 
 
+@_one_blas_thread
 def retrain_factors(network, params, data, factors, *, decompose_params=None, epochs=10,
                     seed=0, lr=1e-2, ce_lr=0.02, batch_size=32, cosine=True, log=None):
     """SD-training: train the SmartDeal factors directly.
