@@ -260,9 +260,9 @@ BAD = {
                                                    "{d}/x.npy", "--weights", "dense"],
                                                   "is decomposed; a dense core"),
     "simulate count": (["simulate", "{d}/model.sdw", "--inputs", "{d}/x.npy", "--count", "0"],
-                       "parameter 'count' is 0"),
+                       "sd-hw simulate: argument --count: 0 is not allowed (at least 1)"),
     "output folder is a file": (["generate", "basis_engine", "-o", "{d}/x.npy"],
-                                "x.npy: cannot write"),
+                                "x.npy: is a file, --out-dir must name a folder"),
 }
 
 

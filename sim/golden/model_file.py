@@ -279,4 +279,11 @@ def save_model(path, network, params, calibration=None):
     arrays.update({key: np.asarray(value, dtype=np.float32) for key, value in params.items()})
     if calibration is not None:
         arrays["calibration"] = np.asarray(calibration, dtype=np.float32)
-    np.savez_compressed(path, **arrays)
+    # A file object, so that the archive is written to exactly ``path`` (given a name,
+    # NumPy would append '.npz').
+    try:
+        with open(path, "wb") as file:
+            np.savez_compressed(file, **arrays)
+    except OSError as error:
+        raise ModelFileError(f"{path}: cannot write the model "
+                             f"({error.strerror or error})") from None
