@@ -35,10 +35,15 @@ _SEED = _integer(0, 2 ** 63 - 1)
 def check_output_path(path, what):
     """Refuse, before any work, an output file whose folder is missing or that is a folder."""
     target = Path(path)
-    if target.is_dir():
+    try:
+        is_folder, folder_exists = target.is_dir(), target.parent.is_dir()
+    except OSError as error:  # a name too long, for one
+        raise OutputPathError(f"{shown(str(path))}: cannot write the {what} "
+                              f"({error.strerror or error})") from None
+    if is_folder:
         raise OutputPathError(f"{path}: is a folder, the {what} to write is a file")
     folder = target.parent
-    if not folder.is_dir():
+    if not folder_exists:
         raise OutputPathError(f"{path}: folder {str(folder)!r} does not exist (the {what} is "
                               f"written there)")
     if not os.access(folder, os.W_OK):
@@ -47,8 +52,22 @@ def check_output_path(path, what):
 
 def check_output_folder(path, option):
     """Refuse, before any work, an output folder (given with ``option``) that is a file."""
-    if Path(path).exists() and not Path(path).is_dir():
+    try:
+        is_file = Path(path).exists() and not Path(path).is_dir()
+    except OSError as error:  # a name too long, for one
+        raise OutputPathError(f"{shown(str(path))}: cannot use it as {option} "
+                              f"({error.strerror or error})") from None
+    if is_file:
         raise OutputPathError(f"{path}: is a file, {option} must name a folder")
+
+
+def check_input_name(path, what):
+    """Refuse, before any work, an input file name the system cannot even look up."""
+    try:
+        Path(path).exists()
+    except OSError as error:  # a name too long, for one
+        raise SdHwError(f"{shown(str(path))}: cannot read the {what} "
+                        f"({error.strerror or error})") from None
 
 
 def save_npy(path, array):
@@ -553,6 +572,7 @@ def cmd_build(args):
 
 def cmd_flash(args):
     from boards.flash import flash
+    check_input_name(args.bitstream, "bitstream")
     command = flash(args.board, args.bitstream, dry_run=args.dry_run)
     print(("would run: " if args.dry_run else "ran: ") + " ".join(command))
 

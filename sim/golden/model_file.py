@@ -184,7 +184,7 @@ def parse_npy(data, *, source, kinds="fiuU"):
     parts = [p.strip() for p in shape_text[1:-1].split(",")]
     if parts and parts[-1] == "":
         parts.pop()
-    if len(parts) > 32 or any(not p or len(p) > 18 for p in parts):
+    if len(parts) > 32 or any(not p.isdecimal() or len(p) > 18 for p in parts):
         raise ModelFileError(f"{source}: .npy shape {shape_text[:60]} is not a tuple of at "
                              f"most 32 sizes")
     shape = tuple(int(p) for p in parts)
