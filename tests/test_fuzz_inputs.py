@@ -519,6 +519,7 @@ def check_argv(argv):
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         status = cli.main(argv)
+    assert "Traceback" not in err.getvalue()
     assert status in (0, 2), (argv, status, err.getvalue())
     if status == 2 and "--help" not in argv:
         lines = err.getvalue().splitlines()
@@ -537,7 +538,8 @@ def fuzz_command_lines(tmp_path, examples):
             if "--retrain" in argv or argv[argv.index("--iterations") + 1:][:1] not in (
                     ["1"], ["0"], ["-1"], ["abc"], ["nan"], [""]):
                 return
-        check_argv(argv)
+        with contextlib.chdir(tmp_path):  # relative output names land in the test's folder
+            check_argv(argv)
 
 
 # Host link. ------------------------------------------------------------------------------
