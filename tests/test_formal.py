@@ -137,7 +137,7 @@ def rebuild_harness(config, *, break_sign=False):
 
 @pytest.mark.parametrize("overrides", [
     {"code_bits": 2, "basis_bits": 6},
-    pytest.param({}, marks=[pytest.mark.slow, pytest.mark.duration(150)]),
+    pytest.param({}, marks=[pytest.mark.slow, pytest.mark.duration(190)]),
 ], ids=["narrow", "default"])
 def test_serial_rebuild_is_the_sum_of_shifted_basis_entries(overrides, tmp_path):
     """Every register of the rebuild is loaded in every cycle, so one induction step
@@ -220,7 +220,7 @@ def serial_basis_harness(*, host_writes_while_busy=False):
 
 
 @pytest.mark.slow
-@pytest.mark.duration(100)
+@pytest.mark.duration(160)
 def test_serial_core_never_reads_and_writes_one_basis_word(tmp_path):
     """Bounded: 20 cycles from reset with every host bus input free (the host may
     write memories and start a run in that time)."""
