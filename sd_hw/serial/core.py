@@ -137,7 +137,8 @@ class SerialCore(wiring.Component):
             issuer.passes.eq(Mux(op.pool, op.plane << 2, op.plane)),
             output.start.eq(start), output.param_base.eq(group.param_base),
             output.channels.eq(group.channels), output.windows.eq(op.plane),
-            output.pool.eq(op.pool), output.out_base.eq(group.out_base),
+            output.pool.eq(op.pool), output.average.eq(op.average),
+            output.relu_late.eq(op.relu_late), output.out_base.eq(group.out_base),
             output.plane.eq(op.plane), output.final.eq(op.final), output.relu.eq(op.relu),
             sequencer.units_busy.eq(reader.busy | issuer.busy | output.busy),
         ]
