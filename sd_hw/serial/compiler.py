@@ -199,7 +199,7 @@ def compile_serial(net, config):
             plane = (out_height // 2) * (out_width // 2) if op.pool else out_height * out_width
             # The walk's step from a row's (or a row of windows') last pixel to the next
             # row's first: the issuer's pixel address moves by `stride` per column.
-            row_jump = stride * (width - out_width + 1 + (op.pool and out_width % 2))
+            row_jump = stride * (width - out_width + 1 + int(op.pool) * (out_width % 2))
         else:
             geometry = Geometry(conv=False, inputs=inputs)
             plane = 1

@@ -41,8 +41,9 @@ def record_header_layout():
 
     ``offset``: for a 3x3 convolution, ``c * H * W + dy * W`` for input channel ``c``
     and kernel row ``dy`` (the row's activations for output pixel ``(y, x)`` are
-    ``offset + (y + dy - 1) * W + x - 1 + j`` past the input's base, ``j`` = 0..2,
-    those outside the image being the zero padding); for a linear layer ``3 * r``
+    ``offset + (s * y - p) * W + s * x - p + j`` past the input's base, ``j`` = 0..2,
+    for stride ``s`` and padding ``p``, those outside the image being the zero
+    padding); for a linear layer ``3 * r``
     for Ce row ``r`` (elements ``offset + j`` that are below the input size).
     ``dy``: the kernel row; for a linear layer, the number of the row's elements past
     the input size (0, 1 or 2). ``new_block``: the row is the first

@@ -37,6 +37,9 @@ class SerialShape:
     #: its last output written (sums leaving the lanes, pooling, requantisation).
     fill_cycles: int = 6
     output_cycles: int = 8
+    #: Cycles the output unit takes per output it requantises (per lane and window;
+    #: four per lane and window with 2x2 average pooling).
+    requantise_cycles: int = 4
 
 
 @dataclass
@@ -45,6 +48,7 @@ class _Op:
     pool: bool
     final: bool
     global_average: bool = False
+    average: bool = False
 
 
 def serial_plan(network):
@@ -61,6 +65,7 @@ def serial_plan(network):
             ops.append(_Op(index, False, False, True))
         elif layer.kind in ("maxpool2d", "avgpool2d"):
             ops[-1].pool = True
+            ops[-1].average = layer.kind == "avgpool2d"
     ops[-1].final = True
     return ops
 
@@ -114,14 +119,15 @@ def _groups(net, shape):
         channels = (network.input_shape_of(op.compute)[0] if op.global_average
                     else spec.out_size)
         for start in range(0, channels, shape.lanes):
-            yield op, spec, _columns(network, op, _live_rows(net, op, start, shape.lanes))
+            yield op, min(shape.lanes, channels - start), _columns(
+                network, op, _live_rows(net, op, start, shape.lanes))
 
 
 def expected_serial_counters(net, shape):
     """Every counter but ``cycles`` of one inference (they do not depend on the input)."""
     elements = records = passes = writes = 0
     network = net.network
-    for op, spec, columns in _groups(net, shape):
+    for op, _, columns in _groups(net, shape):
         n_passes, n_records = columns.shape
         if columns.size:
             sent = columns.sum(axis=1)
@@ -149,11 +155,12 @@ def _last_layer(network, op):
 
 def serial_cycle_estimate(net, shape):
     """Cycles of one inference: per record, the slower of its reads and its elements; a
-    zero element where a pass ends with an empty record; fixed costs per run, operation
-    and group; one cycle per activation written."""
+    zero element where a pass ends with an empty record; with 2x2 average pooling, a
+    window's wait for the output unit to requantise the previous one's four sums per
+    lane; fixed costs per run, operation and group; one cycle per activation written."""
     cycles = shape.run_cycles
     ops = set()
-    for op, spec, columns in _groups(net, shape):
+    for op, channels, columns in _groups(net, shape):
         if op.compute not in ops:
             ops.add(op.compute)
             cycles += shape.op_cycles
@@ -163,7 +170,12 @@ def serial_cycle_estimate(net, shape):
             # A record arrives every `reads` cycles, and at best every three: its
             # header goes from the banks to a stage register, then to the issuer's.
             per_record = np.maximum(per_record, max(shape.record_reads, 3))
-            cycles += int(per_record.sum() + (columns[:, -1] == 0).sum())
+            per_pass = per_record.sum(axis=1) + (columns[:, -1] == 0)
+            cycles += int(per_pass.sum())
+            if op.average:
+                windows = per_pass.reshape(-1, 4).sum(axis=1)
+                drain = 4 * channels * shape.requantise_cycles
+                cycles += int(np.maximum(0, drain - windows[1:]).sum())
         else:
             cycles += columns.shape[0]
     return cycles + expected_serial_counters(net, shape)["write_cycles"]
