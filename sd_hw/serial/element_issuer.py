@@ -143,19 +143,22 @@ class ElementIssuer(wiring.Component):
         final_pixel = Signal()         # the walk's last pixel
         out_width, out_height = self.out_width, self.out_height
         window_end = ((x + 1) >> 1) == (out_width >> 1)
-        # With padding, only the first and the last window of a row or column can
-        # reach past the image (by one pixel): column s*x + 1 is the image's width.
-        x_in = Mux(self.stride2, Cat(0, x), x)
-        y_in = Mux(self.stride2, Cat(0, y), y)
+        last_column = x + 1 == out_width
+        last_row = y + 1 == out_height
+        # With padding, only the first and the last pixel of a row or column can reach
+        # past the image, by one pixel; with stride 2 the last does if the image's
+        # size is odd (column 2x + 1 is then its width).
         m.d.sync += [
-            left.eq(self.pad & (x == 0)), right.eq(self.pad & (x_in + 1 == width)),
-            top.eq(self.pad & (y == 0)), bottom.eq(self.pad & (y_in + 1 == height)),
-            row_end.eq(x + 1 == out_width),
+            left.eq(self.pad & (x == 0)),
+            right.eq(self.pad & last_column & (~self.stride2 | width[0])),
+            top.eq(self.pad & (y == 0)),
+            bottom.eq(self.pad & last_row & (~self.stride2 | height[0])),
+            row_end.eq(last_column),
             last_window_column.eq(window_end),
             final_pixel.eq(Mux(self.conv,
                                Mux(self.pool, (quarter == 3) & window_end
                                    & (((y + 1) >> 1) == (out_height >> 1)),
-                                   (x + 1 == out_width) & (y + 1 == out_height)),
+                                   last_column & last_row),
                                1)),
         ]
 

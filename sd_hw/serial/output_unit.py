@@ -429,11 +429,12 @@ class OutputUnit(wiring.Component):
         out_valid = Signal()
         producing = (phase == 0) & fine_valid
         # An average pooling's first three bytes of a lane are added up (the cycle
-        # after each is produced) in `pooled`, the fourth's byte is the rounded mean.
+        # after each is produced) in `pooled`, which starts at 2 (the rounding's half),
+        # the fourth's byte is the rounded mean.
         gather = state(1, "gather")
         pooled = state(signed(_ACTIVATION_BITS + 2), "pooled")
         mean = Signal(signed(_ACTIVATION_BITS + 3))
-        m.d.comb += mean.eq((pooled + out_data + 2) >> 2)
+        m.d.comb += mean.eq((pooled + out_data) >> 2)
         m.d.comb += [stall.eq(producing & out_valid & ~out.ready),
                      out.valid.eq(out_valid),
                      out.payload.data.eq(Mux(self.average,
@@ -441,7 +442,7 @@ class OutputUnit(wiring.Component):
                                              out_data))]
         m.d.sync += gather.eq(~begin & advance & producing & ~fine_emit)
         with m.If(begin | (out_valid & out.ready)):
-            m.d.sync += pooled.eq(0)
+            m.d.sync += pooled.eq(2)
         with m.Elif(gather):
             m.d.sync += pooled.eq(pooled + out_data)
         with m.If(begin):
