@@ -290,8 +290,12 @@ class ElementIssuer(wiring.Component):
                         m.d.comb += [y_step.eq(-1), step.eq(1 - width)]
         with m.Elif(row_end):
             m.d.comb += [x_step.eq(0), y_step.eq(1), jump.eq(1)]
+        # `delta` is registered (the image's width then does not reach `pixel` through
+        # two carry chains): a walk comes at least three cycles after the walk or start
+        # before it and the flags are valid from the second, so in a walk's cycle the
+        # register holds the step of the pixel being left.
         delta = Signal(signed(dim + 3))
-        m.d.comb += delta.eq(Mux(jump, self.row_jump, Mux(self.stride2, step << 1, step)))
+        m.d.sync += delta.eq(Mux(jump, self.row_jump, Mux(self.stride2, step << 1, step)))
         with m.If(walk):
             m.d.sync += [x.eq(Mux(x_step == 0, 0, x + x_step)), y.eq(y + y_step),
                          quarter.eq(quarter + 1), pixel.eq(pixel + delta)]
