@@ -15,9 +15,12 @@ exactly the layers its accelerator executes:
 ``flatten``           (C, H, W) -> (C*H*W,) in C, H, W order
 ====================  ===================================================
 
-The accelerator's cores run a subset: convolutions with stride 1 and
-"same" padding (1 for 3x3), and max pooling
-(:func:`hardware_problems` names what falls outside it).
+The element-serial core (:mod:`sd_hw.serial`, every board's default) runs
+3x3 convolutions of either stride and padding, linear layers, max and
+average pooling and global average pooling (its compiler names what it
+refuses); the SDCore runs convolutions with stride 1 and "same" padding
+(1 for 3x3), and max pooling (:func:`hardware_problems` names what falls
+outside it).
 
 The description is plain JSON (see :meth:`Network.from_json`); parameters of
 layer ``name`` are the arrays ``name.weight`` and ``name.bias``, with PyTorch's
@@ -35,7 +38,7 @@ __all__ = ["Layer", "Network", "COMPUTE_KINDS", "hardware_problems"]
 LAYER_KINDS = ("linear", "conv2d", "relu", "maxpool2d", "avgpool2d", "global_avgpool2d",
                "flatten")
 COMPUTE_KINDS = ("linear", "conv2d")
-#: Layer kinds the float and integer golden models evaluate but no core runs yet.
+#: Layer kinds the float and integer golden models evaluate but the SDCore does not run.
 SOFTWARE_ONLY_KINDS = ("avgpool2d", "global_avgpool2d")
 CONV_STRIDES = (1, 2)
 
@@ -288,18 +291,20 @@ class Network:
 
 
 def hardware_problems(network):
-    """One line per layer of ``network`` that the accelerator's cores do not
-    run (strided or unpadded convolutions, average pooling), each naming the
-    layer; empty if every layer runs. The golden models evaluate them all."""
+    """One line per layer of ``network`` that the SDCore does not run (strided or
+    unpadded convolutions, average pooling), each naming the layer; empty if every
+    layer runs. The golden models evaluate them all, the element-serial core runs
+    those of them that are 3x3 convolutions or pooling."""
     problems = []
     for layer in network.layers:
         if layer.kind in SOFTWARE_ONLY_KINDS:
-            problems.append(f"layer {layer.name!r} ({layer.kind}): average pooling is not "
-                            f"implemented in hardware")
+            problems.append(f"layer {layer.name!r} ({layer.kind}): the SDCore does not run "
+                            f"average pooling (the element-serial core does)")
         elif layer.kind == "conv2d" and (layer.stride != 1
                                          or layer.padding != layer.kernel_size // 2):
             problems.append(f"layer {layer.name!r} (conv2d {layer.kernel_size}x"
                             f"{layer.kernel_size}, stride {layer.stride}, padding "
-                            f"{layer.padding}): the cores run stride 1 with padding "
-                            f"{layer.kernel_size // 2} only")
+                            f"{layer.padding}): the SDCore runs stride 1 with padding "
+                            f"{layer.kernel_size // 2} only (the element-serial core runs "
+                            f"3x3 convolutions of stride 1 or 2, padding 0 or 1)")
     return problems

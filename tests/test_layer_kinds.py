@@ -1,7 +1,7 @@
 """Strided and unpadded convolutions, 2x2 and global average pooling: the network
 description, the float model (forward against loops written here, backward
-against finite differences), the integer golden model, and the compilers'
-refusal (no core runs them yet)."""
+against finite differences), the integer golden model, and the SDCore compiler's
+refusal (the element-serial core runs them: tests/test_serial_layers.py)."""
 
 import numpy as np
 import pytest
@@ -159,16 +159,17 @@ def test_integer_average_pooling_rounds_half_up():
         assert int(outputs[2][0, 0, 0, 0]) == expected
 
 
-def test_compilers_and_cycle_models_refuse_layers_no_core_runs():
+def test_compilers_and_cycle_models_refuse_layers_their_core_does_not_run():
     problems = hardware_problems(NET)
     assert [p.split(" ")[1] for p in problems] == ["'s2'", "'valid'", "'avg'", "'pw'", "'gap'"]
     net = random_integer_network(NET, 0, block_rows=4)
-    with pytest.raises(CompileError, match=r"layer 's2' \(conv2d 3x3, stride 2, padding 1\)"):
+    with pytest.raises(CompileError, match=r"layer 's2' \(conv2d 3x3, stride 2, padding 1\): "
+                                           r"the SDCore runs stride 1"):
         compile_network(net, CoreConfig())
-    with pytest.raises(SdHwError, match=r"layer 'avg' \(avgpool2d\): average pooling is not "
-                                        r"implemented in hardware"):
-        compile_serial(net, SerialConfig())
     with pytest.raises(SdHwError, match="layer 'gap'"):
         layer_plan(NET)
-    with pytest.raises(SdHwError, match="layer 'valid'"):
+    # The element-serial core runs all but the 1x1 convolution.
+    with pytest.raises(SdHwError, match=r"layer 'pw'.*not a 1x1 convolution"):
+        compile_serial(net, SerialConfig())
+    with pytest.raises(SdHwError, match="layer 'pw'"):
         serial_plan(NET)

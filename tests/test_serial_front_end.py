@@ -91,7 +91,11 @@ def pass_pixels(height, width, pool):
             for qy in range(2) for qx in range(2)]
 
 
-def expected_sums(weights, geometry, x, *, pool):
+def out_size(size, stride, padding):
+    return (size + 2 * padding - 3) // stride + 1
+
+
+def expected_sums(weights, geometry, x, *, pool, stride=1, padding=1):
     """Per pass, every channel's accumulator (no bias), in the order of the passes."""
     rows = rebuild_weight_rows(weights)               # (M, R, 3)
     m = weights.out_channels
@@ -100,10 +104,12 @@ def expected_sums(weights, geometry, x, *, pool):
         flat[:geometry.inputs] = x
         return [rows.reshape(m, -1) @ flat]
     kernel = rows.reshape(m, geometry.channels, 3, 3)
-    padded = np.pad(x.astype(np.int64), ((0, 0), (1, 1), (1, 1)))
+    p = padding
+    padded = np.pad(x.astype(np.int64), ((0, 0), (p, p), (p, p)))
     sums = []
-    for y, xx in pass_pixels(geometry.height, geometry.width, pool):
-        window = padded[:, y:y + 3, xx:xx + 3]
+    for y, xx in pass_pixels(out_size(geometry.height, stride, p),
+                             out_size(geometry.width, stride, p), pool):
+        window = padded[:, stride * y:stride * y + 3, stride * xx:stride * xx + 3]
         sums.append(np.einsum("mcij,cij->m", kernel, window))
     return sums
 
@@ -125,12 +131,16 @@ def images(config, group, in_base, x):
 
 
 def run_group(config, weights, geometry, x, *, group, pool, in_base=5, basis_base=3,
-              seed=0, ready_stall=0.0, timing=None):
+              seed=0, ready_stall=0.0, timing=None, stride=1, padding=1):
     records = group_records(weights, geometry, config=config, group=group)
     banks, activation_words = images(config, records, in_base, x)
     dut = FrontEnd(config, banks, activation_words)
+    out_height = out_width = row_jump = 0
     if geometry.conv:
-        passes = len(pass_pixels(geometry.height, geometry.width, pool))
+        out_height = out_size(geometry.height, stride, padding)
+        out_width = out_size(geometry.width, stride, padding)
+        passes = len(pass_pixels(out_height, out_width, pool))
+        row_jump = stride * (geometry.width - out_width + 1 + (pool and out_width % 2))
     else:
         passes = 1
     lanes = config.lanes
@@ -156,6 +166,11 @@ def run_group(config, weights, geometry, x, *, group, pool, in_base=5, basis_bas
         ctx.set(issuer.in_base, in_base)
         ctx.set(issuer.basis_base, basis_base)
         ctx.set(issuer.pool, int(pool))
+        ctx.set(issuer.stride2, int(stride == 2))
+        ctx.set(issuer.pad, int(geometry.conv and padding == 1))
+        ctx.set(issuer.out_height, out_height)
+        ctx.set(issuer.out_width, out_width)
+        ctx.set(issuer.row_jump, row_jump)
         ctx.set(issuer.records, len(records.records))
         ctx.set(issuer.passes, passes)
         ctx.set(reader.start, 1)
@@ -184,7 +199,8 @@ def run_group(config, weights, geometry, x, *, group, pool, in_base=5, basis_bas
     sim.run()
     channels = range(group * lanes, min((group + 1) * lanes, weights.out_channels))
     expected = []
-    for sums in expected_sums(weights, geometry, x, pool=pool):
+    for sums in expected_sums(weights, geometry, x, pool=pool, stride=stride,
+                              padding=padding):
         lane_sums = [int(sums[c]) for c in channels] + [0] * (lanes - len(channels))
         expected.extend(lane_sums)
     return received, expected
@@ -222,6 +238,26 @@ def test_front_end_sums_match_numpy(index):
     for group in range(-(-out_channels // lanes)):
         received, expected = run_group(config, weights, geometry, x, group=group,
                                        pool=bool(pool), seed=group)
+        assert received == expected, f"group {group}"
+
+
+@pytest.mark.parametrize("stride, padding, pool, shape", [
+    (2, 1, False, (2, 5, 6)), (2, 1, True, (1, 9, 7)), (1, 0, False, (2, 4, 5)),
+    (1, 0, True, (1, 7, 6)), (2, 0, False, (2, 7, 8)), (2, 0, True, (1, 10, 11)),
+])
+def test_strided_and_unpadded_convolutions(stride, padding, pool, shape):
+    """Output pixel (y, x) reads rows stride*y - padding + dy and columns
+    stride*x - padding + j; the walk covers the output image (its 2x2 windows)."""
+    rng = np.random.default_rng(stride * 10 + padding * 3 + pool)
+    config = AcceleratorConfig(lanes=3)
+    c, h, w = shape
+    geometry = Geometry(conv=True, channels=c, height=h, width=w)
+    weights = random_layer(rng, out_channels=4, rows=3 * c, block_rows=4, prune=0.2)
+    x = rng.integers(-128, 128, shape)
+    for group in range(2):
+        received, expected = run_group(config, weights, geometry, x, group=group, pool=pool,
+                                       seed=group, stride=stride, padding=padding,
+                                       ready_stall=0.3)
         assert received == expected, f"group {group}"
 
 

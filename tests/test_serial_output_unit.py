@@ -4,8 +4,9 @@ Each group's sums are drawn at random (extremes included), delivered by a produc
 that behaves like MacLaneArray (it commits a pass only when the unit is ready, and
 the pass's sums follow lane by lane on consecutive cycles), and every byte or word
 the unit writes is checked, address and value, against
-``sim.golden.reference.requantise`` and ``_maxpool`` applied in the golden model's
-order (bias, requantisation, ReLU, then pooling).
+``sim.golden.reference.requantise`` and ``_maxpool`` or ``_avgpool`` applied in the
+golden model's order (bias, requantisation, ReLU, then pooling, then a ReLU after an
+average pooling).
 """
 
 import gc
@@ -23,7 +24,7 @@ from sd_hw.errors import ParameterError
 from sd_hw.integer_network import MULTIPLIER_BITS
 from sd_hw.serial.layouts import param_layout
 from sd_hw.serial.output_unit import OutputUnit
-from sim.golden.reference import _maxpool, requantise
+from sim.golden.reference import _avgpool, _maxpool, requantise
 from sim.streams import checked_simulator
 
 
@@ -75,7 +76,7 @@ def random_acc(rng, multiplier, shift, low, high):
 
 
 def make_group(rng, lanes, acc_bits, *, pool, final, relu, channels, windows, param_base,
-               out_base, plane):
+               out_base, plane, average=False, relu_late=False):
     """A group's settings, parameter words, sums and expected writes ``{address: value}``."""
     low, high = -2 ** (acc_bits - 1), 2 ** (acc_bits - 1) - 1
     multipliers, shifts = random_params(rng, lanes)
@@ -111,7 +112,10 @@ def make_group(rng, lanes, acc_bits, *, pool, final, relu, channels, windows, pa
         for p in range(windows):
             for k in range(4):
                 image[0, :, 2 * (p // width) + k // 2, 2 * (p % width) + k % 2] = values[p, k]
-        pooled = _maxpool(image)[0].reshape(channels, windows).T
+        pooled = (_avgpool(image.astype(np.int8)) if average
+                  else _maxpool(image))[0].reshape(channels, windows).T.astype(np.int64)
+        if relu_late:
+            pooled = np.maximum(pooled, 0)
     else:
         pooled = values[:, 0, :]
     mask = (1 << 24) - 1
@@ -121,7 +125,7 @@ def make_group(rng, lanes, acc_bits, *, pool, final, relu, channels, windows, pa
               for l in range(lanes)]
     settings = {"param_base": param_base, "channels": channels, "windows": windows,
                 "pool": int(pool), "out_base": out_base, "plane": plane, "final": int(final),
-                "relu": int(relu)}
+                "relu": int(relu), "average": int(average), "relu_late": int(relu_late)}
     return settings, params, sums, expected
 
 
@@ -212,12 +216,17 @@ def check(groups, results, config, *, activation_addr_width=12, output_addr_widt
         assert dict(got) == {address & mask: value for address, value in expected.items()}
 
 
-def random_groups(rng, lanes, acc_bits, count, *, windows=(1, 6)):
-    """Random settings; each group's parameter words have their own addresses."""
+def random_groups(rng, lanes, acc_bits, count, *, windows=(1, 6), averages=False):
+    """Random settings; each group's parameter words have their own addresses. With
+    ``averages``, every other group is a hidden layer's with 2x2 average pooling."""
     groups = []
     for group in range(count):
         pool = rng.random() < 0.5
         final = rng.random() < 0.3
+        extra = {}
+        if averages and group % 2 == 0:
+            pool, final = True, False
+            extra = {"average": True, "relu_late": rng.random() < 0.5}
         channels = rng.choice([lanes, rng.randint(1, lanes)])
         count_windows = rng.randint(*windows)
         plane = count_windows + rng.randint(0, 5)
@@ -225,7 +234,7 @@ def random_groups(rng, lanes, acc_bits, count, *, windows=(1, 6)):
             rng, lanes, acc_bits, pool=pool, final=final, relu=rng.random() < 0.5,
             channels=channels, windows=count_windows,
             param_base=group * lanes,
-            out_base=rng.randint(0, 200), plane=plane))
+            out_base=rng.randint(0, 200), plane=plane, **extra))
     return groups
 
 
@@ -236,6 +245,30 @@ def test_random_groups_match_the_golden_model(lanes, digits):
     rng = random.Random(100 * lanes + digits)
     groups = random_groups(rng, lanes, config.accumulator_bits, 8)
     results = run_groups(config, groups, seed=lanes + digits, digits=digits)
+    check(groups, results, config)
+
+
+@pytest.mark.parametrize("lanes", [1, 2, 3, 8])
+@pytest.mark.parametrize("digits", [2, 1])
+def test_average_pooling_matches_the_golden_model(lanes, digits):
+    """Groups with 2x2 average pooling (ReLU before or after it) among the others."""
+    config = AcceleratorConfig(lanes=lanes)
+    rng = random.Random(300 * lanes + digits)
+    groups = random_groups(rng, lanes, config.accumulator_bits, 8, averages=True)
+    assert any(settings["average"] for settings, *_ in groups)
+    results = run_groups(config, groups, seed=lanes * 7 + digits, digits=digits)
+    check(groups, results, config)
+
+
+def test_average_pooling_at_full_speed():
+    config = AcceleratorConfig(lanes=4)
+    rng = random.Random(21)
+    groups = [make_group(rng, 4, 32, pool=True, final=False, relu=relu, channels=channels,
+                         windows=6, param_base=4 * i, out_base=13 * i, plane=7, average=True,
+                         relu_late=late)
+              for i, (relu, late, channels) in enumerate([(False, False, 4), (True, False, 3),
+                                                          (False, True, 4), (False, False, 1)])]
+    results = run_groups(config, groups, seed=4, ready_rate=1.0, commit_rate=1.0)
     check(groups, results, config)
 
 

@@ -1,9 +1,12 @@
 """From an integer network to the program and memory images of a SerialCore.
 
-Each compute layer becomes one operation, with the ReLU and the 2x2 max pooling that
+Each compute layer becomes one operation, with the ReLU and the 2x2 pooling that
 follow it (max pooling is done on the accumulators, before bias and requantisation,
-which is exact because both are monotone); a flatten costs nothing, tensors being
-stored in C, H, W order. Every tensor gets its own region of the activation memory,
+which is exact because both are monotone; average pooling on the requantised int8
+values, with a ReLU before it applied to each value and one after it to the mean); a
+global average pooling becomes an operation of its own
+(:mod:`sd_hw.serial.global_average`); a flatten costs nothing, tensors being stored
+in C, H, W order. Every tensor gets its own region of the activation memory,
 so that every operation's result can be read after a run. Lane groups, records and
 bases are :mod:`sd_hw.serial.records`'. Whatever does not fit is refused with the
 memory, the need and the limit.
@@ -19,8 +22,8 @@ from ..config import signed_bits
 from ..core.host_map import Space
 from ..errors import SdHwError
 from ..integer_network import IntegerNetwork
-from ..network import hardware_problems
 from .config import SerialConfig
+from .global_average import average_layer
 from .layouts import (DIMENSION_BITS, group_layout, op_layout, pack_program_words,
                       param_layout, record_reads)
 from .records import Geometry, group_records
@@ -66,9 +69,12 @@ class SerialProgram:
 @dataclass
 class _Op:
     layers: list
-    compute: int          # network layer index of the compute layer
-    relu: bool = False
-    pool: bool = False
+    compute: int          # network layer index of the compute layer (or global pooling)
+    relu: bool = False    # on every output (before an average pooling)
+    pool: bool = False    # 2x2 pooling ...
+    average: bool = False  # ... average, not max
+    relu_late: bool = False  # on the mean of an average pooling
+    global_average: bool = False  # the operation is a global average pooling
 
     @property
     def last_layer(self):
@@ -76,9 +82,6 @@ class _Op:
 
 
 def _plan(network):
-    problems = hardware_problems(network)
-    if problems:
-        raise SdHwError("; ".join(problems))
     ops = []
     for index, layer in enumerate(network.layers):
         if layer.is_compute:
@@ -93,16 +96,23 @@ def _plan(network):
                             f"compute layer; the element-serial core applies it to a compute "
                             f"layer's output")
         op = ops[-1]
+        if layer.kind == "global_avgpool2d":
+            ops.append(_Op(layers=[index], compute=index, global_average=True))
+            continue
         if layer.kind == "relu":
-            op.relu = True
-        elif layer.kind == "maxpool2d":
+            if op.average:
+                op.relu_late = True
+            else:
+                op.relu = True
+        elif layer.kind in ("maxpool2d", "avgpool2d"):
             if network.layers[op.compute].kind != "conv2d" or op.pool:
                 raise SdHwError(f"layer {layer.name!r}: the element-serial core pools the "
                                 f"output of a convolution, once")
             op.pool = True
+            op.average = layer.kind == "avgpool2d"
         op.layers.append(index)
-    final = ops[-1]
-    if final.pool:
+    final = max(k for k, op in enumerate(ops) if not op.global_average)
+    if final != len(ops) - 1 or ops[final].pool:
         raise SdHwError("the final compute layer's output is int32 logits; the "
                         "element-serial core does not pool it")
     return ops
@@ -158,34 +168,55 @@ def compile_serial(net, config):
     output_words = 0
     for k, op in enumerate(plan):
         spec = network.layers[op.compute]
-        layer = net.layers[spec.name]
         in_shape = tuple(network.input_shape_of(op.compute))
         out_shape = tuple(network.output_shape_of(op.last_layer))
         final = k == len(plan) - 1
-        if spec.kind == "conv2d":
+        conv = spec.kind == "conv2d"
+        if op.global_average:
+            channels, n = in_shape[0], in_shape[1] * in_shape[2]
+            try:
+                layer = average_layer(spec.name, channels, n)
+            except SdHwError as error:
+                raise SdHwError(f"the network does not match the core: {error}") from None
+            need = signed_bits(int(accumulator_bounds(layer).max()))
+            if need > datapath.accumulator_bits:
+                problems.append(f"layer {spec.name!r}: its sums need {need} bits; the core "
+                                f"has accumulator_bits = {datapath.accumulator_bits}")
+            inputs = channels * n
+        else:
+            layer = net.layers[spec.name]
+            channels, inputs = spec.out_size, spec.in_size
+        height = width = out_height = out_width = row_jump = 0
+        stride = 1
+        if conv:
             channels_in, height, width = in_shape
             for what, size in (("height", height), ("width", width)):
                 _check(problems, f"layer {spec.name!r}: its input {what}", size,
                        (1 << DIMENSION_BITS) - 1)
             geometry = Geometry(conv=True, channels=channels_in, height=height, width=width)
-            out_height, out_width = (height // 2, width // 2) if op.pool else (height, width)
-            plane = out_height * out_width
+            _, out_height, out_width = network.output_shape_of(op.compute)
+            stride = spec.stride
+            plane = (out_height // 2) * (out_width // 2) if op.pool else out_height * out_width
+            # The walk's step from a row's (or a row of windows') last pixel to the next
+            # row's first: the issuer's pixel address moves by `stride` per column.
+            row_jump = stride * (width - out_width + 1 + int(op.pool) * (out_width % 2))
         else:
-            geometry = Geometry(conv=False, inputs=spec.in_size)
-            height = width = 0
+            geometry = Geometry(conv=False, inputs=inputs)
             plane = 1
         if final:
             out_base, memory = 0, Space.OUTPUTS
-            output_words = spec.out_size * plane
+            output_words = channels * plane
         else:
             out_base, memory = next_byte, Space.ACTIVATIONS
             next_byte += prod(out_shape)
-        groups = -(-spec.out_size // lanes)
+        groups = -(-channels // lanes)
         param_base = len(params)
         header = pack_program_words(op_layout(config), {
-            "conv": int(spec.kind == "conv2d"), "pool": int(op.pool), "relu": int(op.relu),
+            "conv": int(conv), "pool": int(op.pool), "relu": int(op.relu),
             "final": int(final), "height": height, "width": width, "in_base": in_base,
-            "plane": plane})
+            "plane": plane, "stride2": int(stride == 2), "pad": int(conv and spec.padding == 1),
+            "out_height": out_height, "out_width": out_width, "row_jump": row_jump,
+            "average": int(op.average), "relu_late": int(op.relu_late)})
         for g in range(groups):
             try:
                 records = group_records(layer.weights, geometry, config=datapath, group=g,
@@ -206,9 +237,9 @@ def compile_serial(net, config):
                 "last_record": record_base + max(0, len(records.records) - 1) * reads,
                 "basis_base": basis_base, "out_base": out_base + g * lanes * plane,
                 "param_base": param_base + g * lanes,
-                "channels": min(lanes, spec.out_size - g * lanes)})
+                "channels": min(lanes, channels - g * lanes)})
         headers.append(header)
-        for channel in range(spec.out_size):
+        for channel in range(channels):
             params.append({"bias": int(layer.bias[channel]),
                            "multiplier": 0 if final else int(layer.multiplier[channel]),
                            "shift": 0 if final else int(layer.shift[channel])})

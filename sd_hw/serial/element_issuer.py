@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 from ..datapath.layouts import row_layout
 from ..datapath.mac_lanes import basis_read_layout, element_layout
 from ..errors import check_range
-from .layouts import DIMENSION_BITS, WORD_BITS
+from .layouts import DIMENSION_BITS, ROW_JUMP_BITS, WORD_BITS
 from .record_reader import offered_header_layout
 
 
@@ -38,14 +38,16 @@ class ElementIssuer(wiring.Component):
     the number of ``new_block`` headers so far in the pass). Columns that fall into
     a 3x3 convolution's zero padding are not read and not sent; a linear layer's
     header gives in ``dy`` the number of the row's columns past the inputs, which
-    are not read either. The pass's first element has ``first`` set and its last
-    ``last``; a pass whose last record has no element (or that has no record) ends
-    with an element of activation 0.
+    are not read either. Output pixel ``(y, x)`` of a convolution of stride ``s`` and
+    padding ``p`` reads input rows ``s * y - p + dy`` and columns ``s * x - p + j``.
+    The pass's first element has ``first`` set and its last ``last``; a pass whose
+    last record has no element (or that has no record) ends with an element of
+    activation 0.
 
     Output pixels come in raster order or, with ``pool``, in 2x2 windows (the
     windows in raster order, each window's pixels in raster order), so that
     the sums of a window are consecutive; an odd last row or column is not
-    computed (max pooling drops it). The walk ends at the last pixel.
+    computed (pooling drops it). The walk ends at the last pixel.
 
     A header is taken into a register one record ahead, where the record's first
     activation address and its columns are worked out; the activation and basis
@@ -59,12 +61,17 @@ class ElementIssuer(wiring.Component):
     start : ``In(1)``
         Pulse while idle; the group's fields below are held until ``busy`` falls.
     conv, height, width, in_base, basis_base, pool, records, passes : ``In(...)``
-        ``conv``: 3x3 convolution with zero padding 1 (else linear); ``height``,
-        ``width``: the input image (conv); ``in_base``: byte address of the input in
-        the activation memory; ``records``: records per pass; ``passes``: output
-        pixels to compute (``height * width``, with ``pool``
-        ``4 * (height // 2) * (width // 2)``; 1 for a linear layer; 0: nothing). Of
-        ``records`` and ``passes`` only whether they are 0 is used.
+        ``conv``: 3x3 convolution (else linear); ``height``, ``width``: the input
+        image (conv); ``in_base``: byte address of the input in the activation
+        memory; ``records``: records per pass; ``passes``: output pixels to compute
+        (``out_height * out_width``, with ``pool``
+        ``4 * (out_height // 2) * (out_width // 2)``; 1 for a linear layer; 0:
+        nothing). Of ``records`` and ``passes`` only whether they are 0 is used.
+    stride2, pad, out_height, out_width, row_jump : ``In(...)``
+        A convolution's stride 2 (else 1), zero padding 1 (else 0; 0 for a linear
+        layer), output image, and the step of the input address from the last pixel
+        of a row (with ``pool``, of a row of windows) to the first of the next
+        (``op_layout``'s ``row_jump``).
     busy : ``Out(1)``
     headers : ``In(stream.Signature(offered_header_layout()))``
     next_rows : ``Out(1)``
@@ -93,6 +100,11 @@ class ElementIssuer(wiring.Component):
             "in_base": In(activation_addr_width),
             "basis_base": In(basis_addr_width),
             "pool": In(1),
+            "stride2": In(1),
+            "pad": In(1),
+            "out_height": In(DIMENSION_BITS),
+            "out_width": In(DIMENSION_BITS),
+            "row_jump": In(ROW_JUMP_BITS),
             "records": In(16),
             "passes": In(16),
             "busy": Out(1),
@@ -119,24 +131,34 @@ class ElementIssuer(wiring.Component):
         x = Signal(dim)
         y = Signal(dim)
         quarter = Signal(2)            # position in a 2x2 window
-        pixel = Signal(aw)             # in_base + (y - 1) * width + x - 1, modulo 2**aw
+        pixel = Signal(aw)             # in_base + (s*y - p) * width + s*x - p, modulo 2**aw
         walk = Signal()                # move to the next pixel now (a cycle after its cause)
         moving = Signal()              # the cause: the walk moves next cycle
         # Where (x, y) is, registered: valid from the second cycle after a move; `open_`:
         # valid, and headers remain to be taken.
         open_ = Signal()
         left, right, top, bottom = Signal(), Signal(), Signal(), Signal()
+        row_end = Signal()             # the last pixel of its row
         last_window_column = Signal()  # pool: the window is the last of its row
         final_pixel = Signal()         # the walk's last pixel
-        window_end = ((x + 1) >> 1) == (width >> 1)
+        out_width, out_height = self.out_width, self.out_height
+        window_end = ((x + 1) >> 1) == (out_width >> 1)
+        last_column = x + 1 == out_width
+        last_row = y + 1 == out_height
+        # With padding, only the first and the last pixel of a row or column can reach
+        # past the image, by one pixel; with stride 2 the last does if the image's
+        # size is odd (column 2x + 1 is then its width).
         m.d.sync += [
-            left.eq(self.conv & (x == 0)), right.eq(x + 1 == width),
-            top.eq(y == 0), bottom.eq(y + 1 == height),
+            left.eq(self.pad & (x == 0)),
+            right.eq(self.pad & last_column & (~self.stride2 | width[0])),
+            top.eq(self.pad & (y == 0)),
+            bottom.eq(self.pad & last_row & (~self.stride2 | height[0])),
+            row_end.eq(last_column),
             last_window_column.eq(window_end),
             final_pixel.eq(Mux(self.conv,
                                Mux(self.pool, (quarter == 3) & window_end
-                                   & (((y + 1) >> 1) == (height >> 1)),
-                                   (x + 1 == width) & (y + 1 == height)),
+                                   & (((y + 1) >> 1) == (out_height >> 1)),
+                                   last_column & last_row),
                                1)),
         ]
 
@@ -251,21 +273,29 @@ class ElementIssuer(wiring.Component):
         m.d.sync += [walk.eq(moving), open_.eq(more & ~moving & ~walk)]
         with m.If(walk & final_pixel):     # (still the pixel of the pass just taken)
             m.d.sync += more.eq(0)
-        # The next pixel, from registers only: (x, y) and the step of `pixel`.
+        # The next pixel, from registers only: (x, y) and the step of `pixel`, a
+        # column or row of output pixels being `stride` columns or rows of the input.
         x_step = Signal(signed(2), init=1)
         y_step = Signal(signed(2))
-        delta = Signal(signed(dim + 2), init=1)
+        step = Signal(signed(dim + 2), init=1)
+        jump = Signal()
         with m.If(self.pool):
             with m.Switch(quarter):
                 with m.Case(1):
-                    m.d.comb += [x_step.eq(-1), y_step.eq(1), delta.eq(width - 1)]
+                    m.d.comb += [x_step.eq(-1), y_step.eq(1), step.eq(width - 1)]
                 with m.Case(3):
                     with m.If(last_window_column):
-                        m.d.comb += [x_step.eq(0), y_step.eq(1), delta.eq(1 + width[0])]
+                        m.d.comb += [x_step.eq(0), y_step.eq(1), jump.eq(1)]
                     with m.Else():
-                        m.d.comb += [y_step.eq(-1), delta.eq(1 - width)]
-        with m.Elif(right):
-            m.d.comb += [x_step.eq(0), y_step.eq(1)]
+                        m.d.comb += [y_step.eq(-1), step.eq(1 - width)]
+        with m.Elif(row_end):
+            m.d.comb += [x_step.eq(0), y_step.eq(1), jump.eq(1)]
+        # `delta` is registered (the image's width then does not reach `pixel` through
+        # two carry chains): a walk comes at least three cycles after the walk or start
+        # before it and the flags are valid from the second, so in a walk's cycle the
+        # register holds the step of the pixel being left.
+        delta = Signal(signed(dim + 3))
+        m.d.sync += delta.eq(Mux(jump, self.row_jump, Mux(self.stride2, step << 1, step)))
         with m.If(walk):
             m.d.sync += [x.eq(Mux(x_step == 0, 0, x + x_step)), y.eq(y + y_step),
                          quarter.eq(quarter + 1), pixel.eq(pixel + delta)]
@@ -277,6 +307,6 @@ class ElementIssuer(wiring.Component):
             m.d.sync += [
                 more.eq(self.passes != 0), empty.eq(self.records == 0),
                 x.eq(0), y.eq(0), quarter.eq(0),
-                pixel.eq(Mux(self.conv, self.in_base - width - 1, self.in_base)),
+                pixel.eq(Mux(self.pad, self.in_base - width - 1, self.in_base)),
             ]
         return m

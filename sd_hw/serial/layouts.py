@@ -24,8 +24,8 @@ from amaranth.lib import data
 
 __all__ = ["WEIGHT_BANKS", "WORD_BITS", "OFFSET_BITS", "record_header_layout", "record_words",
            "record_reads", "record_word_address", "param_layout", "DIMENSION_BITS",
-           "PROGRAM_WORD_BITS", "address_bits", "op_layout", "group_layout", "program_words",
-           "pack_program_words"]
+           "ROW_JUMP_BITS", "PROGRAM_WORD_BITS", "address_bits", "op_layout", "group_layout",
+           "program_words", "pack_program_words"]
 
 #: Single-port memories that hold the records side by side, by default.
 WEIGHT_BANKS = 3
@@ -41,8 +41,9 @@ def record_header_layout():
 
     ``offset``: for a 3x3 convolution, ``c * H * W + dy * W`` for input channel ``c``
     and kernel row ``dy`` (the row's activations for output pixel ``(y, x)`` are
-    ``offset + (y + dy - 1) * W + x - 1 + j`` past the input's base, ``j`` = 0..2,
-    those outside the image being the zero padding); for a linear layer ``3 * r``
+    ``offset + (s * y - p) * W + s * x - p + j`` past the input's base, ``j`` = 0..2,
+    for stride ``s`` and padding ``p``, those outside the image being the zero
+    padding); for a linear layer ``3 * r``
     for Ce row ``r`` (elements ``offset + j`` that are below the input size).
     ``dy``: the kernel row; for a linear layer, the number of the row's elements past
     the input size (0, 1 or 2). ``new_block``: the row is the first
@@ -76,6 +77,8 @@ def param_layout():
 
 #: Width of an image height or width.
 DIMENSION_BITS = 8
+#: Width of an operation's ``row_jump`` (at most ``2 * (255 + 3)``).
+ROW_JUMP_BITS = DIMENSION_BITS + 2
 #: Width of a program memory word.
 PROGRAM_WORD_BITS = 32
 
@@ -86,14 +89,20 @@ def address_bits(depth):
 
 
 def op_layout(config):
-    """One operation (a compute layer with the ReLU and max pooling that follow it) of a
+    """One operation (a compute layer with the ReLU and pooling that follow it) of a
     core of ``config`` (a :class:`~sd_hw.serial.config.SerialConfig`).
 
     ``height`` and ``width``: a convolution's input image (0 for a linear layer);
-    ``in_base``: the byte address of its input in the activation memory; ``plane``:
-    the output pixels of a channel (1 for a linear layer), which is the number of
-    windows (output pixels) a lane group finishes, and the distance between two
-    channels' outputs. The widths are those of the memories the fields address.
+    ``out_height`` and ``out_width``: its output before pooling; ``stride2``: stride 2
+    (else 1); ``pad``: zero padding 1 (else 0); ``row_jump``: how far the input address
+    of the walk's window moves from a row's last output pixel (with ``pool``, a row of
+    2x2 windows' last) to the next row's first. ``in_base``: the byte address of its
+    input in the activation memory; ``plane``: the output pixels of a channel (1 for a
+    linear layer), which is the number of windows (output pixels) a lane group
+    finishes, and the distance between two channels' outputs. ``pool``: 2x2 pooling,
+    ``average`` (else max); ``relu``: ReLU on every output before pooling,
+    ``relu_late``: on an average pooling's means. The widths are those of the memories
+    the fields address.
     """
     activation = address_bits(config.activation_bytes)
     output = max(activation, address_bits(config.output_depth))
@@ -101,6 +110,9 @@ def op_layout(config):
         "conv": 1, "pool": 1, "relu": 1, "final": 1,
         "height": unsigned(DIMENSION_BITS), "width": unsigned(DIMENSION_BITS),
         "in_base": unsigned(activation), "plane": unsigned(output),
+        "stride2": 1, "pad": 1, "average": 1, "relu_late": 1,
+        "out_height": unsigned(DIMENSION_BITS), "out_width": unsigned(DIMENSION_BITS),
+        "row_jump": unsigned(ROW_JUMP_BITS),
     })
 
 

@@ -1,4 +1,5 @@
-"""OutputUnit: 2x2 max pooling, bias, requantisation and write-back of the lanes' sums."""
+"""OutputUnit: 2x2 max and average pooling, bias, requantisation and write-back of the
+lanes' sums."""
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
@@ -56,6 +57,12 @@ class OutputUnit(wiring.Component):
     requantisation, ReLU, then pooling) because every step is monotone and the
     requantisation maps 0 to 0.
 
+    With ``average`` (and ``pool``), the four sums of a window are kept apart
+    and each goes through bias, ReLU (``relu``) and requantisation; the window's
+    byte is then the mean of the four, rounded half up, ``(y0 + y1 + y2 + y3 + 2)
+    >> 2`` (docs/model-format.md), set to 0 if negative with ``relu_late`` (a
+    ReLU after the pooling). Each window then takes four outputs' time per lane.
+
     The product is a radix-4 Booth serial multiplication, ``digits_per_cycle``
     digits a cycle, and the rounding shift a logarithmic selection of the nine
     result bits, so each output takes :attr:`cycles_per_output` cycles; outputs
@@ -88,8 +95,8 @@ class OutputUnit(wiring.Component):
     -------
     start : ``In(1)``
         Pulse while idle: begins a group. The driver holds ``param_base``,
-        ``channels``, ``windows``, ``pool``, ``out_base``, ``plane``, ``final``
-        and ``relu`` until ``busy`` falls.
+        ``channels``, ``windows``, ``pool``, ``average``, ``out_base``, ``plane``,
+        ``final``, ``relu`` and ``relu_late`` until ``busy`` falls.
     param_base : ``In(param_addr_width)``
         Lane 0's parameter word; lane ``l``'s is at ``param_base + l``.
     channels : ``In(range(1, lanes + 1))``
@@ -97,7 +104,8 @@ class OutputUnit(wiring.Component):
     windows : ``In(address_width)``
         Output pixels of the group. ``address_width`` is the larger of the two
         memories' address widths.
-    pool, final, relu : ``In(1)``
+    pool, average, final, relu, relu_late : ``In(1)``
+        ``average`` only with ``pool`` and without ``final``.
     out_base, plane : ``In(address_width)``
     busy : ``Out(1)``
         From ``start`` until the group's last output is written.
@@ -146,10 +154,12 @@ class OutputUnit(wiring.Component):
             "channels": In(range(1, lanes + 1)),
             "windows": In(self._address_width),
             "pool": In(1),
+            "average": In(1),
             "out_base": In(self._address_width),
             "plane": In(self._address_width),
             "final": In(1),
             "relu": In(1),
+            "relu_late": In(1),
             "busy": Out(1),
             "sums": In(lane_sum_layout(config, lanes)),
             "pass_ready": Out(1),
@@ -259,6 +269,7 @@ class OutputUnit(wiring.Component):
         # window.
         w_write, w_done = state(1, "w_write"), state(1, "w_done")
         w_lane, w_bank = state(lane_bits, "w_lane"), state(1, "w_bank")
+        w_pass = state(2, "w_pass")
         w_value = state(signed(acc_bits), "w_value")
         larger = Signal()
         # (`larger` is the flip-flop's data, the arrival its synchronous reset.)
@@ -267,7 +278,8 @@ class OutputUnit(wiring.Component):
         with m.Else():
             m.d.sync += w_write.eq(0)
         m.d.sync += [w_done.eq(window_done & ~begin),
-                     w_lane.eq(a_lane), w_bank.eq(a_bank), w_value.eq(self.sums.value)]
+                     w_lane.eq(a_lane), w_bank.eq(a_bank), w_value.eq(self.sums.value),
+                     w_pass.eq(Mux(self.average, a_pass, 0))]
 
         # Read-out side: the slot phase, and the lane whose maximum is read next.
         phase = state(range(steps), "phase")
@@ -275,19 +287,25 @@ class OutputUnit(wiring.Component):
         advance = running & ~stall
         d_lane = state(lane_bits, "d_lane")
         d_bank = state(1, "d_bank")
+        # With average pooling, the window's four sums of a lane are read out in turn.
+        d_pass = state(2, "d_pass")
         complete = state(2, "complete")
         issue = Signal()
         m.d.comb += issue.eq(advance & (phase == 0) & Mux(d_bank, complete[1], complete[0]))
         d_last_lane = d_lane == self.channels - 1
-        drained = issue & d_last_lane
+        d_emit = ~self.average | (d_pass == 3)   # the lane's byte is written after this
+        lane_done = issue & d_emit
+        drained = lane_done & d_last_lane
         with m.If(begin):
-            m.d.sync += [phase.eq(0), d_lane.eq(0), d_bank.eq(0)]
+            m.d.sync += [phase.eq(0), d_lane.eq(0), d_bank.eq(0), d_pass.eq(0)]
         with m.Else():
             with m.If(advance):
                 m.d.sync += phase.eq(Mux(phase == steps - 1, 0, phase + 1))
+            with m.If(issue & self.average):
+                m.d.sync += d_pass.eq(d_pass + 1)
             with m.If(drained):
                 m.d.sync += [d_lane.eq(0), d_bank.eq(~d_bank)]
-            with m.Elif(issue):
+            with m.Elif(lane_done):
                 m.d.sync += d_lane.eq(d_lane + 1)
         for b in range(2):
             with m.If(begin):
@@ -310,14 +328,17 @@ class OutputUnit(wiring.Component):
         # lanes its next read comes later (a pass takes at least `lanes` cycles), with
         # fewer it may come in that cycle and must see the write. A second read port
         # serves the read-out.
+        # With average pooling every sum of a window is kept: word `bank * 2**(lane_bits
+        # + 2) + pass * 2**lane_bits + lane` (pass 0 for max pooling).
         maxima = m.submodules.maxima = memory.Memory(
-            shape=signed(acc_bits), depth=2 << lane_bits, init=[])
+            shape=signed(acc_bits), depth=8 << lane_bits, init=[])
         rmw_write = maxima.write_port()
         rmw_read = maxima.read_port(transparent_for=(rmw_write,) if lanes <= 2 else ())
         drain_read = maxima.read_port()
         next_bank = a_bank ^ window_done
-        rmw_address = Signal(lane_bits + 1)
-        m.d.comb += rmw_address.eq(Mux(arrive, Cat(next_lane, next_bank), Cat(a_lane, a_bank)))
+        rmw_address = Signal(lane_bits + 3)
+        m.d.comb += rmw_address.eq(Mux(arrive, Cat(next_lane, Const(0, 2), next_bank),
+                                       Cat(a_lane, Const(0, 2), a_bank)))
         maximum = rmw_read.data
         if lanes == 1:
             # With one lane, a sum may arrive while the previous one is being written.
@@ -326,15 +347,16 @@ class OutputUnit(wiring.Component):
         difference = Signal(signed(acc_bits + 1))
         m.d.comb += [
             difference.eq(maximum - self.sums.value),
-            larger.eq((a_pass == 0) | difference[-1]),
-            rmw_write.addr.eq(Cat(w_lane, w_bank)),
+            larger.eq(self.average | (a_pass == 0) | difference[-1]),
+            rmw_write.addr.eq(Cat(w_lane, w_pass, w_bank)),
             rmw_write.data.eq(w_value),
             rmw_write.en.eq(w_write),
             rmw_read.addr.eq(rmw_address),
             # With more than two lanes the maximum being written is never the one
             # being read: the read enable says so, so that synthesis adds no bypass.
-            rmw_read.en.eq((lanes <= 2) | ~w_write | (rmw_address != Cat(w_lane, w_bank))),
-            drain_read.addr.eq(Cat(d_lane, d_bank)),
+            rmw_read.en.eq((lanes <= 2) | ~w_write
+                           | (rmw_address != Cat(w_lane, w_pass, w_bank))),
+            drain_read.addr.eq(Cat(d_lane, d_pass, d_bank)),
             # A bank being read out receives no sums: the read-out never collides
             # with a write.
             drain_read.en.eq(issue & ~(w_write & (w_bank == d_bank))),
@@ -352,6 +374,8 @@ class OutputUnit(wiring.Component):
         rd_valid, rd_last = state(1, "rd_valid"), state(1, "rd_last")
         acc_valid, acc_last = state(1, "acc_valid"), state(1, "acc_last")
         sel_valid, sel_last = state(1, "sel_valid"), state(1, "sel_last")
+        # `*_emit`: the output is written (not one of an average's first three).
+        rd_emit, acc_emit, sel_emit = state(1, "rd_emit"), state(1, "acc_emit"), state(1, "sel_emit")
         acc = state(signed(acc_bits), "acc")
         biased = Signal(signed(acc_bits))
         m.d.comb += biased.eq(drain_read.data + params.bias)
@@ -359,11 +383,11 @@ class OutputUnit(wiring.Component):
             m.d.sync += [rd_valid.eq(0), acc_valid.eq(0), sel_valid.eq(0)]
         with m.Elif(advance):
             with m.If(phase == 0):
-                m.d.sync += [rd_valid.eq(issue), rd_last.eq(d_last_lane)]
+                m.d.sync += [rd_valid.eq(issue), rd_last.eq(d_last_lane), rd_emit.eq(d_emit)]
             with m.If(phase == 1):
                 m.d.sync += [acc_valid.eq(rd_valid), acc_last.eq(rd_last),
                              sel_valid.eq(acc_valid & ~self.final), sel_last.eq(acc_last),
-                             rd_valid.eq(0)]
+                             acc_emit.eq(rd_emit), sel_emit.eq(acc_emit), rd_valid.eq(0)]
             with m.If(phase == 3 % steps):
                 m.d.sync += sel_valid.eq(0)
             with m.If(phase == 2):
@@ -384,12 +408,13 @@ class OutputUnit(wiring.Component):
         fine_groups = state(len(groups), "fine_groups")
         fine_negative = state(1, "fine_negative")
         fine_valid, fine_last = state(1, "fine_valid"), state(1, "fine_last")
+        fine_emit = state(1, "fine_emit")
         with m.If(begin):
             m.d.sync += fine_valid.eq(0)
         with m.Elif(advance & (phase == 3 % steps)):
             m.d.sync += [fine_window.eq(window), fine_groups.eq(groups),
                          fine_negative.eq(product[-1]), fine_valid.eq(sel_valid),
-                         fine_last.eq(sel_last)]
+                         fine_last.eq(sel_last), fine_emit.eq(sel_emit)]
         with m.Elif(advance & (phase == 0)):
             m.d.sync += fine_valid.eq(0)
         result, overflow = self._fine_select(m, fine_window, shift, fits_of(fine_groups))
@@ -403,12 +428,28 @@ class OutputUnit(wiring.Component):
         out_last = state(1, "out_last")
         out_valid = Signal()
         producing = (phase == 0) & fine_valid
+        # An average pooling's first three bytes of a lane are added up (the cycle
+        # after each is produced) in `pooled`, which starts at 2 (the rounding's half),
+        # the fourth's byte is the rounded mean.
+        gather = state(1, "gather")
+        pooled = state(signed(_ACTIVATION_BITS + 2), "pooled")
+        mean = Signal(signed(_ACTIVATION_BITS + 3))
+        m.d.comb += mean.eq((pooled + out_data) >> 2)
         m.d.comb += [stall.eq(producing & out_valid & ~out.ready),
-                     out.valid.eq(out_valid), out.payload.data.eq(out_data)]
+                     out.valid.eq(out_valid),
+                     out.payload.data.eq(Mux(self.average,
+                                             Mux(self.relu_late & mean[-1], 0, mean),
+                                             out_data))]
+        m.d.sync += gather.eq(~begin & advance & producing & ~fine_emit)
+        with m.If(begin | (out_valid & out.ready)):
+            m.d.sync += pooled.eq(2)
+        with m.Elif(gather):
+            m.d.sync += pooled.eq(pooled + out_data)
         with m.If(begin):
             m.d.sync += out_valid.eq(0)
         with m.Elif(advance & producing):
-            m.d.sync += [out_data.eq(activation), out_last.eq(fine_last), out_valid.eq(1)]
+            m.d.sync += [out_data.eq(activation), out_last.eq(fine_last),
+                         out_valid.eq(fine_emit)]
         with m.Elif(out.ready):
             m.d.sync += out_valid.eq(0)
         final_write = running & (phase == 2) & acc_valid & self.final

@@ -21,8 +21,9 @@ __all__ = ["GroupRecords", "Geometry", "group_records", "rebuilt_rows"]
 
 @dataclass(frozen=True)
 class Geometry:
-    """Where a layer's Ce rows find their activations: a 3x3 convolution (zero padding
-    1) over ``channels x height x width``, or a linear layer of ``inputs`` inputs."""
+    """Where a layer's Ce rows find their activations: a 3x3 convolution over
+    ``channels x height x width`` (of any stride and padding: the offsets are the
+    input's), or a linear layer of ``inputs`` inputs."""
 
     conv: bool
     channels: int = 0

@@ -5,7 +5,10 @@ The counters of :class:`~sd_hw.serial.core.SerialCore` follow from its definitio
 that is not zero in all of its channels, once per output pixel; every record sends
 the lanes one element per activation that exists (not in the zero padding, not past
 a linear layer's inputs); a pass whose last record sends nothing ends with one
-element of activation 0. :func:`cycle_estimate` adds the time the records take to
+element of activation 0. A global average pooling is an operation of its own, a
+linear one over its ``C * H * W`` inputs whose output channel ``c`` reads channel
+``c``'s ``H * W`` inputs: a lane group has a record for every Ce row (three
+consecutive inputs) with an input of one of its channels. :func:`cycle_estimate` adds the time the records take to
 arrive and the fixed costs of operations and groups.
 """
 
@@ -14,7 +17,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from sd_hw.errors import SdHwError
-from sd_hw.network import hardware_problems
 
 
 __all__ = ["SerialShape", "serial_plan", "expected_serial_counters", "serial_cycle_estimate"]
@@ -35,6 +37,9 @@ class SerialShape:
     #: its last output written (sums leaving the lanes, pooling, requantisation).
     fill_cycles: int = 6
     output_cycles: int = 8
+    #: Cycles the output unit takes per output it requantises (per lane and window;
+    #: four per lane and window with 2x2 average pooling).
+    requantise_cycles: int = 4
 
 
 @dataclass
@@ -42,19 +47,25 @@ class _Op:
     compute: int
     pool: bool
     final: bool
+    global_average: bool = False
+    average: bool = False
 
 
 def serial_plan(network):
-    """The operations: ``(compute layer index, pooled, final)``, one per compute layer."""
-    problems = hardware_problems(network)
-    if problems:
-        raise SdHwError("; ".join(problems))
+    """The operations: ``(layer index, pooled, final, global average)``, one per compute
+    layer (with its 2x2 pooling) and one per global average pooling."""
     ops = []
     for index, layer in enumerate(network.layers):
+        if layer.kind == "conv2d" and layer.kernel_size != 3:
+            raise SdHwError(f"layer {layer.name!r}: the element-serial core runs 3x3 "
+                            f"convolutions only")
         if layer.is_compute:
             ops.append(_Op(index, False, False))
-        elif layer.kind == "maxpool2d":
+        elif layer.kind == "global_avgpool2d":
+            ops.append(_Op(index, False, False, True))
+        elif layer.kind in ("maxpool2d", "avgpool2d"):
             ops[-1].pool = True
+            ops[-1].average = layer.kind == "avgpool2d"
     ops[-1].final = True
     return ops
 
@@ -69,17 +80,35 @@ def _pixels(height, width, pool):
 def _columns(network, op, rows):
     """``(passes, R)`` valid-column counts of every Ce row at every pass, and passes."""
     spec = network.layers[op.compute]
-    if spec.kind == "linear":
-        counts = np.clip(spec.in_size - 3 * rows, 0, 3)[None, :]
+    if spec.kind != "conv2d":
+        inputs = spec.in_size if spec.is_compute else int(np.prod(
+            network.input_shape_of(op.compute)))
+        counts = np.clip(inputs - 3 * rows, 0, 3)[None, :]
         return counts
     _, height, width = network.input_shape_of(op.compute)
+    _, out_height, out_width = network.output_shape_of(op.compute)
+    stride, pad = spec.stride, spec.padding
     dy = rows % 3
     result = []
-    for y, x in _pixels(height, width, op.pool):
-        row_ok = (y + dy >= 1) & (y + dy <= height)
-        cols = 3 - int(x == 0) - int(x + 1 >= width)
+    for y, x in _pixels(out_height, out_width, op.pool):
+        row = stride * y - pad + dy
+        row_ok = (row >= 0) & (row < height)
+        cols = sum(0 <= stride * x - pad + j < width for j in range(3))
         result.append(np.where(row_ok, cols, 0))
     return np.array(result, dtype=np.int64)
+
+
+def _live_rows(net, op, start, lanes):
+    """The Ce rows of the lane group of output channels ``start ..`` with a record."""
+    network = net.network
+    spec = network.layers[op.compute]
+    if op.global_average:
+        channels, height, width = network.input_shape_of(op.compute)
+        n = height * width
+        end = min(start + lanes, channels)
+        return np.arange(start * n // 3, (end * n - 1) // 3 + 1)
+    weights = net.layers[spec.name].weights
+    return np.flatnonzero(weights.present[start:start + lanes].any(axis=(0, 2)))
 
 
 def _groups(net, shape):
@@ -87,17 +116,18 @@ def _groups(net, shape):
     network = net.network
     for op in serial_plan(network):
         spec = network.layers[op.compute]
-        weights = net.layers[spec.name].weights
-        for start in range(0, spec.out_size, shape.lanes):
-            live = np.flatnonzero(weights.present[start:start + shape.lanes].any(axis=(0, 2)))
-            yield op, spec, _columns(network, op, live)
+        channels = (network.input_shape_of(op.compute)[0] if op.global_average
+                    else spec.out_size)
+        for start in range(0, channels, shape.lanes):
+            yield op, min(shape.lanes, channels - start), _columns(
+                network, op, _live_rows(net, op, start, shape.lanes))
 
 
 def expected_serial_counters(net, shape):
     """Every counter but ``cycles`` of one inference (they do not depend on the input)."""
     elements = records = passes = writes = 0
     network = net.network
-    for op, spec, columns in _groups(net, shape):
+    for op, _, columns in _groups(net, shape):
         n_passes, n_records = columns.shape
         if columns.size:
             sent = columns.sum(axis=1)
@@ -117,18 +147,20 @@ def expected_serial_counters(net, shape):
 
 def _last_layer(network, op):
     index = op.compute
-    while index + 1 < len(network.layers) and not network.layers[index + 1].is_compute:
+    while (index + 1 < len(network.layers) and not network.layers[index + 1].is_compute
+           and network.layers[index + 1].kind != "global_avgpool2d"):
         index += 1
     return index
 
 
 def serial_cycle_estimate(net, shape):
     """Cycles of one inference: per record, the slower of its reads and its elements; a
-    zero element where a pass ends with an empty record; fixed costs per run, operation
-    and group; one cycle per activation written."""
+    zero element where a pass ends with an empty record; with 2x2 average pooling, a
+    window's wait for the output unit to requantise the previous one's four sums per
+    lane; fixed costs per run, operation and group; one cycle per activation written."""
     cycles = shape.run_cycles
     ops = set()
-    for op, spec, columns in _groups(net, shape):
+    for op, channels, columns in _groups(net, shape):
         if op.compute not in ops:
             ops.add(op.compute)
             cycles += shape.op_cycles
@@ -138,7 +170,12 @@ def serial_cycle_estimate(net, shape):
             # A record arrives every `reads` cycles, and at best every three: its
             # header goes from the banks to a stage register, then to the issuer's.
             per_record = np.maximum(per_record, max(shape.record_reads, 3))
-            cycles += int(per_record.sum() + (columns[:, -1] == 0).sum())
+            per_pass = per_record.sum(axis=1) + (columns[:, -1] == 0)
+            cycles += int(per_pass.sum())
+            if op.average:
+                windows = per_pass.reshape(-1, 4).sum(axis=1)
+                drain = 4 * channels * shape.requantise_cycles
+                cycles += int(np.maximum(0, drain - windows[1:]).sum())
         else:
             cycles += columns.shape[0]
     return cycles + expected_serial_counters(net, shape)["write_cycles"]
