@@ -237,12 +237,19 @@ def core_config_from_args(args, base=None):
 
 
 def _load_inputs(net, path):
-    """int8 network inputs from a .npy file: float ones are quantised with the file's scale."""
-    from sim.golden.model_file import check_inputs
-    x = _load_array(path, "inputs")
-    if x.dtype == np.int8:
-        return check_inputs(net.network, x, source=str(path)).astype(np.int8)
-    return net.quantize_input(check_inputs(net.network, x, source=str(path)))
+    """int8 network inputs from a .npy file: float ones are quantised with the file's scale
+    (values outside the calibrated range are counted on stderr, :func:`_report_saturation`)."""
+    from sim.inputs import quantize_inputs
+    x, saturation = quantize_inputs(net, _load_array(path, "inputs"), source=str(path))
+    _report_saturation(saturation, path)
+    return x
+
+
+def _report_saturation(saturation, source):
+    """Say on stderr how many float input values saturated when quantised to int8."""
+    line = saturation.describe(str(source)) if saturation is not None else None
+    if line:
+        print(f"sd-hw: warning: {line}", file=sys.stderr)
 
 
 def _load_array(path, what):
