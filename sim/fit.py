@@ -20,11 +20,20 @@ from dataclasses import dataclass, field
 from sd_hw.errors import SdHwError
 
 
-__all__ = ["FitReport", "check_fit", "board_configurations", "option_text"]
+__all__ = ["FitError", "FitReport", "check_fit", "require_fit", "board_configurations", "option_text"]
 
 #: Datapath widths a network can need more of; lanes, stream_bits and the
 #: dataflow change the core's shape, not its capacity, and are never suggested.
 _WIDTHS = ("accumulator_bits", "code_bits", "block_rows", "activation_bits", "basis_bits")
+
+
+class FitError(SdHwError):
+    """A network that does not fit the core: the compiler's refusal and what would
+    make it fit (:attr:`report`, a :class:`FitReport`)."""
+
+    def __init__(self, report):
+        super().__init__(report.describe())
+        self.report = report
 
 
 @dataclass(frozen=True)
@@ -35,7 +44,9 @@ class FitReport:
     ``changes`` maps configuration fields to the smallest values (powers of two for
     memory sizes) that make it fit on the same kind of core (empty if no change of widths and memory
     sizes does), ``config`` is that changed configuration; ``boards`` lists
-    ``(board, core kind)`` of the board configurations that hold it unchanged.
+    ``(board, core kind option, kind)`` of the board configurations that hold it
+    unchanged; ``selected`` the options that chose the core (e.g. ``--board
+    icebreaker --core sd``), which the advice repeats.
     """
 
     fits: bool
@@ -43,6 +54,7 @@ class FitReport:
     changes: dict = field(default_factory=dict)
     config: object = None
     boards: tuple = ()
+    selected: str = ""
 
     def advice(self):
         """What would make it fit, as command-line options; ``None`` if it fits."""
@@ -50,24 +62,32 @@ class FitReport:
             return None
         parts = []
         if self.changes:
-            parts.append(f"{option_text(self.config, self.changes)} (a core of its own: "
-                         f"simulate, build and run it with the same options)")
+            options = " ".join(filter(None, (self.selected,
+                                             option_text(self.config, self.changes))))
+            parts.append(f"{options} (a core of its own: simulate, build and run it with the "
+                         f"same options)")
         if self.boards:
             parts.append("or a board configuration that holds it: "
-                         + ", ".join(_board_option(name, kind) for name, kind in self.boards))
+                         + ", ".join(_board_option(*entry) for entry in self.boards))
         if not parts:
             return "no change of memory sizes or widths and no board configuration holds it"
         return "; ".join(parts)
 
     def describe(self):
-        """The refusal and the advice, for the user."""
+        """The refusal and the advice, one line for the user."""
         if self.fits:
             return "the network fits the core"
-        return f"{self.problem}\n  to fit: {self.advice()}"
+        return f"{self.problem}; to fit: {self.advice()}"
 
 
-def _board_option(name, kind):
-    return f"--board {name}" + (f" --core {kind}" if kind else "")
+def _board_option(name, option, kind):
+    return f"--board {name}" + (f" --core {option}" if option else f" (its {kind} core)")
+
+
+def _kind_name(config):
+    from sd_hw.core.config import CoreConfig
+    from sd_hw.serial.config import SerialConfig
+    return {CoreConfig: "sd", SerialConfig: "serial"}.get(type(config), type(config).__name__)
 
 
 def _is_datapath(name):
@@ -225,23 +245,33 @@ def board_configurations():
     return found
 
 
-def check_fit(net, config, *, boards=True, log=None):
+def check_fit(net, config, *, boards=True, selected="", log=None):
     """A :class:`FitReport` of integer network ``net`` on the core of ``config``.
 
     With ``boards``, a network that does not fit is also compiled for every
-    board's configurations (:func:`board_configurations`). The search for
+    board's configurations (:func:`board_configurations`). ``selected``: the
+    options that chose ``config``, repeated in the advice. The search for
     what would fit compiles the network a few dozen times (seconds for the
     digits CNN); ``log`` gets a line when it starts.
     """
     compiler = _Compiler(net)
     problem = compiler.refuses(config)
     if problem is None:
-        return FitReport(True)
+        return FitReport(True, selected=selected)
     if log:
         log("the network does not fit the core; working out what would ...")
     changes, changed = _smallest_changes(compiler, config)
     holding = ()
     if boards:
-        holding = tuple((name, kind) for name, kind, other in board_configurations()
+        holding = tuple((name, option, _kind_name(other))
+                        for name, option, other in board_configurations()
                         if other != config and compiler.refuses(other) is None)
-    return FitReport(False, problem, changes, changed, holding)
+    return FitReport(False, problem, changes, changed, holding, selected)
+
+
+def require_fit(net, config, *, selected="", log=None):
+    """Raise :class:`FitError` unless ``net`` fits the core of ``config``."""
+    report = check_fit(net, config, selected=selected, log=log)
+    if not report.fits:
+        raise FitError(report)
+    return report
