@@ -336,7 +336,7 @@ def simulate(net, inputs, *, labels=None, count=None, config=None, board=None, c
         x = x[:count]
     require_fit(net, chosen, log=progress)
     report = run_simulation(net, chosen, x, simulator=simulator, build_dir=build_dir,
-                            layers=layers, log=progress)
+                            layers=layers, log=progress, progress=progress)
     return SimulateResult(report.passed, report.outputs, report.golden, report.cycles,
                           report.counters, report.expected_counters, report.mismatches,
                           _accuracy(report.outputs, labels, len(x)), saturation, chosen, report)

@@ -554,7 +554,7 @@ def cmd_simulate(args):
     require_fit(net, config, selected=_where(args), log=_progress)
     report = simulate(net, config, x, simulator=args.sim, build_dir=args.build_dir,
                       layers=not args.outputs_only, waves_on_mismatch=args.waves,
-                      log=print)
+                      log=print, progress=_progress)
     cycles = np.asarray(report.cycles)
     print(f"{len(x)} input(s) on {args.sim}: {report.layers_checked} layer results compared "
           f"with the golden model, {len(report.mismatches)} mismatching input(s)")
