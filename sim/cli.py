@@ -379,7 +379,7 @@ def cmd_train(args):
             "cnn", "mlp") else 30
     else:
         epochs = 30
-    print(f"training on {data.description}", file=sys.stderr)
+    _progress(f"training on {data.description}")
     params = train_float(network, data, epochs=epochs, seed=args.seed, log=_progress,
                          init=params if args.fine_tune else None)
     if data.x_test is not None:
