@@ -334,7 +334,7 @@ def simulate(net, inputs, *, labels=None, count=None, config=None, board=None, c
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ParameterError(f"parameter 'count' is {count!r}, it must be at least 1")
         x = x[:count]
-    require_fit(net, chosen, log=progress)
+    require_fit(net, chosen)
     report = run_simulation(net, chosen, x, simulator=simulator, build_dir=build_dir,
                             layers=layers, log=progress, progress=progress)
     return SimulateResult(report.passed, report.outputs, report.golden, report.cycles,
@@ -444,7 +444,7 @@ def run_on_board(net, inputs, *, board="icebreaker", port=None, transport=None, 
     x, saturation = _inputs(net, inputs, progress)
     if count is not None:
         x = x[:count]
-    require_fit(net, chosen, log=progress)
+    require_fit(net, chosen)
     opened = None
     if transport is None:
         if port is None:

@@ -299,7 +299,7 @@ def _selected_config(args):
 def _report_fit(net, config, args):
     """Print whether ``net`` fits the core and what would make it fit; True if it fits."""
     from sim.fit import check_fit
-    report = check_fit(net, config, selected=_where(args), log=_progress)
+    report = check_fit(net, config, selected=_where(args))
     if report.fits:
         print(f"fit: the network fits the core of {_where(args) or 'these options'}")
     else:
@@ -551,7 +551,7 @@ def cmd_simulate(args):
         x = x[:args.count]
     config = _selected_config(args)
     from sim.fit import require_fit
-    require_fit(net, config, selected=_where(args), log=_progress)
+    require_fit(net, config, selected=_where(args))
     report = simulate(net, config, x, simulator=args.sim, build_dir=args.build_dir,
                       layers=not args.outputs_only, waves_on_mismatch=args.waves,
                       log=print, progress=_progress)

@@ -67,7 +67,7 @@ class FitReport:
             parts.append(f"{options} (a core of its own: simulate, build and run it with the "
                          f"same options)")
         if self.boards:
-            parts.append("or a board configuration that holds it: "
+            parts.append(("or " if parts else "") + "a board configuration that holds it: "
                          + ", ".join(_board_option(*entry) for entry in self.boards))
         if not parts:
             return "no change of memory sizes or widths and no board configuration holds it"

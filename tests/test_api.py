@@ -257,3 +257,15 @@ def test_cli_reports_saturating_inputs_and_quiet_silences_progress(capsys, tmp_p
     assert code == 0
     assert err.startswith(f"sd-hw: warning: {tmp_path / 'bright.npy'}: ")
     assert "saturate" in err and len(err.splitlines()) == 1
+
+
+def test_cli_run_refuses_a_network_the_core_cannot_run_before_opening_the_port(capsys,
+                                                                              tmp_path):
+    net = hardware_network(TINY, 1, block_rows=4)
+    weight_file.save(net, tmp_path / "n.sdw")
+    np.save(tmp_path / "x.npy", np.zeros((1, *TINY.input_shape), np.int8))
+    code, out, err = _run_cli(capsys, "run", tmp_path / "n.sdw", "--port",
+                              tmp_path / "ttyNONE", "--inputs", tmp_path / "x.npy")
+    assert code == 2 and "serial port" not in err and len(err.splitlines()) == 1
+    assert "not a 1x1 convolution; to fit: a board configuration that holds it: " in err
+    assert "--board icebreaker --core sd" in err
