@@ -291,7 +291,7 @@ class PlaceAndRouteProgress:
         (re.compile(r"Info: Running router2"), "routing (router2)"),
         (re.compile(r"Info: Router(\d) time ([\d.]+)s"), "routed in {1} s"),
     )
-    _FMAX = re.compile(r"Info: Max frequency for clock '([^']+)': ([\d.]+) MHz \((PASS|FAIL) "
+    _FMAX = re.compile(r"Info: Max frequency for clock\s+'([^']+)': ([\d.]+) MHz \((PASS|FAIL) "
                        r"at ([\d.]+) MHz\)")
     #: Router1: ``IterCnt | w/ripup wo/ripup | w/r wo/r | arcs left | batch total(sec)|``.
     _ROUTER1 = re.compile(r"Info:\s+(\d+) \|.*\|\s*(\d+)\|\s*[\d.]+\s+([\d.]+)\|")
@@ -319,6 +319,8 @@ class PlaceAndRouteProgress:
         match = self._FMAX.match(line)
         if match:
             clock, achieved, verdict, target = match.groups()
+            if clock.startswith("$PACKER_"):
+                return  # a constant net (a DSP's unused clock input), not a clock
             stage = "after routing" if self._routing else "estimated after placement"
             self._say(f"{_clock_name(clock)} reaches {achieved} MHz {stage} ({verdict} at "
                       f"{target} MHz)")

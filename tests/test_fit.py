@@ -193,7 +193,8 @@ def test_float_inputs_outside_the_calibrated_range_are_counted(tiny):
     assert nothing is None and np.array_equal(same, int8)
 
 
-#: Lines of a real nextpnr-ecp5 log (the ULX3S design) and what a user is told of them.
+#: Lines of real nextpnr-ecp5 and -ice40 logs (the ULX3S and iCEBreaker designs) and what a
+#: user is told of them.
 NEXTPNR_LINES = """\
 Info: Packing IOs..
 Info: Packing constants..
@@ -206,6 +207,7 @@ Info: HeAP Placer Time: 27.30s
 Info: Running simulated annealing placer for refinement.
 Info: SA placement time 21.98s
 Info: Max frequency for clock '$glbnet$clk': 44.03 MHz (FAIL at 50.00 MHz)
+Info: Max frequency for clock '$PACKER_GND_NET': 386.25 MHz (PASS at 12.00 MHz)
 Info: Routing globals...
 Info: Routing..
 Info: Setting up routing queue.
@@ -218,6 +220,7 @@ Info:      10000 |     1778       8221 |  101   899 |     28187|       0.68     
 Info: Routing complete.
 Info: Router1 time 27.72s
 Info: Max frequency for clock '$glbnet$clk': 46.30 MHz (FAIL at 50.00 MHz)
+Info: Max frequency for clock             'clk': 22.77 MHz (PASS at 18.00 MHz)
 ERROR: Max frequency for clock 'clk': 46.30 MHz (FAIL at 50.00 MHz)
 """
 
@@ -237,6 +240,7 @@ def test_nextpnr_phases_become_short_progress_lines():
         "  seed 2 at 48 MHz: routing, 28187 arcs left after 13 s",
         "  seed 2 at 48 MHz: routed in 27.72 s",
         "  seed 2 at 48 MHz: clk reaches 46.30 MHz after routing (FAIL at 50.00 MHz)",
+        "  seed 2 at 48 MHz: clk reaches 22.77 MHz after routing (PASS at 18.00 MHz)",
         "  seed 2 at 48 MHz: ERROR: Max frequency for clock 'clk': 46.30 MHz (FAIL at 50.00 MHz)"]
 
 
