@@ -30,7 +30,8 @@ from . import board as board_spec, board_module
 from .clocking import choose_clock, pll_for
 
 
-__all__ = ["BuildReport", "PlaceAndRouteProgress", "build_board", "toolchain_env", "CAPACITY", "PROBE_HZ", "format_report",
+__all__ = ["BuildReport", "PlaceAndRouteProgress", "build_board", "toolchain_env", "CAPACITY",
+           "PROBE_HZ", "format_report",
            "parse_clock"]
 
 #: Resources of each chip that a design can run out of: yosys cell types counted

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from sd_hw.errors import SdHwError
 
 
-__all__ = ["FitError", "FitReport", "check_fit", "require_fit", "board_configurations", "option_text"]
+__all__ = ["FitError", "FitReport", "check_fit", "require_fit", "board_configurations",
+           "option_text"]
 
 #: Datapath widths a network can need more of; lanes, stream_bits and the
 #: dataflow change the core's shape, not its capacity, and are never suggested.

@@ -93,7 +93,8 @@ def test_compress_returns_the_network_its_storage_and_the_fit(packed, digits, ml
     again = weight_file.load(path)
     x = again.quantize_input(digits.inputs_for(DEFAULT_MLP, "test"))
     assert np.array_equal(run(again, x), run(result.network, x))
-    assert result.path == path and 0 < result.storage.total.storage_bits < result.storage.total.int8_bits
+    total = result.storage.total
+    assert result.path == path and 0 < total.storage_bits < total.int8_bits
     assert result.fit.fits and result.history == []
     assert float_accuracy(mlp.network, mlp.params, digits.inputs_for(DEFAULT_MLP, "test"),
                           digits.y_test) > 0.5
