@@ -23,6 +23,29 @@ class ParameterError(SdHwError):
     """A parameter outside its allowed range."""
 
 
+class ModelFileError(SdHwError):
+    """A float model (.npz) or an array file (.npy: inputs, labels, calibration)
+    that cannot be read: not an archive, damaged, or holding the wrong kind of array."""
+
+
+class ConfigFileError(ParameterError):
+    """A configuration file (JSON) that cannot be read or holds a bad field."""
+
+
+class OutputPathError(SdHwError):
+    """An output path that cannot be written: a missing folder, or a folder where a file
+    is to be written."""
+
+
+def shown(value, limit=60):
+    """``repr(value)`` cut to ``limit`` characters, for messages about untrusted data."""
+    try:
+        text = repr(value)
+    except ValueError:  # an integer too long for repr()
+        text = f"<integer of about {value.bit_length() * 0.30103:.0f} digits>"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def check_range(name, value, low, high, *, kind=int):
     """Return ``value`` converted to ``kind`` if ``low <= value <= high``, else raise.
 
@@ -36,10 +59,10 @@ def check_range(name, value, low, high, *, kind=int):
     except (TypeError, ValueError):
         raise ParameterError(
             f"parameter {name!r} must be {'an integer' if kind is int else 'a number'}, "
-            f"got {value!r}") from None
+            f"got {shown(value)}") from None
     if kind is float and converted != converted:
         raise ParameterError(f"parameter {name!r} must be a number, got NaN")
     if not (low <= converted <= high):
         raise ParameterError(
-            f"parameter {name!r} is {converted}, allowed range is {low} to {high}")
+            f"parameter {name!r} is {shown(converted)}, allowed range is {low} to {high}")
     return converted

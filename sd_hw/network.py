@@ -27,7 +27,7 @@ shapes: ``(out, in)`` for ``linear`` and ``(out, in, k, k)`` for ``conv2d``.
 import json
 from dataclasses import dataclass, field
 
-from .errors import NetworkSpecError
+from .errors import NetworkSpecError, shown
 
 
 __all__ = ["Layer", "Network", "COMPUTE_KINDS", "hardware_problems"]
@@ -89,8 +89,17 @@ def _positive_int(where, entry, key):
     value = entry.get(key)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
         raise NetworkSpecError(
-            f"{where}: field {key!r} must be an integer from 1 to 65535, got {value!r}")
+            f"{where}: field {key!r} must be an integer from 1 to 65535, got {shown(value)}")
     return value
+
+
+# Longest layer name: names appear in messages, reports and generated file names.
+_MAX_NAME = 128
+
+
+def _is_int(value, allowed):
+    """``value`` is a JSON integer (not a boolean or a float) among ``allowed``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value in allowed
 
 
 def _parse_layer(index, entry, source):
@@ -98,14 +107,15 @@ def _parse_layer(index, entry, source):
     if not isinstance(entry, dict):
         raise NetworkSpecError(f"{where}: expected an object, got {type(entry).__name__}")
     kind = entry.get("type")
-    if kind not in LAYER_KINDS:
+    if not isinstance(kind, str) or kind not in LAYER_KINDS:
         raise NetworkSpecError(
-            f"{where}: unsupported layer type {kind!r}; "
+            f"{where}: unsupported layer type {shown(kind)}; "
             f"supported types are {', '.join(LAYER_KINDS)}")
     name = entry.get("name", f"{kind}{index}")
-    if not isinstance(name, str) or not name or "." in name:
-        raise NetworkSpecError(f"{where}: field 'name' must be a non-empty string "
-                               f"without '.', got {name!r}")
+    if (not isinstance(name, str) or not name or "." in name or len(name) > _MAX_NAME
+            or not name.isprintable()):
+        raise NetworkSpecError(f"{where}: field 'name' must be a string of 1 to {_MAX_NAME} "
+                               f"printable characters without '.', got {shown(name)}")
     where = f"{source}: layer {index} ({name!r})"
     known = {"type", "name"}
     if kind == "linear":
@@ -115,25 +125,25 @@ def _parse_layer(index, entry, source):
     elif kind == "conv2d":
         known |= {"in_channels", "out_channels", "kernel_size", "stride", "padding"}
         k = entry.get("kernel_size")
-        if k not in (1, 3):
+        if not _is_int(k, (1, 3)):
             raise NetworkSpecError(
-                f"{where}: unsupported kernel_size {k!r}; sd-hw supports 3 and 1")
+                f"{where}: unsupported kernel_size {shown(k)}; sd-hw supports 3 and 1")
         stride = entry.get("stride", 1)
-        if type(stride) is not int or stride not in CONV_STRIDES:
-            raise NetworkSpecError(f"{where}: unsupported stride {stride!r}; "
+        if not _is_int(stride, CONV_STRIDES):
+            raise NetworkSpecError(f"{where}: unsupported stride {shown(stride)}; "
                                    f"supported strides are 1 and 2")
         padding = entry.get("padding", k // 2)
         allowed = (0, 1) if k == 3 else (0,)
-        if type(padding) is not int or padding not in allowed:
+        if not _is_int(padding, allowed):
             raise NetworkSpecError(
-                f"{where}: unsupported padding {padding!r} for kernel_size {k}; "
+                f"{where}: unsupported padding {shown(padding)} for kernel_size {k}; "
                 f"supported: {' or '.join(map(str, allowed))}")
         layer = Layer(kind, name, _positive_int(where, entry, "in_channels"),
                       _positive_int(where, entry, "out_channels"), k, stride, padding)
     elif kind in ("maxpool2d", "avgpool2d"):
         known |= {"kernel_size", "stride"}
         k = entry.get("kernel_size", 2)
-        if k != 2 or entry.get("stride", 2) != 2:
+        if not _is_int(k, (2,)) or not _is_int(entry.get("stride", 2), (2,)):
             what = "max" if kind == "maxpool2d" else "average"
             raise NetworkSpecError(f"{where}: only 2x2 {what} pooling with stride 2 is supported")
         layer = Layer(kind, name)
@@ -141,7 +151,7 @@ def _parse_layer(index, entry, source):
         layer = Layer(kind, name)
     unknown = sorted(set(entry) - known)
     if unknown:
-        raise NetworkSpecError(f"{where}: unknown field(s) {', '.join(map(repr, unknown))}")
+        raise NetworkSpecError(f"{where}: unknown field(s) {', '.join(map(shown, unknown))}")
     return layer
 
 
@@ -170,7 +180,7 @@ class Network:
                     for d in shape)):
             raise NetworkSpecError(
                 f"{source}: input_shape must be [features] or [channels, height, width] "
-                f"with sizes from 1 to 65535, got {list(shape)!r}")
+                f"with sizes from 1 to 65535, got {shown(list(shape))}")
         if not self.layers:
             raise NetworkSpecError(f"{source}: the network has no layers")
         names = set()
@@ -244,11 +254,12 @@ class Network:
                                    f"'input_shape' and 'layers'")
         unknown = sorted(set(description) - {"input_shape", "layers", "format"})
         if unknown:
-            raise NetworkSpecError(f"{source}: unknown field(s) {', '.join(map(repr, unknown))}")
+            raise NetworkSpecError(f"{source}: unknown field(s) {', '.join(map(shown, unknown))}")
         shape = description.get("input_shape")
         layers = description.get("layers")
         if not isinstance(shape, list):
-            raise NetworkSpecError(f"{source}: field 'input_shape' must be a list, got {shape!r}")
+            raise NetworkSpecError(f"{source}: field 'input_shape' must be a list, "
+                                   f"got {shown(shape)}")
         if not isinstance(layers, list):
             raise NetworkSpecError(f"{source}: field 'layers' must be a list")
         parsed = tuple(_parse_layer(i, entry, source) for i, entry in enumerate(layers))
@@ -262,8 +273,10 @@ class Network:
     def from_json(cls, text, *, source="network"):
         try:
             description = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise NetworkSpecError(f"{source}: not valid JSON ({error})") from None
+        except RecursionError:
+            raise NetworkSpecError(f"{source}: not valid JSON (nested too deeply)") from None
+        except ValueError as error:  # JSONDecodeError, or an integer of over 4300 digits
+            raise NetworkSpecError(f"{source}: not valid JSON ({str(error)[:100]})") from None
         return cls.from_dict(description, source=source)
 
     def to_dict(self):

@@ -25,8 +25,8 @@ import numpy as np
 
 from . import coefficient_stream
 from .errors import NetworkSpecError, SdHwError, WeightFileError
-from .integer_network import (DecomposedWeights, DenseWeights, IntegerLayer, IntegerNetwork,
-                              rows_per_channel)
+from .integer_network import (MULTIPLIER_BITS, DecomposedWeights, DenseWeights, IntegerLayer,
+                              IntegerNetwork, rows_per_channel)
 from .network import Network
 
 
@@ -59,6 +59,12 @@ _KNOWN_FLAGS = FLAG_DECOMPOSED | FLAG_DENSE | FLAG_FINAL
 _CHANNEL_ARRAYS = (("bias", np.int32, "<i4"), ("weight_scale", np.float64, "<f8"),
                    ("multiplier", np.int32, "<i4"), ("shift", np.uint8, "u1"))
 _MAX_CODE_BITS = coefficient_stream.MAX_CODE_BITS
+# Accumulator widths the hardware builds (AcceleratorConfig.accumulator_bits).
+ACCUMULATOR_BITS = (16, 48)
+# Requantisation of a hidden layer: the core's 6-bit shift field, at least 1 for the
+# rounding term 2**(shift - 1); multipliers below 2**MULTIPLIER_BITS.
+SHIFT_RANGE = (1, 62)
+MULTIPLIER_RANGE = (0, 2 ** MULTIPLIER_BITS - 1)
 
 
 @dataclass
@@ -188,7 +194,7 @@ def write_with_layout(net):
     if not isinstance(net, IntegerNetwork) or not isinstance(net.network, Network):
         raise SdHwError("cannot write weight file: expected an IntegerNetwork")
     for name, low, high in (("code_bits", 1, _MAX_CODE_BITS), ("block_rows", 1, 2 ** 32 - 1),
-                            ("accumulator_bits", 1, 255)):
+                            ("accumulator_bits", *ACCUMULATOR_BITS)):
         value = getattr(net, name)
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
                 or not low <= value <= high:
@@ -332,8 +338,9 @@ class _Reader:
             self.fail("corrupt header: reserved field is not zero")
         if not 1 <= code_bits <= _MAX_CODE_BITS:
             self.fail(f"corrupt header: code_bits is {code_bits}, allowed 1 to {_MAX_CODE_BITS}")
-        if accumulator_bits < 1:
-            self.fail("corrupt header: accumulator_bits is 0")
+        if not ACCUMULATOR_BITS[0] <= accumulator_bits <= ACCUMULATOR_BITS[1]:
+            self.fail(f"corrupt header: accumulator_bits is {accumulator_bits}, allowed "
+                      f"{ACCUMULATOR_BITS[0]} to {ACCUMULATOR_BITS[1]}")
         if block_rows < 1:
             self.fail("corrupt header: block_rows is 0")
         if not (math.isfinite(input_scale) and input_scale > 0):
@@ -358,9 +365,52 @@ class _Reader:
             layers[spec.name] = layer
             ranges += sections
         self.check_overlaps(ranges)
-        return IntegerNetwork(network=network, layers=layers, input_scale=input_scale,
-                              code_bits=code_bits, block_rows=block_rows,
-                              accumulator_bits=accumulator_bits, metadata=metadata)
+        for layer in layers.values():
+            self.check_channel_ranges(layer, accumulator_bits)
+        net = IntegerNetwork(network=network, layers=layers, input_scale=input_scale,
+                             code_bits=code_bits, block_rows=block_rows,
+                             accumulator_bits=accumulator_bits, metadata=metadata)
+        if (major, minor) == VERSION:
+            self.check_canonical(net)
+        return net
+
+    def check_channel_ranges(self, layer, accumulator_bits):
+        """Per-channel parameters within what the golden model and the core compute exactly."""
+        what = f"layer {layer.name!r}"
+        limit = 2 ** (accumulator_bits - 1)
+        bias = layer.bias.astype(np.int64)
+        if np.any((bias < -limit) | (bias >= limit)):
+            channel = int(np.argmax((bias < -limit) | (bias >= limit)))
+            self.fail(f"{what}: bias of channel {channel} is {int(bias[channel])}, outside the "
+                      f"{accumulator_bits}-bit accumulator ({-limit} to {limit - 1})")
+        if layer.final:
+            ranges = {"multiplier": (0, 0), "shift": (0, 0)}
+        else:
+            ranges = {"multiplier": MULTIPLIER_RANGE, "shift": SHIFT_RANGE}
+        for name, (low, high) in ranges.items():
+            values = getattr(layer, name).astype(np.int64)
+            bad = (values < low) | (values > high)
+            if bad.any():
+                channel = int(np.argmax(bad))
+                role = "the final layer outputs its accumulators" if layer.final \
+                    else "a hidden layer requantises"
+                self.fail(f"{what}: {name} of channel {channel} is {int(values[channel])}, "
+                          f"allowed {low} to {high} ({role})")
+
+    def check_canonical(self, net):
+        """Refuse a file that is not exactly what :func:`write` makes of what it holds:
+        reformatted JSON, nonzero padding or reordered sections would otherwise be
+        accepted and then lost on the next write."""
+        try:
+            again, layout = write_with_layout(net)
+        except SdHwError as error:
+            self.fail(f"holds a network that cannot be written back ({error})")
+        if again == self.data:
+            return
+        offset = next(i for i, (a, b) in enumerate(zip(again, self.data)) if a != b) \
+            if len(again) == len(self.data) else min(len(again), len(self.data))
+        self.fail(f"not in canonical form: byte {offset} ({_region(layout, offset)}) differs "
+                  f"from the encoding of the data it holds")
 
     def range(self, what, offset, length):
         if length and (offset < HEADER_SIZE or offset + length > self.body_end):
@@ -446,6 +496,9 @@ class _Reader:
                 self.fail(f"inconsistent layer table: {what}: block_rows is 0")
             n_blocks = -(-rows // block_rows)
             offset, length = sections["weights"]
+            if m * rows > 8 * length:
+                self.fail(f"{what}: coefficient stream of {length} bytes is shorter than the "
+                          f"row bitmaps of {m} channels x {rows} rows alone")
             try:
                 present, negative, exponent = coefficient_stream.decode(
                     self.data[offset:offset + length], out_channels=m, rows=rows,
@@ -469,3 +522,57 @@ class _Reader:
         layer = IntegerLayer(name=spec.name, weights=weights, input_scale=in_scale,
                              output_scale=out_scale, final=final, **channel)
         return layer, ranges
+
+
+_HEADER_FIELDS = ("magic", "major", "minor", "header_size", "file_length", "layer_count",
+                  "table_entry_size", "network_offset", "network_length", "metadata_offset",
+                  "metadata_length", "table_offset", "input_scale", "code_bits",
+                  "accumulator_bits", "reserved", "block_rows")
+_ENTRY_FIELDS = ("layer_index", "flags", "block_rows", "reserved", "input_scale",
+                 "output_scale", *(f"{name}_{part}" for name in SECTIONS
+                                   for part in ("offset", "length")))
+
+
+def _field_at(layout, offset):
+    """Name of the struct field of ``layout`` (a :class:`struct.Struct` format) at ``offset``."""
+    position = 0
+    for code, name in zip(_struct_codes(layout.format), _HEADER_FIELDS if layout is _HEADER
+                          else _ENTRY_FIELDS):
+        size = struct.calcsize("<" + code)
+        if offset < position + size:
+            return name
+        position += size
+    return "?"
+
+
+def _struct_codes(fmt):
+    codes, count = [], ""
+    for char in fmt.lstrip("<"):
+        if char.isdigit():
+            count += char
+        else:
+            codes += [count + char] if char == "s" else [char] * int(count or 1)
+            count = ""
+    return codes
+
+
+def _region(layout, offset):
+    """What lies at byte ``offset`` of a file with :class:`FileLayout` ``layout``."""
+    if offset < HEADER_SIZE:
+        return f"header field {_field_at(_HEADER, offset)}"
+    for name, layer in layout.layers.items():
+        start = layer.entry_offset
+        if start <= offset < start + TABLE_ENTRY_SIZE:
+            return f"layer table entry of {name!r}, field {_field_at(_ENTRY, offset - start)}"
+    network_offset = HEADER_SIZE + len(layout.layers) * TABLE_ENTRY_SIZE
+    if offset < network_offset + layout.network_bytes:
+        return "network description"
+    if offset < network_offset + layout.network_bytes + layout.metadata_bytes:
+        return "metadata"
+    for name, layer in layout.layers.items():
+        for section, (start, length) in layer.sections.items():
+            if start <= offset < start + length:
+                return f"layer {name!r} {section}"
+    if offset >= layout.file_length - CRC_SIZE:
+        return "checksum or file end"
+    return "alignment padding"

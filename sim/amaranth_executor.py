@@ -1,8 +1,7 @@
 """Executes a bus script on an SDCore in Amaranth's own simulator."""
 
-from amaranth.sim import Simulator
-
 from sim.host.script import ScriptError
+from sim.streams import checked_simulator
 
 
 __all__ = ["execute"]
@@ -12,7 +11,10 @@ def execute(core, script, *, vcd_path=None):
     """Run ``script`` (a :class:`~sim.host.script.BusScript`) on ``core`` (an SDCore).
 
     Returns ``{tag: [word, ...]}`` of everything read. With ``vcd_path``, a
-    waveform of the whole run is written there.
+    waveform of the whole run is written there. Every stream inside the core
+    is checked against the stream rules (:func:`sim.streams.checked_simulator`):
+    a producer that drops ``valid`` or changes a payload before ``ready``
+    fails the run with :class:`sim.streams.StreamRuleError`.
     """
     results = {}
     failure = []
@@ -49,7 +51,7 @@ def execute(core, script, *, vcd_path=None):
             elif kind == "cycle":
                 results.setdefault(step[1], []).append(cycles)
 
-    simulator = Simulator(core)
+    simulator = checked_simulator(core)
     simulator.add_clock(1e-6)
     simulator.add_testbench(bench)
     if vcd_path is not None:

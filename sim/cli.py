@@ -3,12 +3,80 @@
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from sd_hw.errors import SdHwError, ParameterError
+from sd_hw.errors import (ConfigFileError, OutputPathError, ParameterError, SdHwError,
+                          shown)
+
+
+def _integer(low, high=None):
+    """An argparse type: an integer from ``low`` to ``high`` (no upper bound if None)."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {shown(text)}") from None
+        if value < low or (high is not None and value > high):
+            allowed = f"{low} to {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"{shown(value)} is not allowed ({allowed})")
+        return value
+    parse.__name__ = "integer"
+    return parse
+
+
+#: Seeds of NumPy's generators: non-negative.
+_SEED = _integer(0, 2 ** 63 - 1)
+
+
+def check_output_path(path, what):
+    """Refuse, before any work, an output file whose folder is missing or that is a folder."""
+    target = Path(path)
+    try:
+        is_folder, folder_exists = target.is_dir(), target.parent.is_dir()
+    except OSError as error:  # a name too long, for one
+        raise OutputPathError(f"{shown(str(path))}: cannot write the {what} "
+                              f"({error.strerror or error})") from None
+    if is_folder:
+        raise OutputPathError(f"{path}: is a folder, the {what} to write is a file")
+    folder = target.parent
+    if not folder_exists:
+        raise OutputPathError(f"{path}: folder {str(folder)!r} does not exist (the {what} is "
+                              f"written there)")
+    if not os.access(folder, os.W_OK):
+        raise OutputPathError(f"{path}: folder {str(folder)!r} is not writable")
+
+
+def check_output_folder(path, option):
+    """Refuse, before any work, an output folder (given with ``option``) that is a file."""
+    try:
+        is_file = Path(path).exists() and not Path(path).is_dir()
+    except OSError as error:  # a name too long, for one
+        raise OutputPathError(f"{shown(str(path))}: cannot use it as {option} "
+                              f"({error.strerror or error})") from None
+    if is_file:
+        raise OutputPathError(f"{path}: is a file, {option} must name a folder")
+
+
+def check_input_name(path, what):
+    """Refuse, before any work, an input file name the system cannot even look up."""
+    try:
+        Path(path).exists()
+    except OSError as error:  # a name too long, for one
+        raise SdHwError(f"{shown(str(path))}: cannot read the {what} "
+                        f"({error.strerror or error})") from None
+
+
+def save_npy(path, array):
+    """Write ``array`` as .npy to exactly ``path`` (NumPy would append '.npy')."""
+    try:
+        with open(path, "wb") as file:
+            np.save(file, array)
+    except OSError as error:
+        raise OutputPathError(f"{path}: cannot write ({error.strerror or error})") from None
 
 
 def _prune_option(text):
@@ -190,14 +258,7 @@ def core_config_from_args(args, base=None):
     base_kind = "serial" if isinstance(base, SerialConfig) else "sd"
     if getattr(args, "core_config_file", None):
         path = Path(args.core_config_file)
-        try:
-            description = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise SdHwError(f"{path}: no such file (core configuration)") from None
-        except (OSError, ValueError) as error:
-            raise SdHwError(f"{path}: not a JSON core configuration ({error})") from None
-        if not isinstance(description, dict):
-            raise SdHwError(f"{path}: a core configuration is a JSON object")
+        description = _read_config_file(path)
     description = dict(description)
     kind = getattr(args, "core_kind", None) or description.pop("core", base_kind)
     description.pop("core", None)
@@ -211,15 +272,31 @@ def core_config_from_args(args, base=None):
             if getattr(args, f"core_{name}", None) is not None:
                 raise ParameterError(f"option --{name.replace('_', '-')} applies to the sd "
                                      f"core, not to --core serial")
-    datapath = dict(description.get("datapath", {}))
+    datapath = description.get("datapath", {})
+    if not isinstance(datapath, dict):
+        raise ConfigFileError(f"{args.core_config_file}: field 'datapath' must be an object, "
+                              f"got {shown(datapath)}")
+    datapath = dict(datapath)
     for field in dataclasses.fields(config_from_args(args)):
         if getattr(args, f"config_{field.name}", None) is not None:
             datapath[field.name] = getattr(config_from_args(args), field.name)
     description["datapath"] = datapath
     if getattr(args, "core_no_counters", False):
         description["counters"] = False
+    try:
+        return _core_config(kind, description, args)
+    except ParameterError as error:
+        if getattr(args, "core_config_file", None) is None:
+            raise
+        raise ConfigFileError(f"core configuration {args.core_config_file} (with the options "
+                              f"given): {error}") from None
+
+
+def _core_config(kind, description, args):
+    from sd_hw.core.config import CoreConfig
+    from sd_hw.serial.config import SerialConfig
     if kind == "serial":
-        datapath.setdefault("lanes", SerialConfig().lanes)
+        description["datapath"].setdefault("lanes", SerialConfig().lanes)
         return SerialConfig.from_dict(description)
     for name in ("coefficients", "weights"):
         if getattr(args, f"core_{name}", None) is not None:
@@ -234,6 +311,34 @@ def core_config_from_args(args, base=None):
             raise ParameterError(f"parameter {name!r} must be an integer, "
                                  f"got {text!r}") from None
     return CoreConfig.from_dict(description)
+
+
+def _read_config_file(path):
+    """The JSON object of a ``--config`` file; problems raise :class:`ConfigFileError`
+    naming the file (its fields are checked by :func:`core_config_from_args`)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigFileError(f"{path}: no such file (core configuration)") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigFileError(f"{path}: cannot read the core configuration "
+                              f"({getattr(error, 'strerror', None) or error})") from None
+    try:
+        description = json.loads(text)
+    except RecursionError:
+        raise ConfigFileError(f"{path}: not a JSON core configuration (nested too "
+                              f"deeply)") from None
+    except ValueError as error:
+        raise ConfigFileError(f"{path}: not a JSON core configuration "
+                              f"({str(error)[:100]})") from None
+    if not isinstance(description, dict):
+        raise ConfigFileError(f"{path}: a core configuration is a JSON object, got "
+                              f"{shown(description)}")
+    kind = description.get("core", "sd")
+    if not isinstance(kind, str) or kind not in CORE_KINDS:
+        raise ConfigFileError(f"{path}: field 'core' is {shown(kind)}, allowed values are "
+                              f"{', '.join(map(repr, CORE_KINDS))}")
+    return description
 
 
 def _load_inputs(net, path):
@@ -253,12 +358,18 @@ def _report_saturation(saturation, source):
 
 
 def _load_array(path, what):
-    try:
-        return np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise SdHwError(f"{path}: no such file ({what})") from None
-    except (ValueError, OSError) as error:
-        raise SdHwError(f"{path}: not a readable .npy array ({what}): {error}") from None
+    from sim.golden.model_file import load_npy
+    return load_npy(path, what=what)
+
+
+def _load_labels(path, count):
+    """Integer class labels, one per input (the first ``count`` of the file)."""
+    from sim.golden.model_file import load_npy
+    labels = load_npy(path, what="labels", kinds="iu")
+    if labels.ndim != 1 or len(labels) < count:
+        raise SdHwError(f"{path}: labels have shape {labels.shape}, expected ({count},): one "
+                        f"integer label per input")
+    return labels[:count]
 
 
 #: Set by ``--quiet``: no progress lines.
@@ -367,6 +478,7 @@ def cmd_train(args):
     from sim.golden.model_file import save_model
     from sim.golden.nn import accuracy
     from sim.golden.train import train_float
+    check_output_path(args.output, "model file")
     network, params = _training_network(args)
     if args.fine_tune and params is None:
         raise ParameterError("--fine-tune needs --model to be a model file with weights "
@@ -388,17 +500,14 @@ def cmd_train(args):
         print(f"float validation accuracy: "
               f"{accuracy(network, params, data.x_val, data.y_val):.4f}")
     save_model(args.output, network, params, calibration=data.x_train[:256])
-    print(f"wrote {_npz_path(args.output)}")
+    print(f"wrote {args.output}")
 
-
-def _npz_path(path):
-    """The file NumPy's savez writes for ``path`` (it appends .npz if missing)."""
-    return str(path) if str(path).endswith(".npz") else f"{path}.npz"
 
 
 def cmd_import(args):
     from sim.golden.model_file import check_inputs, save_model
     from sim.onnx_import import import_onnx
+    check_output_path(args.output, "model file")
     imported = import_onnx(args.model)
     model = imported.model
     calibration = None
@@ -415,7 +524,7 @@ def cmd_import(args):
     for note in imported.notes:
         print(f"  note: {note}")
     save_model(args.output, network, model.params, calibration=calibration)
-    print(f"wrote {_npz_path(args.output)}")
+    print(f"wrote {args.output}")
 
 
 def cmd_compress(args):
@@ -423,6 +532,7 @@ def cmd_compress(args):
     from sd_hw.storage import storage_report
     from sim.flow import compress_model, load_float_model
     from sim.golden.model_file import check_inputs
+    check_output_path(args.output, "weight file")
     if args.dataset is not None:
         from sim.golden.datasets import dataset
         dataset(args.dataset)
@@ -483,24 +593,23 @@ def cmd_inspect(args):
 def cmd_evaluate(args):
     from sd_hw import weight_file
     from sim.golden.reference import run
+    if args.output:
+        check_output_path(args.output, "outputs file")
     net = weight_file.load(args.file)
     config = _selected_config(args) if args.board or args.core_kind else None
     dataflow = args.dataflow or (config.datapath.dataflow if config else "rebuild")
     x_int = _load_inputs(net, args.inputs)
+    labels = None if args.labels is None else _load_labels(args.labels, len(x_int))
     logits = run(net, x_int, dataflow=dataflow)
     if logits.ndim == 2:
         predictions = np.argmax(logits, axis=1)
-        if args.labels is not None:
-            labels = _load_array(args.labels, "labels")
-            if labels.shape != predictions.shape:
-                raise SdHwError(f"{args.labels}: {labels.shape[0] if labels.ndim else 0} labels "
-                                f"for {len(predictions)} inputs")
+        if labels is not None:
             print(f"accuracy: {np.mean(predictions == labels):.4f} "
                   f"({int(np.sum(predictions == labels))}/{len(labels)})")
         else:
             print(" ".join(map(str, predictions.tolist())))
     if args.output:
-        np.save(args.output, logits)
+        save_npy(args.output, logits)
         print(f"wrote {args.output}")
     if config is not None:
         return 0 if _report_fit(net, config, args) else 1
@@ -508,6 +617,7 @@ def cmd_evaluate(args):
 
 def cmd_generate(args):
     from sd_hw.generate import CORE_TOP, generate, generate_core
+    check_output_folder(args.out_dir, "--out-dir")
     try:
         if args.block == CORE_TOP:
             generated = generate_core(core_config_from_args(args), args.out_dir, reuse=False)
@@ -543,12 +653,14 @@ def _print_counters(report):
 def cmd_simulate(args):
     from sd_hw import weight_file
     from sim.simulate import simulate
+    if args.output:
+        check_output_path(args.output, "outputs file")
+    check_output_folder(args.build_dir, "--build-dir")
     net = weight_file.load(args.file)
     x = _load_inputs(net, args.inputs)
     if args.count is not None:
-        if args.count < 1:
-            raise ParameterError(f"parameter 'count' is {args.count}, it must be at least 1")
         x = x[:args.count]
+    labels = None if args.labels is None else _load_labels(args.labels, len(x))
     config = _selected_config(args)
     from sim.fit import require_fit
     require_fit(net, config, selected=_where(args))
@@ -566,14 +678,11 @@ def cmd_simulate(args):
         golden = np.argmax(report.golden, axis=1)
         print(f"predictions equal the golden model's: {int(np.sum(predictions == golden))}"
               f"/{len(x)}")
-        if args.labels is not None:
-            labels = _load_array(args.labels, "labels")[:len(x)]
-            if labels.shape != predictions.shape:
-                raise SdHwError(f"{args.labels}: {labels.size} labels for {len(x)} inputs")
+        if labels is not None:
             print(f"accuracy on the RTL: {np.mean(predictions == labels):.4f} "
                   f"(golden model {np.mean(golden == labels):.4f})")
     if args.output:
-        np.save(args.output, report.outputs)
+        save_npy(args.output, report.outputs)
         print(f"wrote {args.output}")
     for mismatch in report.mismatches[:5]:
         print(f"MISMATCH: {mismatch}")
@@ -617,6 +726,7 @@ def _core_summary(config):
 
 def cmd_build(args):
     from boards.build import build_board, format_report
+    check_output_folder(args.out_dir, "--out-dir")
     config = _board_config(args)
     report = build_board(args.board, config, out_dir=args.out_dir, seeds=args.seeds,
                          clock=args.clock, log=_progress)
@@ -627,6 +737,7 @@ def cmd_build(args):
 
 def cmd_flash(args):
     from boards.flash import flash
+    check_input_name(args.bitstream, "bitstream")
     command = flash(args.board, args.bitstream, dry_run=args.dry_run)
     print(("would run: " if args.dry_run else "ran: ") + " ".join(command))
 
@@ -634,6 +745,8 @@ def cmd_flash(args):
 def cmd_run(args):
     from sd_hw import weight_file
     from sim.api import run_on_board
+    if args.output:
+        check_output_path(args.output, "outputs file")
     net = weight_file.load(args.file)
     x = _load_inputs(net, args.inputs)
     if args.count is not None:
@@ -645,7 +758,8 @@ def cmd_run(args):
     print(f"outputs {'equal' if result.passed else 'DIFFER FROM'} the golden model's; "
           f"{np.mean(result.cycles):.0f} cycles per inference")
     if args.output:
-        np.save(args.output, result.outputs)
+        save_npy(args.output, result.outputs)
+        print(f"wrote {args.output}")
     return 0 if result.passed else 1
 
 
@@ -653,6 +767,9 @@ def cmd_demo(args):
     from sim.demo import AccuracyBarMissed, run_demo
     from sim.golden.datasets import dataset
     dataset(args.dataset).model(args.model)
+    check_output_folder(args.out, "--out")
+    if args.report:
+        check_output_path(args.report, "report")
     simulator = args.sim or ("verilator" if args.dataset == "digits" else "none")
     try:
         run_demo(dataset_name=args.dataset, model=args.model, retrain_method=args.retrain,
@@ -664,10 +781,17 @@ def cmd_demo(args):
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with sd-hw's error format: one line ``sd-hw: error: ...``, exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"sd-hw: error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser():
     from sim.golden.datasets import DATASETS
     dataset_names = " or ".join(f"{d.name} ({d.description})" for d in DATASETS.values())
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sd-hw", description="SmartDeal accelerator generator: compress networks into "
                                   "SmartDeal weight files and run them on the golden model.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -682,7 +806,7 @@ def build_parser():
                       help="SmartDeal retraining method (default ste)")
     demo.add_argument("--out", default="build/demo", help="output folder (default build/demo)")
     demo.add_argument("--report", help="also write the results as markdown to this file")
-    demo.add_argument("--seed", type=int, default=0,
+    demo.add_argument("--seed", type=_SEED, default=0,
                       help="seed of the float training (default 0)")
     demo.add_argument("--sim", choices=("verilator", "icarus", "amaranth", "none"),
                       help="run the packed model on the accelerator's RTL with this simulator "
@@ -701,9 +825,9 @@ def build_parser():
                             "--fine-tune")
     train.add_argument("--fine-tune", action="store_true",
                        help="start from the weights of the --model file instead")
-    train.add_argument("--epochs", type=int,
+    train.add_argument("--epochs", type=_integer(1, 100000),
                        help="training epochs (default 30; 20 for the bundled mnist)")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=_SEED, default=0)
     train.add_argument("-o", "--output", required=True, help="model file to write (.npz)")
     _add_training_data_options(train, what="training")
     _add_quiet_option(train)
@@ -735,7 +859,8 @@ def build_parser():
     compress.add_argument("--dataset", metavar="NAME",
                           help=f"bundled data set for --retrain: {dataset_names} (default: the "
                                "one whose images fit the model's input)")
-    compress.add_argument("--epochs", type=int, default=10, help="retraining epochs")
+    compress.add_argument("--epochs", type=_integer(1, 100000), default=10,
+                          help="retraining epochs")
     _add_board_option(compress, core=True)
     _add_quiet_option(compress)
     _add_training_data_options(compress, what="--retrain (and calibration)")
@@ -794,7 +919,7 @@ def build_parser():
                                "file's input scale) or int8")
     simulate.add_argument("--sim", choices=SIMULATORS, default="verilator",
                           help="simulator (default verilator)")
-    simulate.add_argument("--count", type=int, help="simulate only the first N inputs")
+    simulate.add_argument("--count", type=_integer(1), help="simulate only the first N inputs")
     simulate.add_argument("--labels", help=".npy integer labels: print the accuracy")
     simulate.add_argument("--outputs-only", action="store_true",
                           help="compare the final outputs only, not every layer")
@@ -821,7 +946,7 @@ def build_parser():
                     "clock, its PLL parameters and why, resources against the chip's, fmax "
                     "per seed, the timing verdict. Exit status 1 if timing is not met.")
     build.add_argument("--board", required=True, choices=sorted(BOARDS))
-    build.add_argument("--seeds", type=int, default=1,
+    build.add_argument("--seeds", type=_integer(1, 1000), default=1,
                        help="place-and-route seeds to measure fmax over (default 1)")
     build.add_argument("--clock", default="auto",
                        help="the design's clock: 'auto' (default: the fastest PLL clock that "
@@ -850,8 +975,8 @@ def build_parser():
     run_parser.add_argument("--board", default="icebreaker", choices=sorted(BOARDS),
                             help="the board (for its default core and the RUN timeout; default "
                                  "icebreaker)")
-    run_parser.add_argument("--baud", type=int, default=115200)
-    run_parser.add_argument("--count", type=int, help="run only the first N inputs")
+    run_parser.add_argument("--baud", type=_integer(1, 100_000_000), default=115200)
+    run_parser.add_argument("--count", type=_integer(1), help="run only the first N inputs")
     run_parser.add_argument("-o", "--output", help="write the outputs as .npy")
     add_core_options(run_parser)
     _add_quiet_option(run_parser)
@@ -859,17 +984,46 @@ def build_parser():
     return parser
 
 
+#: Exit status when the reader of standard output went away (``sd-hw inspect F | head -1``):
+#: 128 + SIGPIPE, what a shell reports for a command that a closed pipe ended.
+BROKEN_PIPE_STATUS = 141
+
+
 def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run the ``sd-hw`` command; return its exit status.
+
+    0 on success, 1 when a check the command makes fails (a simulation or a
+    board run that differs from the golden model, a build that misses timing,
+    a network that does not fit the core ``--board`` chose), 2 on bad input or
+    a bad option (one line ``sd-hw: error: ...`` on stderr),
+    :data:`BROKEN_PIPE_STATUS` when stdout was closed early. It never raises
+    SystemExit: ``--help`` returns 0.
+    """
     global _quiet
-    _quiet = getattr(args, "quiet", False)
     try:
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as stop:  # --help, or a bad option that argparse has reported
+            return stop.code or 0
+        _quiet = getattr(args, "quiet", False)
         status = args.func(args)
+        sys.stdout.flush()
     except SdHwError as error:
         print(f"sd-hw: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        _discard_stdout()
+        return BROKEN_PIPE_STATUS
     return status or 0
+
+
+def _discard_stdout():
+    """Point stdout at the null device, so that the interpreter's final flush of what is
+    still buffered cannot fail again (the recipe of Python's signal module docs)."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout without a file descriptor: nothing to redirect
+        pass
 
 
 if __name__ == "__main__":

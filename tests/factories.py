@@ -38,7 +38,8 @@ def random_integer_network(network, seed, *, code_bits=3, block_rows=4, dense=()
 
     Layers named in ``dense`` (or all, if ``dense`` is True) keep int8
     weights; the others are decomposed. Hidden layers get multipliers in
-    ``[2**14, 2**15)`` and shifts ``1..62``; the final layer 0 and 0.
+    ``[2**14, 2**15)`` and shifts ``1..62``; the final layer 0 and 0;
+    biases fit the accumulator.
     """
     rng = np.random.default_rng(seed)
     compute = network.compute_layers
@@ -67,10 +68,13 @@ def random_integer_network(network, seed, *, code_bits=3, block_rows=4, dense=()
             input_scale=float(rng.random() + 1e-3),
             output_scale=0.0 if final else float(rng.random() + 1e-3),
             final=final)
-    return IntegerNetwork(network=network, layers=layers, input_scale=float(rng.random() + 1e-6),
-                          code_bits=code_bits, block_rows=block_rows,
-                          accumulator_bits=int(rng.integers(16, 49)),
-                          metadata={} if metadata is None else metadata)
+    net = IntegerNetwork(network=network, layers=layers, input_scale=float(rng.random() + 1e-6),
+                         code_bits=code_bits, block_rows=block_rows,
+                         accumulator_bits=int(rng.integers(16, 49)),
+                         metadata={} if metadata is None else metadata)
+    for layer in layers.values():  # biases within the accumulator, as the weight file requires
+        layer.bias >>= max(0, 32 - net.accumulator_bits)
+    return net
 
 
 def _assert_array_equal(a, b, what):

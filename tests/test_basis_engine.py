@@ -25,7 +25,7 @@ from sd_hw.datapath.shift_accumulate import ShiftAccumulateArray
 from sd_hw.errors import ParameterError
 from sd_hw.integer_network import DecomposedWeights
 from sim.golden.reference import rebuild_weight_rows
-from sim.streams import stream_get, stream_put
+from sim.streams import checked_simulator, stream_get, stream_put
 
 
 PERIOD = 1e-6
@@ -145,7 +145,7 @@ def assert_matches(received, expected, what):
 
 def simulate(dut, testbenches, *, timeout=20_000):
     """Run ``testbenches`` against ``dut``; fail if they are not done in ``timeout`` cycles."""
-    sim = Simulator(dut)
+    sim = checked_simulator(dut)
     sim.add_clock(PERIOD)
     finished = []
 

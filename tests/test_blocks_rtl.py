@@ -355,3 +355,16 @@ def test_block_bench_negative_control(tmp_path):
     with pytest.raises(CocotbFailure, match=failed):
         run_cocotb_on(generated, f"{block}_tb", simulator="icarus", build_dir=tmp_path / "sim",
                       module_dirs=[COCOTB_TESTS], extra_env={VECTORS_ENV: str(vectors)})
+
+
+def test_stream_rule_checker_negative_control(tmp_path):
+    """A driver that drops ``valid`` before ``ready`` makes the bench's rule checker fail."""
+    block, config = "coefficient_decoder", AcceleratorConfig()
+    generated = generate(block, config, tmp_path / "verilog")
+    cases = [case for case in VECTORS[block](config, np.random.default_rng(0))
+             if case["name"] == "stalls"]
+    cases[0]["break_rules"] = "words"
+    vectors = write_vectors(tmp_path / "vectors.json", cases)
+    with pytest.raises(CocotbFailure, match=r"(?s)stream words: valid fell in cycle \d+"):
+        run_cocotb_on(generated, f"{block}_tb", simulator="icarus", build_dir=tmp_path / "sim",
+                      module_dirs=[COCOTB_TESTS], extra_env={VECTORS_ENV: str(vectors)})

@@ -168,10 +168,36 @@ def bad_files(compressed, tmp_path):
     np.save(tmp_path / "wrong_shape.npy", np.zeros((2, 3)))
     (tmp_path / "model.npz").write_bytes(model.read_bytes())
     (tmp_path / "model.sdw").write_bytes(data)
+    np.savez(tmp_path / "x.npz", x=float_inputs(network, 2, seed=5))
+    np.save(tmp_path / "string_labels.npy", np.array(["cat", "dog"]))
+    (tmp_path / "deep.json").write_text("[" * 100000 + "]" * 100000)
+    (tmp_path / "mistyped.json").write_text(json.dumps({"datapath": 8}))
+    (tmp_path / "lanes.json").write_text(json.dumps({"datapath": {"lanes": "eight"}}))
     return tmp_path
 
 
 BAD = {
+    # Inputs a hostile user tried (issue 16): each one error line, exit status 2.
+    "output into a missing folder": (["compress", "{d}/model.npz", "-o", "{d}/no/out.sdw"],
+                                     "no/out.sdw: folder"),
+    "output is a folder": (["evaluate", "{d}/model.sdw", "--inputs", "{d}/x.npy", "-o", "{d}"],
+                           "is a folder, the outputs file to write is a file"),
+    "inputs given an npz": (["evaluate", "{d}/model.sdw", "--inputs", "{d}/x.npz"],
+                            "x.npz: a .npz archive, the inputs must be one .npy array"),
+    "string labels": (["evaluate", "{d}/model.sdw", "--inputs", "{d}/x.npy", "--labels",
+                       "{d}/string_labels.npy"],
+                      "string_labels.npy (labels): array of text (<U3), expected integers"),
+    "deeply nested config": (["config", "--config", "{d}/deep.json"],
+                             "deep.json: not a JSON core configuration (nested too deeply)"),
+    "mistyped config": (["config", "--config", "{d}/mistyped.json"],
+                        "mistyped.json: field 'datapath' must be an object, got 8"),
+    "mistyped config field": (["config", "--config", "{d}/lanes.json"],
+                              "lanes.json (with the options given): parameter 'lanes' must be "
+                              "an integer, got 'eight'"),
+    "negative baud": (["run", "{d}/model.sdw", "--port", "/dev/null", "--inputs", "{d}/x.npy",
+                       "--baud", "-1"], "argument --baud: -1 is not allowed (1 to 100000000)"),
+    "zero epochs": (["train", "-o", "{d}/m.npz", "--epochs", "0"],
+                    "argument --epochs: 0 is not allowed (1 to 100000)"),
     "missing model": (["compress", "{d}/absent.npz", "-o", "{d}/out.sdw"],
                       "absent.npz: no such file"),
     "not a model": (["compress", "{d}/x.npy", "-o", "{d}/out.sdw"], "x.npy: not a .npz model"),
@@ -261,9 +287,9 @@ BAD = {
                                                    "{d}/x.npy", "--weights", "dense"],
                                                   "is decomposed; a dense core"),
     "simulate count": (["simulate", "{d}/model.sdw", "--inputs", "{d}/x.npy", "--count", "0"],
-                       "parameter 'count' is 0"),
+                       "sd-hw simulate: argument --count: 0 is not allowed (at least 1)"),
     "output folder is a file": (["generate", "basis_engine", "-o", "{d}/x.npy"],
-                                "x.npy: cannot write"),
+                                "x.npy: is a file, --out-dir must name a folder"),
 }
 
 
@@ -357,3 +383,29 @@ def test_serial_config_round_trips_and_refuses_sd_options(capsys, tmp_path):
     assert code == 2
     assert err.strip().splitlines() == ["sd-hw: error: option --weight-depth applies to the sd "
                                         "core, not to --core serial"]
+
+
+def test_output_is_written_to_exactly_the_name_given(compressed, tmp_path, capsys):
+    network, _, path, _ = compressed
+    np.save(tmp_path / "x.npy", float_inputs(network, 2, seed=5))
+    out = run_ok(capsys, "evaluate", path, "--inputs", tmp_path / "x.npy",
+                 "-o", tmp_path / "logits")
+    assert f"wrote {tmp_path / 'logits'}" in out
+    assert np.array_equal(np.load(tmp_path / "logits"), run(weight_file.load(path),
+                          weight_file.load(path).quantize_input(
+                              np.load(tmp_path / "x.npy"))))
+    assert not (tmp_path / "logits.npy").exists()
+
+
+def test_a_closed_stdout_pipe_ends_quietly(compressed):
+    """``sd-hw inspect F | head -1``: no traceback, exit status 141 (128 + SIGPIPE)."""
+    import subprocess
+    import sys
+    _, _, path, _ = compressed
+    code = ("import sys; from sim.cli import main; sys.exit(main(sys.argv[1:]))")
+    with subprocess.Popen([sys.executable, "-c", code, "inspect", str(path)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        process.stdout.close()  # the reader goes away before the output (block-buffered) comes
+        stderr = process.stderr.read().decode()
+        assert process.wait() == 141
+    assert stderr == ""

@@ -24,7 +24,7 @@ from sd_hw.config import AcceleratorConfig
 from sd_hw.datapath.coefficient_decoder import CoefficientDecoder
 from sd_hw.errors import ParameterError
 from sd_hw.integer_network import DecomposedWeights
-from sim.streams import stream_get, stream_put
+from sim.streams import checked_simulator, stream_get, stream_put
 
 
 def make_config(code_bits, stream_bits, block_rows):
@@ -159,7 +159,7 @@ def simulate(config, blocks, *, seed=0, stall=0.0):
             cycle += 1
             result["cycles"] = cycle
 
-    sim = Simulator(dut)
+    sim = checked_simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(commands)
     sim.add_testbench(feed)

@@ -38,7 +38,7 @@ from sd_hw.core.row_issuer import RowIssuer
 from sd_hw.core.sequencer import LayerSequencer
 from sd_hw.datapath.layouts import basis_layout
 from sim.golden.reference import _maxpool, requantise
-from sim.streams import stream_get, stream_put
+from sim.streams import checked_simulator, stream_get, stream_put
 
 
 PERIOD = 1e-6
@@ -80,7 +80,7 @@ def simulate(dut, testbenches, monitors=(), *, max_cycles=20000):
     A background watchdog fails the run after ``max_cycles`` cycles, so
     that a unit that hangs fails its test instead of the whole session.
     """
-    sim = Simulator(dut)
+    sim = checked_simulator(dut)
     sim.add_clock(PERIOD)
     for testbench in testbenches:
         sim.add_testbench(testbench)

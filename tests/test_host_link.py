@@ -31,7 +31,7 @@ from sim.golden.reference import run
 from sim.host import runtime
 from sim.host.link import LinkSession
 from sim.host.script import BusScript
-from sim.streams import stream_get, stream_put
+from sim.streams import checked_simulator, stream_get, stream_put
 
 from factories import hardware_network
 
@@ -91,7 +91,7 @@ def exchange(frames, *, pause_after=None, max_cycles=200000):
         raise AssertionError(f"no complete exchange within {max_cycles} cycles "
                              f"({len(replies)} replies)")
 
-    simulator = Simulator(dut)
+    simulator = checked_simulator(dut)
     simulator.add_clock(1e-6)
     simulator.add_testbench(bench)
     simulator.add_testbench(watchdog, background=True)
@@ -230,7 +230,7 @@ def test_uart_loopback(divisor):
         async for _, _, framing, overrun in ctx.tick().sample(rx.framing_error, rx.overrun):
             assert not framing and not overrun
 
-    simulator = Simulator(m)
+    simulator = checked_simulator(m)
     simulator.add_clock(1e-6)
     simulator.add_testbench(sender)
     simulator.add_testbench(receiver)
@@ -261,7 +261,7 @@ def test_uart_framing_error_is_reported_and_the_byte_dropped():
             if valid:
                 seen["bytes"].append(payload)
 
-    simulator = Simulator(m)
+    simulator = checked_simulator(m)
     simulator.add_clock(1e-6)
     simulator.add_testbench(line)
     simulator.add_testbench(monitor, background=True)

@@ -17,6 +17,7 @@ from amaranth.sim import Simulator
 from sd_hw.config import AcceleratorConfig
 from sd_hw.datapath.mac_lanes import MAC_WEIGHT_BITS, MacLaneArray
 from sd_hw.errors import ParameterError
+from sim.streams import checked_simulator
 
 
 PERIOD = 1e-6
@@ -154,7 +155,7 @@ def run(config, *, basis_depth=4, passes=20, seed=0, stall=0.0, max_elements=12)
             cycle += 1
         timing["firsts"] = firsts
 
-    sim = Simulator(dut)
+    sim = checked_simulator(dut)
     sim.add_clock(PERIOD)
     sim.add_testbench(testbench)
     sim.add_testbench(monitor, background=True)
@@ -250,7 +251,7 @@ def test_extreme_values_are_exact():
             if payload.valid:
                 results.append(int(payload.value))
 
-    sim = Simulator(dut)
+    sim = checked_simulator(dut)
     sim.add_clock(PERIOD)
     sim.add_testbench(testbench)
     sim.run()

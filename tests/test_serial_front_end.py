@@ -22,6 +22,7 @@ from sd_hw.serial.layouts import WEIGHT_BANKS, record_reads
 from sd_hw.serial.record_reader import RecordReader
 from sd_hw.serial.records import Geometry, group_records
 from sim.golden.reference import rebuild_weight_rows
+from sim.streams import checked_simulator
 
 
 PERIOD = 1e-6
@@ -177,7 +178,7 @@ def run_group(config, weights, geometry, x, *, group, pool, in_base=5, basis_bas
             await ctx.tick()
         assert not ctx.get(issuer.busy) and not ctx.get(reader.busy)
 
-    sim = Simulator(dut)
+    sim = checked_simulator(dut)
     sim.add_clock(PERIOD)
     sim.add_testbench(testbench)
     sim.run()

@@ -24,6 +24,7 @@ from sd_hw.integer_network import MULTIPLIER_BITS
 from sd_hw.serial.layouts import param_layout
 from sd_hw.serial.output_unit import OutputUnit
 from sim.golden.reference import _maxpool, requantise
+from sim.streams import checked_simulator
 
 
 PERIOD = 1e-6
@@ -190,7 +191,7 @@ def run_groups(config, groups, *, seed, ready_rate=0.7, commit_rate=0.6, digits=
             assert all(begin + lanes <= cycle for begin, _ in deliveries)
             results.append((writes, words))
 
-    sim = Simulator(bench)
+    sim = checked_simulator(bench)
     sim.add_clock(PERIOD)
     sim.add_testbench(testbench)
     sim.run()

@@ -18,6 +18,7 @@ from sd_hw.errors import ParameterError
 from sd_hw.serial.config import SerialConfig
 from sd_hw.serial.layouts import group_layout, op_layout, pack_program_words
 from sd_hw.serial.sequencer import OpSequencer
+from sim.streams import checked_simulator
 
 
 PERIOD = 1e-6
@@ -111,7 +112,7 @@ def run(config, program, runs, seed):
             assert not ctx.get(seq.busy)
             started.append(groups)
 
-    sim = Simulator(dut)
+    sim = checked_simulator(dut)
     sim.add_clock(PERIOD)
     sim.add_testbench(testbench)
     sim.run()

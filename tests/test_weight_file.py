@@ -328,3 +328,93 @@ def test_network_description_is_validated():
     assert len(text) <= length
     body[offset:offset + length] = text + b" " * (length - len(text))
     read_error(with_crc(bytes(body)), "it has 3 entries, but the network has 1 compute layers")
+
+
+# Fields behind a valid CRC, range-checked (issue 16). ----------------------
+
+def section(data, position, name):
+    return struct.unpack_from("<QQ", data, entry_offset(position, name + ".offset"))
+
+
+@pytest.mark.parametrize("name, fmt, value, message", [
+    ("bias", "i", 2 ** 31 - 1, r"layer 'c1': bias of channel 0 is 2147483647, outside the "
+                               r"\d+-bit accumulator"),
+    ("shift", "B", 0, "layer 'c1': shift of channel 0 is 0, allowed 1 to 62"),
+    ("shift", "B", 63, "layer 'c1': shift of channel 0 is 63, allowed 1 to 62"),
+    ("multiplier", "i", 2 ** 15, "layer 'c1': multiplier of channel 0 is 32768, allowed 0 to "
+                                 "32767"),
+    ("multiplier", "i", -1, "layer 'c1': multiplier of channel 0 is -1"),
+])
+def test_channel_parameters_out_of_range_with_correct_crc(name, fmt, value, message):
+    net = tiny()
+    net.accumulator_bits = 24
+    for layer in net.layers.values():
+        layer.bias >>= 8
+    data = weight_file.write(net)
+    offset, _ = section(data, 0, name)
+    read_error(patch(data, offset, fmt, value), message)
+
+
+def test_final_layer_requantises_nothing():
+    data = weight_file.write(tiny())
+    offset, _ = section(data, 2, "shift")
+    read_error(patch(data, offset, "B", 5), "layer 'fc': shift of channel 0 is 5, allowed 0 "
+                                            "to 0 \\(the final layer outputs its accumulators\\)")
+
+
+def test_accumulator_bits_outside_the_hardware_range():
+    data = weight_file.write(tiny())
+    read_error(patch(data, 81, "B", 200), "accumulator_bits is 200, allowed 16 to 48")
+
+
+def replace_network_text(data, old, new):
+    """``data`` with ``old`` replaced by ``new`` (same length) in the description, CRC fixed."""
+    assert len(old) == len(new)
+    offset, length = struct.unpack_from("<QQ", data, 32)
+    body = bytearray(data[:-4])
+    text = bytes(body[offset:offset + length])
+    assert old in text
+    body[offset:offset + length] = text.replace(old, new, 1)
+    return with_crc(bytes(body))
+
+
+def test_unprintable_layer_name_with_correct_crc():
+    data = weight_file.write(tiny())
+    bad = replace_network_text(data, b'"c1"', b'"\\ud800"'[:4])  # '"\ud' is not JSON
+    read_error(bad, "network description")
+    bad = replace_network_text(data, b'"name": "c1"', b'"name": "\x01"'.ljust(12)[:12])
+    read_error(bad, "network description")
+
+
+def test_huge_integer_in_the_network_description():
+    net = tiny()
+    text = net.network.to_json()
+    huge = text.replace('"out_features": 5', '"out_features": 1' + "0" * 5000)
+    data = bytearray(weight_file.write(net))
+    body = data[:-4]
+    offset, length = struct.unpack_from("<QQ", body, 32)
+    # A description this long does not fit in place: the file is rebuilt around it.
+    new_body = body[:offset] + huge.encode() + body[offset + length:]
+    struct.pack_into("<Q", new_body, 40, len(huge))
+    struct.pack_into("<Q", new_body, 16, len(new_body) + 4)
+    message = read_error(with_crc(bytes(new_body)), "network description")
+    assert len(message) < 300
+
+
+def test_reformatted_description_is_not_canonical():
+    data = weight_file.write(tiny())
+    read_error(replace_network_text(data, b'"input_shape": [\n  2,',
+                                    b'"input_shape": [\n 2 ,'),
+               r"not in canonical form: byte \d+ \(network description\)")
+
+
+def test_nonzero_padding_is_not_canonical():
+    net = tiny()
+    data, layout = weight_file.write_with_layout(net)
+    layer = layout.layers["c1"]
+    offset, length = layer.sections["bias"]
+    if weight_file._align(length) == length:
+        pytest.skip("no padding after this section")
+    body = bytearray(data[:-4])
+    body[offset + length] = 1
+    read_error(with_crc(bytes(body)), r"not in canonical form: byte \d+ \(alignment padding\)")

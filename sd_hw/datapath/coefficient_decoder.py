@@ -222,7 +222,10 @@ class CoefficientDecoder(wiring.Component):
                     self.words.ready.eq(1),
                     landing.eq(word_bits - to_load),
                 ]
-                in_block = Cat(to_load > bit for bit in range(word_bits))
+                # Bits at or past `block_rows` are never in a block (`to_load` cannot
+                # reach them): constant, not a comparison that always fails.
+                in_block = Cat((to_load > bit) if bit < block_rows else Const(0, 1)
+                               for bit in range(word_bits))
                 with m.If(self.words.valid):
                     with m.Switch(slot):
                         for index in range(-(-block_rows // word_bits)):

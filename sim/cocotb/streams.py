@@ -6,7 +6,11 @@ A stream named ``words`` in a block's signature becomes the ports
 drains a source stream; both stall at random so that every block is tested
 under bubbles and back-pressure.
 
-Timing: both act once per clock cycle, at the falling edge (outputs change),
+:class:`StreamRuleChecker` watches any stream and fails the test when its
+producer breaks the stream rules (drops ``valid`` or changes the payload
+before ``ready`` took it).
+
+Timing: all act once per clock cycle, at the falling edge (outputs change),
 then look at the settled signals in the read-only phase before the next
 rising edge. A transfer is counted when ``valid`` and ``ready`` are both high
 there, which is exactly when the rising edge transfers it, on Icarus and
@@ -15,10 +19,11 @@ Verilator alike.
 
 import random
 
+import cocotb
 from cocotb.triggers import FallingEdge, ReadOnly
 
 
-__all__ = ["StreamDriver", "StreamMonitor"]
+__all__ = ["StreamDriver", "StreamMonitor", "StreamRuleChecker", "StreamRuleError"]
 
 
 def _high(handle):
@@ -48,13 +53,16 @@ class StreamDriver(_Stream):
 
     ``codec`` (or ``port_map``, a :class:`~sim.cocotb.PortMap`) packs the
     payloads; without either, payloads are raw ints. With ``stall`` > 0,
-    ``valid`` is withheld for that fraction of cycles.
+    ``valid`` is withheld for that fraction of cycles. ``break_rules`` makes it
+    a faulty producer for negative controls: while ``ready`` is low it drops
+    ``valid`` for a cycle.
     """
 
-    def __init__(self, dut, prefix, **kwargs):
+    def __init__(self, dut, prefix, *, break_rules=False, **kwargs):
         super().__init__(dut, prefix, **kwargs)
         self.valid.value = 0
         self.sent = 0
+        self.break_rules = break_rules
 
     async def send(self, payloads):
         """Send every payload; returns once the last one was accepted."""
@@ -69,6 +77,10 @@ class StreamDriver(_Stream):
             await ReadOnly()
             while not _high(self.ready):
                 await FallingEdge(self.clock)
+                if self.break_rules:
+                    self.valid.value = 0
+                    await FallingEdge(self.clock)
+                    self.valid.value = 1
                 await ReadOnly()
             self.sent += 1
         await FallingEdge(self.clock)
@@ -117,3 +129,48 @@ class StreamMonitor(_Stream):
                                      f"{self.payload.value.to_unsigned():#x}")
         await FallingEdge(self.clock)
         self.ready.value = 0
+
+
+class StreamRuleError(AssertionError):
+    """A producer dropped ``valid`` or changed the payload before ``ready``."""
+
+
+class StreamRuleChecker:
+    """Fails the test when stream ``prefix`` of ``dut`` breaks the stream rules.
+
+    Once per cycle, where transfers are judged (see the module doc), it
+    remembers an offer that ``ready`` did not take; in the next cycle
+    ``valid`` must still be high and the payload the same. :meth:`start`
+    begins watching; a violation raises :class:`StreamRuleError` in the
+    watching task (failing the test) and is kept in :attr:`violations`.
+    """
+
+    def __init__(self, dut, prefix, *, clock=None):
+        self.valid = getattr(dut, f"{prefix}__valid")
+        self.ready = getattr(dut, f"{prefix}__ready")
+        self.payload = getattr(dut, f"{prefix}__payload")
+        self.clock = clock if clock is not None else dut.clk
+        self.prefix = prefix
+        self.violations = []
+
+    def start(self):
+        return cocotb.start_soon(self._watch())
+
+    async def _watch(self):
+        held, cycle = None, 0
+        while True:
+            await FallingEdge(self.clock)
+            await ReadOnly()
+            valid, ready = _high(self.valid), _high(self.ready)
+            payload = str(self.payload.value)
+            if held is not None:
+                problem = None
+                if not valid:
+                    problem = f"valid fell in cycle {cycle} before ready took the payload"
+                elif payload != held:
+                    problem = f"payload changed in cycle {cycle} before ready took it"
+                if problem:
+                    self.violations.append(problem)
+                    raise StreamRuleError(f"stream {self.prefix}: {problem}")
+            held = payload if valid and not ready else None
+            cycle += 1

@@ -5,7 +5,8 @@ each of its sink streams and the payloads expected on each source stream,
 and writes them to a JSON file (:func:`write_vectors`). In the simulator,
 :func:`run_case` drives every sink stream with a :class:`StreamDriver`,
 drains every source stream with a :class:`StreamMonitor`, all with random
-stalls, and compares what came out with what was expected. Streams are
+stalls, checks every stream's handshake with a :class:`StreamRuleChecker`
+and compares what came out with what was expected. Streams are
 compared each in its own order: a stream-based block is defined by the
 sequence on each stream, not by the cycle of each transfer.
 
@@ -14,11 +15,13 @@ File format::
     {"cases": [{"name": str, "stall": float, "seed": int,
                 "inputs": {stream: [payload, ...]},
                 "outputs": {stream: [payload, ...]},
-                "max_cycles": int | null}]}
+                "max_cycles": int | null, "break_rules": stream (optional)}]}
 
 Payloads are nested dicts / lists / ints as :class:`PayloadCodec` packs and
 unpacks them. ``max_cycles`` (for cases without stalls) bounds the cycles
-from reset to the last expected transfer: a throughput check.
+from reset to the last expected transfer: a throughput check. ``break_rules``
+names a sink stream whose driver breaks the stream rules (a negative control
+of the checkers).
 """
 
 import json
@@ -32,7 +35,7 @@ from cocotb.triggers import with_timeout
 
 from .clocking import CLOCK_PERIOD_NS, start_clock_and_reset
 from .port_map import PortMap
-from .streams import StreamDriver, StreamMonitor
+from .streams import StreamDriver, StreamMonitor, StreamRuleChecker
 
 
 __all__ = ["VECTORS_ENV", "write_vectors", "load_cases", "case_names", "run_case"]
@@ -86,8 +89,13 @@ async def run_case(dut, name, *, idle_cycles=8):
     stall = case.get("stall", 0.0)
     await start_clock_and_reset(dut)
     start = get_sim_time("ns")
+    checkers = [StreamRuleChecker(dut, stream) for stream, info in ports.streams.items()
+                if not info.get("always_ready")]
+    watching = [checker.start() for checker in checkers]
+    breaking = case.get("break_rules")
     drivers = [(StreamDriver(dut, stream, port_map=ports, stall=stall,
-                             rng=random.Random(rng.random())), payloads)
+                             rng=random.Random(rng.random()),
+                             break_rules=stream == breaking), payloads)
                for stream, payloads in case["inputs"].items()]
     monitors = [(stream, StreamMonitor(dut, stream, port_map=ports, stall=stall,
                                        rng=random.Random(rng.random())), expected)
@@ -116,4 +124,8 @@ async def run_case(dut, name, *, idle_cycles=8):
     idle = [cocotb.start_soon(monitor.expect_idle(idle_cycles)) for _, monitor, _ in monitors]
     for task in idle:
         await task
+    for checker, task in zip(checkers, watching):
+        task.cancel()
+        if checker.violations:
+            raise AssertionError(f"case {name}: stream {checker.prefix}: {checker.violations[0]}")
     dut._log.info("case %s: %d transfers in %d cycles", name, transfers, cycles)
