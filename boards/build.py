@@ -30,7 +30,8 @@ from . import board as board_spec, board_module
 from .clocking import choose_clock, pll_for
 
 
-__all__ = ["BuildReport", "build_board", "toolchain_env", "CAPACITY", "PROBE_HZ", "format_report",
+__all__ = ["BuildReport", "PlaceAndRouteProgress", "build_board", "toolchain_env", "CAPACITY",
+           "PROBE_HZ", "format_report",
            "parse_clock"]
 
 #: Resources of each chip that a design can run out of: yosys cell types counted
@@ -179,17 +180,59 @@ def _script_steps(script):
 STEP_TIMEOUT_S = 30 * 60
 
 
-def _run(line, cwd, env, what, log_name, *, timeout=None):
+def _communicate(process, timeout, on_line):
+    """``process.communicate(timeout)``, with every stderr line also given to
+    ``on_line`` as it arrives (when not ``None``)."""
+    if on_line is None:
+        return process.communicate(timeout=timeout)
+    import threading
+    chunks = {"out": [], "err": []}
+
+    def drain(stream, key, each=None):
+        for text in stream:
+            chunks[key].append(text)
+            if each is not None:
+                each(text.rstrip("\n"))
+
+    readers = [threading.Thread(target=drain, args=(process.stdout, "out"), daemon=True),
+               threading.Thread(target=drain, args=(process.stderr, "err", on_line),
+                                daemon=True)]
+    for reader in readers:
+        reader.start()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired as expired:
+        expired.partial, expired.readers = chunks, readers
+        raise
+    for reader in readers:
+        reader.join()
+    return "".join(chunks["out"]), "".join(chunks["err"])
+
+
+def _run(line, cwd, env, what, log_name, *, timeout=None, on_line=None):
+    """Run the shell ``line`` in ``cwd``; its output goes to ``log_name`` there.
+
+    ``on_line`` (optional) gets each line the tool writes to stderr as it
+    writes it (nextpnr's log, for :class:`PlaceAndRouteProgress`). A step
+    running past ``timeout`` seconds is killed, the tool with its shell.
+    """
     timeout = STEP_TIMEOUT_S if timeout is None else timeout
     log = Path(cwd) / log_name
     with subprocess.Popen(["bash", "-c", line], cwd=cwd, env=env, text=True,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           start_new_session=True) as process:
         try:
-            out, err = process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
+            out, err = _communicate(process, timeout, on_line)
+        except subprocess.TimeoutExpired as expired:
             os.killpg(process.pid, signal.SIGKILL)   # the tool too, not only its shell
-            out, err = process.communicate()
+            partial = getattr(expired, "partial", None)
+            if partial is None:
+                out, err = process.communicate()
+            else:
+                process.wait()
+                for reader in expired.readers:
+                    reader.join(timeout=10)
+                out, err = "".join(partial["out"]), "".join(partial["err"])
             log.write_text(out + err)
             raise SdHwError(
                 f"{what} did not finish within {timeout / 60:g} min and was stopped (nextpnr's "
@@ -228,6 +271,79 @@ def _nextpnr_failure(log, device):
     return "place and route failed: " + ("; ".join(errors) or text[-1500:])
 
 
+class PlaceAndRouteProgress:
+    """nextpnr's log lines in, a few short phase lines out (to ``log``).
+
+    Each line gets the prefix ``what`` (e.g. ``seed 2 at 48 MHz``); a phase is
+    reported once when it starts (packing, analytic placement, annealing,
+    routing, each router's time), the timing after placement and after
+    routing, an error at once, and the router's remaining arcs at most every
+    ``every`` seconds of its own time (that is where a nearly full chip spends
+    its minutes).
+    """
+
+    _PHASES = (
+        (re.compile(r"Info: Packing "), "packing"),
+        (re.compile(r"Info: Creating initial analytic placement for (\d+) cells"),
+         "placing {0} cells (analytic placer)"),
+        (re.compile(r"Info: Running simulated annealing placer"),
+         "refining the placement (simulated annealing)"),
+        (re.compile(r"Info: Routing (\d+) arcs"), "routing {0} arcs"),
+        (re.compile(r"Info: Running router2"), "routing (router2)"),
+        (re.compile(r"Info: Router(\d) time ([\d.]+)s"), "routed in {1} s"),
+    )
+    _FMAX = re.compile(r"Info: Max frequency for clock\s+'([^']+)': ([\d.]+) MHz \((PASS|FAIL) "
+                       r"at ([\d.]+) MHz\)")
+    #: Router1: ``IterCnt | w/ripup wo/ripup | w/r wo/r | arcs left | batch total(sec)|``.
+    _ROUTER1 = re.compile(r"Info:\s+(\d+) \|.*\|\s*(\d+)\|\s*[\d.]+\s+([\d.]+)\|")
+    #: Router2: ``iter=N wires=W overused=O ...``.
+    _ROUTER2 = re.compile(r"Info:\s+iter=(\d+)\s.*overused=(\d+)")
+
+    def __init__(self, what, log, *, every=10.0):
+        self.what, self.log, self.every = what, log, every
+        self._seen = set()
+        self._routing = False
+        self._last_report = None
+
+    def _say(self, text):
+        self.log(f"  {self.what}: {text}")
+
+    def __call__(self, line):
+        for pattern, text in self._PHASES:
+            match = pattern.match(line)
+            if match and text not in self._seen:
+                self._seen.add(text)
+                if "rout" in text:
+                    self._routing = True
+                self._say(text.format(*match.groups()))
+                return
+        match = self._FMAX.match(line)
+        if match:
+            clock, achieved, verdict, target = match.groups()
+            if clock.startswith("$PACKER_"):
+                return  # a constant net (a DSP's unused clock input), not a clock
+            stage = "after routing" if self._routing else "estimated after placement"
+            self._say(f"{_clock_name(clock)} reaches {achieved} MHz {stage} ({verdict} at "
+                      f"{target} MHz)")
+            return
+        if line.startswith("ERROR:"):
+            self._say(line)
+            return
+        match = self._ROUTER1.match(line)
+        if match:
+            left, seconds = int(match.group(2)), float(match.group(3))
+            if self._last_report is None or seconds - self._last_report >= self.every:
+                self._last_report = seconds
+                self._say(f"routing, {left} arcs left after {seconds:.0f} s")
+            return
+        match = self._ROUTER2.match(line)
+        if match:
+            iteration = int(match.group(1))
+            if self._last_report is None or iteration - self._last_report >= self.every:
+                self._last_report = iteration
+                self._say(f"routing, iteration {iteration}, {match.group(2)} wires overused")
+
+
 #: The PLL output the measuring place and route is constrained to, above what
 #: the default configurations reach (UP5K about 22-24 MHz, ECP5 about 50-60 MHz)
 #: so the timing-driven placer works for speed. Not far above on ECP5: the
@@ -261,6 +377,7 @@ class _Flow:
     def __init__(self, name, spec, module, config, build_dir, log):
         self.name, self.spec, self.module, self.config = name, spec, module, config
         self.build_dir, self.log = build_dir, log or (lambda line: None)
+        self.progress = log
         self.device = module.PLATFORM.device
         self.env = toolchain_env()
         self.seconds = {}
@@ -317,8 +434,13 @@ class _Flow:
         if allow_fail:
             line += " --timing-allow-fail"
         self.log(f"placing and routing, {what} ...")
+        on_line = None
+        if self.progress is not None:
+            # nextpnr's log on stderr as well as in --log, for its phases as they come.
+            line = line.replace(" --quiet ", " ", 1)
+            on_line = PlaceAndRouteProgress(what, self.progress)
         result = _run(line, self.build_dir, self.env, "place and route",
-                      f"{TOP}{suffix}.pnr.log")
+                      f"{TOP}{suffix}.pnr.log", on_line=on_line)
         tim = self.build_dir / f"{TOP}{suffix}.tim"
         text = tim.read_text(errors="replace") if tim.exists() else ""
         missed = result.returncode != 0 and not allow_fail and "FAIL at" in text

@@ -26,7 +26,7 @@ class SimulatedBoard:
     """
 
     def __init__(self, name, config=None, *, divisor=8, simulator="verilator",
-                 build_dir="build/board-sim"):
+                 build_dir="build/board-sim", progress=None):
         from boards import board, board_module
         spec = board(name)
         module = board_module(spec)
@@ -35,6 +35,7 @@ class SimulatedBoard:
         self.divisor = divisor
         self.simulator = simulator
         self.build_dir = Path(build_dir)
+        self.progress = progress   # gets the simulator build's progress
         self._top = getattr(module, spec.top)
         self._generated = None
         #: The last run's requests and replies, byte for byte.
@@ -68,7 +69,8 @@ class SimulatedBoard:
             env["SD_HW_RAW"] = str(raw_path.resolve())
         try:
             run_cocotb_on(generated, "sim.cocotb.board_tb", simulator=self.simulator,
-                          build_dir=self.build_dir / "sim", extra_env=env)
+                          build_dir=self.build_dir / "sim", extra_env=env,
+                          progress=self.progress)
         except CocotbFailure as error:
             raise SdHwError(f"the simulated {self.name} failed: {error}") from None
         words = json.loads(results_path.read_text())

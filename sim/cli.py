@@ -342,12 +342,19 @@ def _read_config_file(path):
 
 
 def _load_inputs(net, path):
-    """int8 network inputs from a .npy file: float ones are quantised with the file's scale."""
-    from sim.golden.model_file import check_inputs
-    x = _load_array(path, "inputs")
-    if x.dtype == np.int8:
-        return check_inputs(net.network, x, source=str(path)).astype(np.int8)
-    return net.quantize_input(check_inputs(net.network, x, source=str(path)))
+    """int8 network inputs from a .npy file: float ones are quantised with the file's scale
+    (values outside the calibrated range are counted on stderr, :func:`_report_saturation`)."""
+    from sim.inputs import quantize_inputs
+    x, saturation = quantize_inputs(net, _load_array(path, "inputs"), source=str(path))
+    _report_saturation(saturation, path)
+    return x
+
+
+def _report_saturation(saturation, source):
+    """Say on stderr how many float input values saturated when quantised to int8."""
+    line = saturation.describe(str(source)) if saturation is not None else None
+    if line:
+        print(f"sd-hw: warning: {line}", file=sys.stderr)
 
 
 def _load_array(path, what):
@@ -365,9 +372,60 @@ def _load_labels(path, count):
     return labels[:count]
 
 
+#: Set by ``--quiet``: no progress lines.
+_quiet = False
+
+
 def _progress(line):
-    """Training progress: one line per epoch, on stderr (stdout keeps the results)."""
-    print(line, file=sys.stderr, flush=True)
+    """Progress of a long step (a training epoch, a place and route phase, a
+    simulator build), on stderr (stdout keeps the results); nothing with ``--quiet``."""
+    if not _quiet:
+        print(line, file=sys.stderr, flush=True)
+
+
+def _add_quiet_option(parser):
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress lines on stderr (results and errors still print)")
+
+
+def _add_board_option(parser, *, core=False):
+    """``--board NAME`` (and, where the command has no core options, ``--core``)."""
+    from boards import BOARDS
+    parser.add_argument("--board", choices=sorted(BOARDS),
+                        help="use this board's core configuration (its default core; --core sd "
+                             "its SDCore configuration); see sd-hw boards")
+    if core:
+        parser.add_argument("--core", dest="core_kind", choices=CORE_KINDS,
+                            help="with --board: which of the board's cores (default its own)")
+
+
+def _selected_config(args):
+    """The core configuration of ``--board`` (and the core options), or of the core
+    options alone."""
+    if getattr(args, "board", None):
+        return _board_config(args)
+    return core_config_from_args(args)
+
+
+def _report_fit(net, config, args):
+    """Print whether ``net`` fits the core and what would make it fit; True if it fits."""
+    from sim.fit import check_fit
+    report = check_fit(net, config, selected=_where(args))
+    if report.fits:
+        print(f"fit: the network fits the core of {_where(args) or 'these options'}")
+    else:
+        print(f"fit: the network does not fit the core of {_where(args) or 'these options'}: "
+              f"{report.describe()}")
+    return report.fits
+
+
+def _where(args):
+    """The core the options chose, as the user named it."""
+    if getattr(args, "board", None):
+        kind = getattr(args, "core_kind", None)
+        return f"--board {args.board}" + (f" --core {kind}" if kind else "")
+    kind = getattr(args, "core_kind", None)
+    return f"--core {kind}" if kind else ""
 
 
 def _add_training_data_options(parser, *, what):
@@ -433,7 +491,7 @@ def cmd_train(args):
             "cnn", "mlp") else 30
     else:
         epochs = 30
-    print(f"training on {data.description}", file=sys.stderr)
+    _progress(f"training on {data.description}")
     params = train_float(network, data, epochs=epochs, seed=args.seed, log=_progress,
                          init=params if args.fine_tune else None)
     if data.x_test is not None:
@@ -479,6 +537,8 @@ def cmd_compress(args):
         from sim.golden.datasets import dataset
         dataset(args.dataset)
     model = load_float_model(args.model, log=print)
+    if args.board or args.core_kind:
+        _selected_config(args)  # a bad --board/--core fails before the work
     if args.calibration is not None:
         model.calibration = check_inputs(model.network, _load_array(args.calibration,
                                                                     "calibration inputs"),
@@ -500,6 +560,8 @@ def cmd_compress(args):
     report = storage_report(result.integer_network)
     print(report.format_table())
     print(f"wrote {args.output} ({Path(args.output).stat().st_size} bytes)")
+    if args.board or args.core_kind:
+        return 0 if _report_fit(result.integer_network, _selected_config(args), args) else 1
 
 
 def cmd_inspect(args):
@@ -534,9 +596,11 @@ def cmd_evaluate(args):
     if args.output:
         check_output_path(args.output, "outputs file")
     net = weight_file.load(args.file)
+    config = _selected_config(args) if args.board or args.core_kind else None
+    dataflow = args.dataflow or (config.datapath.dataflow if config else "rebuild")
     x_int = _load_inputs(net, args.inputs)
     labels = None if args.labels is None else _load_labels(args.labels, len(x_int))
-    logits = run(net, x_int, dataflow=args.dataflow)
+    logits = run(net, x_int, dataflow=dataflow)
     if logits.ndim == 2:
         predictions = np.argmax(logits, axis=1)
         if labels is not None:
@@ -547,6 +611,8 @@ def cmd_evaluate(args):
     if args.output:
         save_npy(args.output, logits)
         print(f"wrote {args.output}")
+    if config is not None:
+        return 0 if _report_fit(net, config, args) else 1
 
 
 def cmd_generate(args):
@@ -571,7 +637,7 @@ def cmd_generate(args):
 
 def cmd_config(args):
     from sd_hw.generate import core_description
-    print(json.dumps(core_description(core_config_from_args(args)), indent=1))
+    print(json.dumps(core_description(_selected_config(args)), indent=1))
 
 
 def _print_counters(report):
@@ -595,10 +661,12 @@ def cmd_simulate(args):
     if args.count is not None:
         x = x[:args.count]
     labels = None if args.labels is None else _load_labels(args.labels, len(x))
-    config = core_config_from_args(args)
+    config = _selected_config(args)
+    from sim.fit import require_fit
+    require_fit(net, config, selected=_where(args))
     report = simulate(net, config, x, simulator=args.sim, build_dir=args.build_dir,
                       layers=not args.outputs_only, waves_on_mismatch=args.waves,
-                      log=print)
+                      log=print, progress=_progress)
     cycles = np.asarray(report.cycles)
     print(f"{len(x)} input(s) on {args.sim}: {report.layers_checked} layer results compared "
           f"with the golden model, {len(report.mismatches)} mismatching input(s)")
@@ -661,7 +729,7 @@ def cmd_build(args):
     check_output_folder(args.out_dir, "--out-dir")
     config = _board_config(args)
     report = build_board(args.board, config, out_dir=args.out_dir, seeds=args.seeds,
-                         clock=args.clock, log=print)
+                         clock=args.clock, log=_progress)
     print(format_report(report))
     print(f"wrote {Path(args.out_dir) / args.board / 'report.json'} and report.txt")
     return 0 if report.meets_timing else 1
@@ -675,42 +743,24 @@ def cmd_flash(args):
 
 
 def cmd_run(args):
-    from boards import board, board_module
-    from boards.clocking import slowest_clock_hz
     from sd_hw import weight_file
-    from sim.host.board import run_network
-    from sim.host.link import SerialTransport
+    from sim.api import run_on_board
     if args.output:
         check_output_path(args.output, "outputs file")
     net = weight_file.load(args.file)
     x = _load_inputs(net, args.inputs)
     if args.count is not None:
         x = x[:args.count]
-    config = _board_config(args)
-    # The clock only bounds how long a RUN may take: assume the slowest the
-    # board's PLL makes, which covers whatever clock its bitstream was built for.
-    spec = board(args.board)
-    clock_hz = slowest_clock_hz(spec.family, board_module(spec).OSCILLATOR_HZ)
-    transport = SerialTransport(args.port, baud=args.baud, clock_hz=clock_hz)
-    try:
-        ident = transport.ident()
-        print(f"{args.port}: sd-hw core, registers {' '.join(f'{w:08x}' for w in ident)}")
-        report = run_network(transport, net, config, x, log=print)
-    except Exception as error:
-        from sd_hw.link.protocol import ProtocolError
-        if isinstance(error, ProtocolError):
-            raise SdHwError(f"{args.port}: {error}") from None
-        raise
-    finally:
-        transport.close()
-    if report.outputs.ndim == 2:
-        print(" ".join(map(str, np.argmax(report.outputs, axis=1).tolist())))
-    print(f"outputs {'equal' if report.passed else 'DIFFER FROM'} the golden model's; "
-          f"{np.mean(report.cycles):.0f} cycles per inference")
+    result = run_on_board(net, x, board=args.board, port=args.port, baud=args.baud,
+                          config=_board_config(args), progress=_progress)
+    if result.outputs.ndim == 2:
+        print(" ".join(map(str, np.argmax(result.outputs, axis=1).tolist())))
+    print(f"outputs {'equal' if result.passed else 'DIFFER FROM'} the golden model's; "
+          f"{np.mean(result.cycles):.0f} cycles per inference")
     if args.output:
-        save_npy(args.output, report.outputs)
+        save_npy(args.output, result.outputs)
         print(f"wrote {args.output}")
-    return 0 if report.passed else 1
+    return 0 if result.passed else 1
 
 
 def cmd_demo(args):
@@ -780,6 +830,7 @@ def build_parser():
     train.add_argument("--seed", type=_SEED, default=0)
     train.add_argument("-o", "--output", required=True, help="model file to write (.npz)")
     _add_training_data_options(train, what="training")
+    _add_quiet_option(train)
     train.set_defaults(func=cmd_train)
 
     import_parser = commands.add_parser(
@@ -810,6 +861,8 @@ def build_parser():
                                "one whose images fit the model's input)")
     compress.add_argument("--epochs", type=_integer(1, 100000), default=10,
                           help="retraining epochs")
+    _add_board_option(compress, core=True)
+    _add_quiet_option(compress)
     _add_training_data_options(compress, what="--retrain (and calibration)")
     _add_decompose_options(compress)
     compress.set_defaults(func=cmd_compress)
@@ -826,7 +879,9 @@ def build_parser():
                           help=".npy inputs (N, *input_shape): float (quantised with the "
                                "file's input scale) or int8")
     evaluate.add_argument("--labels", help=".npy integer labels: print the accuracy")
-    evaluate.add_argument("--dataflow", choices=("rebuild", "factored"), default="rebuild")
+    evaluate.add_argument("--dataflow", choices=("rebuild", "factored"),
+                          help="default: the --board core's, else rebuild")
+    _add_board_option(evaluate, core=True)
     evaluate.add_argument("-o", "--output", help="write the outputs (logits) as .npy")
     evaluate.set_defaults(func=cmd_evaluate)
 
@@ -849,6 +904,7 @@ def build_parser():
                                  description="Print the core configuration that the options "
                                              "describe, as `--config FILE` reads it.")
     add_core_options(config)
+    _add_board_option(config)
     config.set_defaults(func=cmd_config)
 
     from sim.simulate import SIMULATORS
@@ -873,6 +929,8 @@ def build_parser():
                           help="folder for Verilog and simulator builds (default build/simulate)")
     simulate.add_argument("-o", "--output", help="write the RTL's outputs as .npy")
     add_core_options(simulate)
+    _add_board_option(simulate)
+    _add_quiet_option(simulate)
     simulate.set_defaults(func=cmd_simulate)
 
     from boards import BOARDS
@@ -897,6 +955,7 @@ def build_parser():
     build.add_argument("-o", "--out-dir", default="build/boards",
                        help="folder for the builds (default build/boards)")
     add_core_options(build)
+    _add_quiet_option(build)
     build.set_defaults(func=cmd_build)
 
     flash = commands.add_parser("flash", help="program a board with a bitstream "
@@ -920,6 +979,7 @@ def build_parser():
     run_parser.add_argument("--count", type=_integer(1), help="run only the first N inputs")
     run_parser.add_argument("-o", "--output", help="write the outputs as .npy")
     add_core_options(run_parser)
+    _add_quiet_option(run_parser)
     run_parser.set_defaults(func=cmd_run)
     return parser
 
@@ -933,16 +993,19 @@ def main(argv=None):
     """Run the ``sd-hw`` command; return its exit status.
 
     0 on success, 1 when a check the command makes fails (a simulation or a
-    board run that differs from the golden model, a build that misses timing),
-    2 on bad input or a bad option (one line ``sd-hw: error: ...`` on stderr),
+    board run that differs from the golden model, a build that misses timing,
+    a network that does not fit the core ``--board`` chose), 2 on bad input or
+    a bad option (one line ``sd-hw: error: ...`` on stderr),
     :data:`BROKEN_PIPE_STATUS` when stdout was closed early. It never raises
     SystemExit: ``--help`` returns 0.
     """
+    global _quiet
     try:
         try:
             args = build_parser().parse_args(argv)
         except SystemExit as stop:  # --help, or a bad option that argparse has reported
             return stop.code or 0
+        _quiet = getattr(args, "quiet", False)
         status = args.func(args)
         sys.stdout.flush()
     except SdHwError as error:

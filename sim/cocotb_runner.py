@@ -153,9 +153,49 @@ def _build(runner, simulator, *, build_log, **kwargs):
             os.environ["MAKEFLAGS"] = saved_makeflags
 
 
+class _Heartbeat:
+    """Says ``what`` is still going on, every ``every`` seconds, while it lasts."""
+
+    def __init__(self, what, log, *, every=20.0):
+        import threading
+        self.what, self.log, self.every = what, log, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+        self._started = time.perf_counter()
+
+    def _beat(self):
+        while not self._stop.wait(self.every):
+            self.log(f"  still {self.what} ({time.perf_counter() - self._started:.0f} s)")
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def _build_with_progress(runner, simulator, log, **kwargs):
+    """:func:`_build`, telling ``log`` (if any) that it starts, lasts and ends: a
+    Verilator build of a whole core takes a minute or more, once per configuration."""
+    if log is None:
+        return _build(runner, simulator, **kwargs)
+    toplevel = kwargs["hdl_toplevel"]
+    lines = sum(Path(source).read_text(errors="replace").count("\n")
+                for source in kwargs["sources"])
+    log(f"compiling {toplevel} ({lines} lines of Verilog) with {simulator}; once per "
+        f"configuration, reused afterwards ...")
+    started = time.perf_counter()
+    with _Heartbeat(f"compiling {toplevel} with {simulator}", log):
+        _build(runner, simulator, **kwargs)
+    log(f"compiled {toplevel} with {simulator} in {time.perf_counter() - started:.0f} s")
+
+
 def run_cocotb(verilog_sources, toplevel, test_module, *, simulator, build_dir,
                module_dirs=(), config=None, extra_env=None, parameters=None,
-               testcase=None, seed=None, waves=False, rebuild=True, build_args=()):
+               testcase=None, seed=None, waves=False, rebuild=True, build_args=(),
+               progress=None):
     """Build ``verilog_sources`` and run the cocotb tests of ``test_module`` on them.
 
     simulator
@@ -186,6 +226,9 @@ def run_cocotb(verilog_sources, toplevel, test_module, *, simulator, build_dir,
     build_args
         Compiler arguments added to this module's own for ``simulator``
         (e.g. ``-D`` defines that vendor simulation models need).
+    progress
+        A function that gets a line when a build starts and ends, and every
+        20 s while it lasts (the first Verilator build of a core takes minutes).
 
     Returns a :class:`CocotbResult`; raises :class:`CocotbFailure` if the
     build failed, the simulator crashed, a test failed or no test ran.
@@ -232,10 +275,11 @@ def run_cocotb(verilog_sources, toplevel, test_module, *, simulator, build_dir,
             for stale in run_dir.iterdir():
                 if stale.is_file() and stale.suffix not in (".v", ".log"):
                     stale.unlink()
-            _build(runner, simulator, sources=sources, hdl_toplevel=toplevel,
-                   build_dir=run_dir, build_args=build_args, parameters=dict(parameters or {}),
-                   timescale=TIMESCALE, waves=waves and simulator == "verilator",
-                   always=True, build_log=build_log)
+            _build_with_progress(runner, simulator, progress, sources=sources,
+                                 hdl_toplevel=toplevel, build_dir=run_dir,
+                                 build_args=build_args, parameters=dict(parameters or {}),
+                                 timescale=TIMESCALE, waves=waves and simulator == "verilator",
+                                 always=True, build_log=build_log)
             stamp.write_text(fingerprint)
         built = time.perf_counter()
         results_xml.unlink(missing_ok=True)

@@ -157,7 +157,10 @@ def run_demo(*, dataset_name="digits", model="cnn", retrain_method="ste",
     path = out_dir / f"{data_set.name}-{model}.sdw"
     weight_file.save(net, path)
     loaded = weight_file.load(path)
-    x_int = net.quantize_input(x_test)
+    from sim.inputs import quantize_inputs
+    x_int, saturation = quantize_inputs(net, x_test, source="test inputs")
+    if saturation.clipped:
+        log(saturation.describe("test inputs"))
     round_trip = np.array_equal(run(loaded, x_int), run(net, x_int))
     report = storage_report(loaded)
     log(f"\nwrote {path} ({path.stat().st_size} bytes); reloaded file gives "

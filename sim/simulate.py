@@ -114,8 +114,11 @@ def golden_counters(net, x, config):
     return expected_counters(net, x, core_shape(config))
 
 
-def execute_script(script, config, *, simulator, build_dir, waves=False, rebuild=False):
-    """Run ``script`` on a core of ``config``; returns ``({tag: words}, waveform path)``."""
+def execute_script(script, config, *, simulator, build_dir, waves=False, rebuild=False,
+                   progress=None):
+    """Run ``script`` on a core of ``config``; returns ``({tag: words}, waveform path)``.
+
+    ``progress`` gets the simulator build's start, heartbeat and end."""
     build_dir = Path(build_dir)
     if simulator == "amaranth":
         from sd_hw.generate import core_component
@@ -146,7 +149,7 @@ def execute_script(script, config, *, simulator, build_dir, waves=False, rebuild
                                build_dir=build_dir / "sim", waves=waves, rebuild=rebuild,
                                extra_env={SCRIPT_ENV: str(script_path.resolve()),
                                           RESULTS_ENV: str(results_path.resolve())},
-                               **models)
+                               progress=progress, **models)
     except CocotbFailure as error:
         raise SdHwError(f"the {simulator} simulation failed: {error}") from None
     words = json.loads(results_path.read_text())
@@ -233,13 +236,14 @@ def compare(net, program, x, words, *, simulator):
 
 
 def simulate(net, config, x, *, simulator="verilator", build_dir="build/simulate",
-             layers=True, waves_on_mismatch=False, rebuild=False, log=None):
+             layers=True, waves_on_mismatch=False, rebuild=False, log=None, progress=None):
     """Run int8 inputs ``x`` (N, *input_shape) on the RTL of ``config`` and check them.
 
     Returns a :class:`SimulationReport`. With ``layers`` (True, or the
     number of leading inputs to do it for), every operation's result is
     compared (operations whose memory a later one reuses are run again on
-    their own prefix of the program); otherwise the outputs only.
+    their own prefix of the program); otherwise the outputs only. ``log``
+    gets what is simulated, ``progress`` the simulator build's progress.
     """
     started = time.perf_counter()
     x = checked_inputs(net, x)
@@ -249,7 +253,7 @@ def simulate(net, config, x, *, simulator="verilator", build_dir="build/simulate
         log(f"simulating {len(x)} input(s) on {simulator} "
             f"({sum(len(s[2]) for s in script.steps if s[0] == 'write')} words written)")
     words, _ = execute_script(script, config, simulator=simulator, build_dir=build_dir,
-                              rebuild=rebuild)
+                              rebuild=rebuild, progress=progress)
     report = compare(net, program, x, words, simulator=simulator)
     if report.mismatches and waves_on_mismatch:
         first = report.mismatches[0]

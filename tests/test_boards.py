@@ -223,8 +223,10 @@ def test_run_without_a_port_fails_clearly(tmp_path, capsys):
     from sd_hw import weight_file
     weight_file.save(net, tmp_path / "n.sdw")
     np.save(tmp_path / "x.npy", np.zeros((1, 2, 4, 4), np.int8))
+    # TINY's 1x1 convolution runs on the board's SDCore (the default, serial, core would
+    # refuse it before the port is opened).
     code = main(["run", str(tmp_path / "n.sdw"), "--port", str(tmp_path / "ttyNONE"),
-                 "--inputs", str(tmp_path / "x.npy")])
+                 "--inputs", str(tmp_path / "x.npy"), "--core", "sd"])
     err = capsys.readouterr().err
     assert code == 2 and "cannot open the serial port" in err and "Traceback" not in err
 

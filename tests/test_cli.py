@@ -352,9 +352,12 @@ def test_simulate_on_the_serial_core(compressed, capsys, tmp_path):
         code = main([str(arg) for arg in argv])
         _, err = capsys.readouterr()
         assert code == 2
-        assert err.strip().splitlines() == [
+        (line,) = err.strip().splitlines()
+        assert line.startswith(
             "sd-hw: error: layer 'c2': the element-serial core runs 3x3 convolutions and "
-            "linear layers, not a 1x1 convolution"]
+            "linear layers, not a 1x1 convolution; to fit: a board configuration that holds "
+            "it: ")
+        assert "--board ulx3s --core sd" in line
         return
     out = run_ok(capsys, "simulate", path, "--inputs", tmp_path / "x.npy", "--sim", "amaranth",
                  "--core", "serial", "--lanes", "4", "--build-dir", tmp_path / "build",

@@ -91,7 +91,8 @@ def test_accumulator_overflow_is_refused_with_the_width_needed():
     params = {"fc.weight": np.full((2, 300), 0.5), "fc.bias": np.zeros(2)}
     scales = {"fc": 1.0}
     with pytest.raises(SdHwError, match=r"layer 'fc'.*needs a 24-bit accumulator.*"
-                                        r"accumulator_bits = 16"):
+                                        r"accumulator_bits = 16; to fit: sd-hw compress "
+                                        r"--accumulator-bits 24$"):
         # 300 weights of 127 (0.5 at scale 0.5/127) times 128: 4876800 < 2**23.
         build_integer_network(network, params, {}, scales, accumulator_bits=16)
     net = build_integer_network(network, params, {}, scales, accumulator_bits=32)

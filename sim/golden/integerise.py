@@ -205,8 +205,8 @@ def build_integer_network(network, params, decomposed, activation_scales, *,
             raise SdHwError(
                 f"layer {layer.name!r}: output channel {worst} can reach |acc| = "
                 f"{int(bound[worst])}, which needs a {need}-bit accumulator; "
-                f"the limit is accumulator_bits = {accumulator_bits} "
-                f"(sd-hw compress --accumulator-bits)")
+                f"the limit is accumulator_bits = {accumulator_bits}; to fit: "
+                f"sd-hw compress --accumulator-bits {need}")
         if final:
             mult = np.zeros(layer.out_size, np.int32)
             shift = np.zeros(layer.out_size, np.uint8)
