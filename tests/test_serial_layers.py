@@ -260,3 +260,66 @@ def test_onnx_cnn_with_the_new_layers_runs_bit_exactly(tmp_path):
     report = simulate(net, config, x_int, simulator="amaranth", build_dir=tmp_path)
     assert_passed(report)
     assert report.layers_checked == ops_of(network)
+
+
+def _onnx_cnn(tmp_path, rng):
+    """Conv 3x3 stride 2 + BatchNormalization, Relu, Conv 3x3 padding 0, Relu,
+    GlobalAveragePool, Flatten, Gemm, as an ONNX file; and its input shape."""
+    from onnx import helper
+    from tests.test_onnx_import import _const, _model, _save
+    inits = [
+        _const("w1", rng.standard_normal((6, 2, 3, 3)) * 0.4),
+        _const("bn_g", rng.random(6) + 0.5), _const("bn_b", rng.standard_normal(6) * 0.2),
+        _const("bn_m", rng.standard_normal(6) * 0.3), _const("bn_v", rng.random(6) + 0.3),
+        _const("w2", rng.standard_normal((8, 6, 3, 3)) * 0.2),
+        _const("b2", rng.standard_normal(8) * 0.1),
+        _const("fw", rng.standard_normal((8, 4)) * 0.3), _const("fb", np.zeros(4)),
+    ]
+    node = helper.make_node
+    nodes = [
+        node("Conv", ["x", "w1"], ["c1"], strides=[2, 2], pads=[1, 1, 1, 1],
+             kernel_shape=[3, 3]),
+        node("BatchNormalization", ["c1", "bn_g", "bn_b", "bn_m", "bn_v"], ["n1"],
+             epsilon=1e-3),
+        node("Relu", ["n1"], ["r1"]),
+        node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[0, 0, 0, 0]),
+        node("Relu", ["c2"], ["r2"]),
+        node("GlobalAveragePool", ["r2"], ["gap"]),
+        node("Flatten", ["gap"], ["flat"]),
+        node("Gemm", ["flat", "fw", "fb"], ["y"]),
+    ]
+    return _save(_model(nodes, inits, [2, 11, 10]), tmp_path, "cnn.onnx")
+
+
+@pytest.mark.slow
+@pytest.mark.duration(120)
+def test_onnx_cnn_retrained_on_npy_files_runs_on_the_rtl(tmp_path, capsys):
+    """The whole path a user takes with an ONNX CNN that has a stride-2 convolution,
+    batch norm, padding 0 and global average pooling: ``sd-hw compress model.onnx``
+    retraining on .npy arrays, then ``sd-hw simulate`` on the iCEBreaker's core under
+    Verilator, every layer and counter compared with the golden model."""
+    pytest.importorskip("onnx")
+    from sim.cli import main
+    from sim.golden.nn import forward
+    from sim.onnx_import import import_onnx
+    rng = np.random.default_rng(3)
+    path = _onnx_cnn(tmp_path, rng)
+    imported = import_onnx(path).model
+    x = rng.standard_normal((300, 2, 11, 10)).astype(np.float32)
+    logits = forward(imported.network, imported.params, x)
+    # Labels: the float network's own classes, balanced by centring its logits.
+    y = np.argmax(logits - logits.mean(axis=0), axis=1)
+    assert len(np.unique(y)) == 4
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    weights = tmp_path / "cnn.sdw"
+    assert main(["compress", str(path), "-o", str(weights), "--retrain", "ste",
+                 "--epochs", "2", "--train-data", str(tmp_path / "x.npy"),
+                 "--train-labels", str(tmp_path / "y.npy"), "--board", "icebreaker"]) == 0
+    capsys.readouterr()
+    code = main(["simulate", str(weights), "--inputs", str(tmp_path / "x.npy"),
+                 "--count", "3", "--sim", "verilator", "--board", "icebreaker",
+                 "--build-dir", str(tmp_path / "sim")])
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    assert ", 0 mismatching input(s)" in out
