@@ -33,6 +33,12 @@ squares with ``rcond = 1e-10`` and no exponent window (only the clip).
 :func:`exponent_window_report` lists the blocks whose exponents then need
 more than ``2**code_bits`` values. docs/decomposition.md compares the two.
 
+With ``shared_basis`` G > 1 (sd-hw preset only), the filters of a layer
+are taken in groups of G consecutive ones and block ``b`` of a group is
+block ``b`` of its filters stacked: one alternating minimisation, one basis
+and one exponent window for the group's block (docs/decomposition.md,
+"Shared bases").
+
 All blocks of a call are processed together: per-block 3x3 solves run on
 stacks, and only blocks that have not converged keep iterating. A block's
 result does not depend on the other blocks of the call.
