@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 python bench/bench_shared_basis.py [--datasets digits,mnist]
         [--groups 1,4,8,16] [--out docs/shared-basis.md] [--json docs/shared-basis.json]
-        [--build build/shared]
+        [--build build/shared] [--merge] [--seeds 1,2,3,4] [--rewrite]
 
 For the digits CNN and the MNIST CNN, trains the float model once (the
 demo's epochs and seed), then for every basis group size G (1 = a basis per
@@ -16,6 +16,12 @@ reconstruction error (relative Frobenius norm of ``W - Ce.B`` against the
 pruned weight ``W``, per layer and overall), storage report of the weight
 file (basis bits counted once per group), decomposition time. Results are
 written after every run, so an interrupted sweep keeps what it measured.
+
+``--seeds`` repeats the runs from float models trained with other seeds and
+keeps the accuracies and errors (a table of mean, min and max per G), to
+tell a difference between two G from seed noise. ``--merge`` keeps the
+results of ``--json`` that a call does not repeat; ``--rewrite`` only
+rewrites the markdown from the JSON.
 
 The MNIST weight file of each G is left in ``--build`` (``mnist-cnn-g<G>.sdw``,
 with ``test_inputs.npy``, ``test_inputs_int8.npy`` and ``test_labels.npy``)
@@ -162,6 +168,77 @@ def sweep(name, groups, build, results, save, log):
         save()
 
 
+def seed_sweep(name, groups, seeds, results, save, log):
+    """The runs of :func:`sweep` for other float-training seeds (the
+    retraining seed stays 0), keeping the accuracies and errors only: how
+    much of a difference between two G is seed noise."""
+    data_set = dataset(name)
+    network = data_set.model("cnn")
+    data = data_set.load(seed=0)
+    x_test = data.inputs_for(network, "test")
+    calibration = data.inputs_for(network, "train")[:256]
+    epochs = EPOCHS[name]
+    entry = results.setdefault(f"{name} seeds", {"runs": {}})
+    entry.update({"prune": PRUNE[name], "epochs": dict(epochs),
+                  "test_images": int(len(x_test))})
+    for seed in seeds:
+        params = train_float(network, data, epochs=epochs["train"], seed=seed)
+        float_acc = float(accuracy(network, params, x_test, data.y_test))
+        for g in groups:
+            options = CompressOptions(decompose=DecomposeParams(shared_basis=g),
+                                      prune=PRUNE[name])
+            masks = prune_masks(network, params, options)
+            before, _ = measure(network, params, masks, options, calibration, x_test,
+                                data.y_test)
+            retrained, _ = retrain(network, params, data, masks, options, method="ste",
+                                   epochs=epochs["retrain"])
+            after, _ = measure(network, retrained, masks, options, calibration, x_test,
+                               data.y_test)
+            log(f"{name} seed {seed}, G = {g}: float {100 * float_acc:.2f} %, integer "
+                f"{100 * before['integer']:.2f} % -> {100 * after['integer']:.2f} % retrained")
+            runs = entry["runs"].setdefault(str(g), [])
+            runs[:] = [r for r in runs if r["seed"] != seed]
+            runs.append({"seed": seed, "float": float_acc,
+                         "integer_before": before["integer"], "integer_after": after["integer"],
+                         "float_after": after["float"],
+                         "error_before": before["error"]["overall"],
+                         "error_after": after["error"]["overall"],
+                         "weight_bits": after["storage"]["weight_bits"],
+                         "checks": all(m[k] for m in (before, after)
+                                       for k in ("dataflows_agree", "file_round_trip"))})
+            save()
+
+
+def _seed_table(name, entry):
+    runs = sorted(entry["runs"].items(), key=lambda item: int(item[0]))
+    seeds = sorted({r["seed"] for _, rs in runs for r in rs})
+
+    def stat(values, fmt):
+        values = np.asarray(values)
+        return f"{fmt(values.mean())} ({fmt(values.min())} .. {fmt(values.max())})"
+
+    pct = lambda v: f"{100 * v:.2f}"  # noqa: E731
+    lines = [f"## {name.split()[0]} CNN over float-training seeds {', '.join(map(str, seeds))}",
+             "",
+             "The same runs (retraining seed 0) from float models trained with other seeds: "
+             "mean (min .. max) over the seeds; the float models score "
+             + stat([r["float"] for r in runs[0][1]], pct) + " %.", "",
+             "| G | integer, no retraining | integer, retrained | float SD, retrained "
+             "| error, no retraining | error, retrained | weight bits |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
+    for g, rs in runs:
+        lines.append(f"| {g} | {stat([r['integer_before'] for r in rs], pct)} | "
+                     f"{stat([r['integer_after'] for r in rs], pct)} | "
+                     f"{stat([r['float_after'] for r in rs], pct)} | "
+                     f"{stat([r['error_before'] for r in rs], lambda v: f'{v:.4f}')} | "
+                     f"{stat([r['error_after'] for r in rs], lambda v: f'{v:.4f}')} | "
+                     f"{stat([r['weight_bits'] for r in rs], lambda v: f'{v:,.0f}')} |")
+    checks = all(r["checks"] for _, rs in runs for r in rs)
+    lines += ["", "Dataflows agree and weight files read back in every run: "
+              + ("yes." if checks else "NO (see the JSON)."), ""]
+    return lines
+
+
 def _pct(value):
     return f"{100 * value:.2f}"
 
@@ -187,6 +264,9 @@ def markdown(results, stamp, command):
         "",
     ]
     for name, entry in results.items():
+        if name.endswith(" seeds"):
+            lines += _seed_table(name, entry)
+            continue
         prune = ", ".join(f"{k} {v}" for k, v in entry["prune"].items())
         lines += [
             f"## {name} CNN",
@@ -198,8 +278,8 @@ def markdown(results, stamp, command):
             "",
             "| G | float SD, no retraining | integer, no retraining | error, no retraining "
             "| float SD, retrained | integer, retrained | error, retrained | weight bits "
-            "| of which basis | file bytes | decomposition s |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| of which basis | file bytes | decomposition s | retraining s |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         runs = sorted(entry["runs"].items(), key=lambda item: int(item[0]))
         for g, r in runs:
@@ -209,7 +289,7 @@ def markdown(results, stamp, command):
                 f"| {g} | {_pct(b['float'])} | {_pct(b['integer'])} | "
                 f"{b['error']['overall']:.4f} | {_pct(a['float'])} | {_pct(a['integer'])} | "
                 f"{a['error']['overall']:.4f} | {s['weight_bits']:,} | {s['basis_bits']:,} | "
-                f"{s['file_bytes']:,} | {b['decompose_seconds']:.3f} |")
+                f"{s['file_bytes']:,} | {b['decompose_seconds']:.3f} | {r['retrain_seconds']:.0f} |")
         checks = all(r[when][key] for _, r in runs for when in ("before", "after")
                      for key in ("dataflows_agree", "file_round_trip"))
         lines += ["", "Rebuild and factored integer dataflows agree, and the weight file "
@@ -239,6 +319,11 @@ def main(argv=None):
     parser.add_argument("--json", type=Path, help="write the JSON results here")
     parser.add_argument("--build", type=Path, default=Path("build/shared"),
                         help="folder for the MNIST weight files (default build/shared)")
+    parser.add_argument("--seeds", default="",
+                        help="other float-training seeds, comma separated: the --groups runs "
+                             "again from each seed's float model, accuracies and errors only")
+    parser.add_argument("--rewrite", action="store_true",
+                        help="only rewrite --out from the results in --json (no runs)")
     parser.add_argument("--merge", action="store_true",
                         help="keep the runs of --json that this call does not repeat (the "
                              "float models are deterministic: same seed, same model)")
@@ -248,6 +333,15 @@ def main(argv=None):
     command = "OMP_NUM_THREADS=1 python bench/bench_shared_basis.py " + " ".join(
         a if " " not in a else repr(a) for a in (argv if argv is not None else sys.argv[1:]))
     results = {}
+    if args.rewrite:
+        if not (args.json and args.out):
+            parser.error("--rewrite needs --json and --out")
+        payload = json.loads(args.json.read_text())
+        old = args.out.read_text() if args.out.exists() else ""
+        findings = old[old.index(FINDINGS):] if FINDINGS in old else ""
+        args.out.write_text(markdown(payload["results"], payload["run"], payload["command"])
+                            + ("\n" + findings if findings else ""))
+        return 0
     if args.merge and args.json and args.json.exists():
         results = json.loads(args.json.read_text())["results"]
     start = time.perf_counter()
@@ -267,8 +361,12 @@ def main(argv=None):
             args.out.write_text(markdown(results, stamp, command)
                                 + ("\n" + findings if findings else ""))
 
+    seeds = [int(seed) for seed in args.seeds.split(",") if seed]
     for name in names:
-        sweep(name, groups, args.build, results, save, print)
+        if seeds:
+            seed_sweep(name, groups, seeds, results, save, print)
+        else:
+            sweep(name, groups, args.build, results, save, print)
     print(markdown(results, run_stamp(), command))
     print(f"bench_shared_basis: {time.perf_counter() - start:.1f} s in all")
     return 0
