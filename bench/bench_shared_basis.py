@@ -24,8 +24,8 @@ results of ``--json`` that a call does not repeat; ``--rewrite`` only
 rewrites the markdown from the JSON.
 
 The MNIST weight file of each G is left in ``--build`` (``mnist-cnn-g<G>.sdw``,
-with ``test_inputs.npy``, ``test_inputs_int8.npy`` and ``test_labels.npy``)
-for runs on the RTL.
+with ``test_inputs.npy``, ``test_labels.npy`` and ``test_inputs_int8-g<G>.npy``,
+the inputs quantised with that file's input scale) for runs on the RTL.
 """
 
 import argparse
@@ -158,7 +158,7 @@ def sweep(name, groups, build, results, save, log):
         if name == "mnist":
             path = build / f"mnist-cnn-g{g}.sdw"
             weight_file.save(net, path)
-            np.save(build / "test_inputs_int8.npy", net.quantize_input(x_test))
+            np.save(build / f"test_inputs_int8-g{g}.npy", net.quantize_input(x_test))
             log(f"wrote {path}")
         entry["runs"][str(g)] = {
             "shared_basis": g, "before": before, "after": after,
