@@ -247,7 +247,8 @@ def markdown(results, stamp, command):
     lines = [
         "# Shared bases: accuracy and storage",
         "",
-        f"`{command}`",
+        f"Last call: `{command}` (the calls that made this page are listed under Findings, "
+        "when there is more than one).",
         "",
         "`shared_basis` = G gives the G consecutive output filters of a group one 3x3 basis per "
         "block of rows (docs/decomposition.md, \"Shared bases\"); G = 1 is SmartDeal's basis "
