@@ -14,6 +14,9 @@ Number formats (docs/number-formats.md gives the reasoning):
 
   and the real weight is ``w_int * weight_scale[m]`` (the block's exponent
   base is folded into its basis, so one scale serves the whole channel).
+  With shared bases, the channels of a group of ``shared_basis`` consecutive
+  output channels hold bit-identical bases (one per block), so ``B . x`` can
+  be computed once for the group.
 * A dense layer stores int8 weights: ``w_real = w_int * weight_scale[m]``.
 * Output channel ``m`` accumulates exactly in one integer accumulator:
   ``acc = sum(w_int * x_int) + bias[m]``. Intermediate layers requantise:
@@ -25,6 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .errors import SdHwError
 from .network import Network
 
 
@@ -46,6 +50,11 @@ class DecomposedWeights:
     ``basis`` has shape ``(M, n_blocks, 3, 3)`` and dtype int8, where
     ``n_blocks = ceil(R / block_rows)`` and row ``r`` belongs to block
     ``r // block_rows``. Absent coefficients have ``negative = exponent = 0``.
+
+    ``shared_basis`` (1..M, default 1: a basis per channel and block): the
+    channels are taken in groups of ``shared_basis`` consecutive ones (the
+    last group may be smaller) whose bases are identical; ``basis`` holds
+    each group's bases once per channel, :meth:`group_basis` once per group.
     """
 
     present: np.ndarray
@@ -53,6 +62,7 @@ class DecomposedWeights:
     exponent: np.ndarray
     basis: np.ndarray
     block_rows: int
+    shared_basis: int = 1
 
     @property
     def out_channels(self):
@@ -65,6 +75,37 @@ class DecomposedWeights:
     @property
     def n_blocks(self):
         return self.basis.shape[1]
+
+    @property
+    def basis_groups(self):
+        """Number of basis groups, ``ceil(M / shared_basis)``."""
+        return -(-self.out_channels // self.shared_basis)
+
+    def group_of_channel(self):
+        """Basis group of every output channel, shape ``(M,)``."""
+        return np.arange(self.out_channels) // self.shared_basis
+
+    def group_basis(self):
+        """The bases once per group, ``(basis_groups, n_blocks, 3, 3)``.
+
+        Raises :class:`~sd_hw.errors.SdHwError` if ``shared_basis`` is not
+        1..M or a channel's bases differ from those of its group's first
+        channel.
+        """
+        shared, m = self.shared_basis, self.out_channels
+        if isinstance(shared, bool) or not isinstance(shared, (int, np.integer)) \
+                or not 1 <= shared <= max(m, 1):
+            raise SdHwError(f"shared_basis is {shared!r}; allowed 1 to the {m} output "
+                            f"channels")
+        groups = self.basis[::shared]
+        differ = np.flatnonzero(np.any(np.repeat(groups, shared, axis=0)[:m] != self.basis,
+                                       axis=(1, 2, 3)))
+        if differ.size:
+            channel = int(differ[0])
+            raise SdHwError(f"shared_basis is {shared}, but channel {channel} has other bases "
+                            f"than channel {channel - channel % shared}, the first of its "
+                            f"group")
+        return groups
 
     def block_of_row(self):
         """Block index of every Ce row, shape ``(R,)``."""

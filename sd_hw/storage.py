@@ -8,7 +8,9 @@ Per compute layer:
 
 * ``code_bits``: coefficient codes (``code_bits + 1`` bits per coefficient);
 * ``index_bits``: row bitmaps and element masks of the coefficient stream;
-* ``basis_bits``: int8 bases, 72 bits per block;
+* ``basis_bits``: int8 bases, 72 bits per block; with shared bases
+  (``basis_group`` G > 1) 72 bits per block of a group of G channels, as
+  the weight file stores them;
 * ``dense_bits``: int8 weights of a layer kept dense;
 * ``padding_bits``: zero bits aligning the stream's blocks to bytes and the
   layer's file sections to 8 bytes;

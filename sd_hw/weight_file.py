@@ -8,8 +8,12 @@ docs/weight-file.md is the byte-level specification; in short::
     | CRC-32 of everything before it (4 bytes)
 
 Everything is little-endian; sections start on 8-byte boundaries (zero
-padding). :func:`read` checks, in this order, the magic, the version, the
-length, the CRC, then every field of the body, and raises
+padding). Version 1.1 adds shared bases: a decomposed layer's table entry
+gives its ``basis_group`` (output channels per basis group) and its basis
+section holds one basis per (group, block). Version 1.0 files (the field
+reserved, zero; a basis per channel and block) still load.
+:func:`read` checks, in this order, the magic, the version, the length,
+the CRC, then every field of the body, and raises
 :class:`WeightFileError` naming the file and the problem; it never returns a
 network that differs from the one written.
 """
@@ -35,7 +39,7 @@ __all__ = ["MAGIC", "VERSION", "HEADER_SIZE", "TABLE_ENTRY_SIZE", "SECTIONS",
            "LayerLayout"]
 
 MAGIC = b"\x89SDW\r\n\x1a\n"
-VERSION = (1, 0)
+VERSION = (1, 1)
 ALIGN = 8
 CRC_SIZE = 4
 
@@ -44,8 +48,8 @@ CRC_SIZE = 4
 # input_scale, code_bits, accumulator_bits, reserved, block_rows
 _HEADER = struct.Struct("<8sHHIQIIQQQQQdBBHI")
 HEADER_SIZE = _HEADER.size  # 88
-# layer_index, flags, block_rows, reserved, input_scale, output_scale,
-# then (offset, length) of each section in SECTIONS
+# layer_index, flags, block_rows, basis_group (reserved, 0, in version 1.0),
+# input_scale, output_scale, then (offset, length) of each section in SECTIONS
 SECTIONS = ("weights", "basis", "bias", "weight_scale", "multiplier", "shift")
 _ENTRY = struct.Struct("<IIIIdd" + "QQ" * len(SECTIONS))
 TABLE_ENTRY_SIZE = _ENTRY.size  # 128
@@ -127,7 +131,7 @@ def _check_scale(value, what, *, allow_zero=False):
 
 
 def _layer_sections(net, spec, layer, final):
-    """``(flags, block_rows, {section: bytes})`` of one compute layer."""
+    """``(flags, block_rows, basis_group, scales, {section: bytes})`` of one compute layer."""
     what = f"layer {spec.name!r}"
     if not isinstance(layer, IntegerLayer):
         raise SdHwError(f"cannot write weight file: {what} is not an IntegerLayer")
@@ -157,10 +161,16 @@ def _layer_sections(net, spec, layer, final):
         except SdHwError as error:
             raise SdHwError(f"cannot write weight file: {what}: {error}") from None
         basis = _canonical("basis", weights.basis, np.int8, (m, n_blocks, 3, 3), what)
+        try:
+            basis = DecomposedWeights(weights.present, weights.negative, weights.exponent,
+                                      basis, block_rows, weights.shared_basis).group_basis()
+        except SdHwError as error:
+            raise SdHwError(f"cannot write weight file: {what}: {error}") from None
+        basis_group = int(weights.shared_basis)
         data = {"weights": stream, "basis": basis.tobytes()}
     elif isinstance(weights, DenseWeights):
         flags |= FLAG_DENSE
-        block_rows = 0
+        block_rows = basis_group = 0
         dense = _canonical("weight", weights.weight, np.int8, spec.weight_shape, what)
         data = {"weights": dense.tobytes(), "basis": b""}
     else:
@@ -174,7 +184,7 @@ def _layer_sections(net, spec, layer, final):
         data[name] = array.astype(file_dtype).tobytes()
     scales = (_check_scale(layer.input_scale, f"{what}: input_scale"),
               _check_scale(layer.output_scale, f"{what}: output_scale", allow_zero=True))
-    return flags, block_rows, scales, data
+    return flags, block_rows, basis_group, scales, data
 
 
 def _json_bytes(value, what):
@@ -219,7 +229,8 @@ def write_with_layout(net):
     layout_layers = {}
     for position, (index, spec) in enumerate(compute):
         final = position == len(compute) - 1
-        flags, block_rows, scales, data = _layer_sections(net, spec, net.layers[spec.name], final)
+        flags, block_rows, basis_group, scales, data = _layer_sections(
+            net, spec, net.layers[spec.name], final)
         sections = {}
         padding = 0
         for name in SECTIONS:
@@ -232,7 +243,7 @@ def write_with_layout(net):
             parts += [chunk, bytes(pad)]
             pos += len(chunk) + pad
             padding += pad
-        entries.append(_ENTRY.pack(index, flags, block_rows, 0, *scales,
+        entries.append(_ENTRY.pack(index, flags, block_rows, basis_group, *scales,
                                    *(v for name in SECTIONS for v in sections[name])))
         layout_layers[spec.name] = LayerLayout(
             spec.name, table_offset + position * TABLE_ENTRY_SIZE, sections, padding)
@@ -327,6 +338,7 @@ class _Reader:
             self.fail(f"checksum mismatch: stored CRC-32 0x{stored:08x}, computed "
                       f"0x{computed:08x}; the file is corrupted")
         self.body_end = body_end
+        self.minor = minor
 
         # Header fields.
         if header_size != HEADER_SIZE:
@@ -451,7 +463,7 @@ class _Reader:
         return value
 
     def layer(self, network, position, entry_offset, index, spec, code_bits, final):
-        (table_index, flags, block_rows, reserved, in_scale, out_scale,
+        (table_index, flags, block_rows, basis_group, in_scale, out_scale,
          *spans) = _ENTRY.unpack_from(self.data, entry_offset)
         where = f"layer table entry {position}"
         if table_index >= len(network.layers) or not network.layers[table_index].is_compute:
@@ -468,7 +480,7 @@ class _Reader:
         if bool(flags & FLAG_FINAL) != final:
             self.fail(f"inconsistent layer table: {what} is {'' if final else 'not '}the last "
                       f"compute layer but its final flag is {'clear' if final else 'set'}")
-        if reserved:
+        if basis_group and self.minor == 0:
             self.fail(f"inconsistent layer table: {what}: reserved field is not zero")
         if not (math.isfinite(in_scale) and in_scale > 0):
             self.fail(f"inconsistent layer table: {what}: input_scale is {in_scale}")
@@ -480,13 +492,13 @@ class _Reader:
         ranges = [self.range(f"{what} {name}", offset, length)
                   for name, (offset, length) in sections.items()]
 
-        def array(name, dtype, file_dtype, shape):
+        def array(name, dtype, file_dtype, shape, why=""):
             offset, length = sections[name]
             count = int(np.prod(shape))
             expected = count * np.dtype(file_dtype).itemsize
             if length != expected:
                 self.fail(f"inconsistent layer table: {what} {name} has {length} bytes, "
-                          f"expected {expected} for shape {shape}")
+                          f"expected {expected} for shape {shape}{why}")
             return (np.frombuffer(self.data, file_dtype, count, offset)
                     .astype(dtype).reshape(shape))
 
@@ -505,12 +517,24 @@ class _Reader:
                     block_rows=block_rows, code_bits=code_bits)
             except WeightFileError as error:
                 self.fail(f"{what}: {error}")
-            basis = array("basis", np.int8, "i1", (m, n_blocks, 3, 3))
-            weights = DecomposedWeights(present, negative, exponent, basis, block_rows)
+            shared = 1 if self.minor == 0 else basis_group
+            if not 1 <= shared <= m:
+                self.fail(f"inconsistent layer table: {what}: basis_group is {shared}, but the "
+                          f"layer has {m} output channels (allowed basis_group 1 to {m})")
+            groups = -(-m // shared)
+            basis = array("basis", np.int8, "i1", (groups, n_blocks, 3, 3),
+                          f" ({groups} group(s) of basis_group = {shared} channels, "
+                          f"{n_blocks} block(s))")
+            weights = DecomposedWeights(present, negative, exponent,
+                                        np.repeat(basis, shared, axis=0)[:m], block_rows,
+                                        shared_basis=shared)
         else:
             if block_rows:
                 self.fail(f"inconsistent layer table: {what} is dense but has block_rows "
                           f"{block_rows}")
+            if basis_group:
+                self.fail(f"inconsistent layer table: {what} is dense but has basis_group "
+                          f"{basis_group}")
             weights = DenseWeights(array("weights", np.int8, "i1", spec.weight_shape))
             if sections["basis"][1]:
                 self.fail(f"inconsistent layer table: {what} is dense but has a basis")

@@ -113,6 +113,10 @@ def _add_decompose_options(parser):
     group.add_argument("--no-vector-wise", dest="vector_wise", action="store_const",
                        const=False, help="do not zero whole Ce rows with small L1 norm "
                                          "(default with the official preset)")
+    group.add_argument("--shared-basis", type=int, metavar="G",
+                       help="output filters sharing one basis per block, in groups of G "
+                            "consecutive filters (the last group may be smaller), 1..65535 "
+                            "(default 1: a basis per filter; the official preset takes 1 only)")
     group.add_argument("--prune", type=_prune_option, action="append", default=[],
                        metavar="[LAYER=]FRACTION",
                        help="structured sparsity: fraction of Ce rows (3x3) or input channels "
@@ -128,7 +132,8 @@ def _compress_options(args):
     from sim.compress import CompressOptions
     from sim.golden.decompose import DecomposeParams
     given = {name: getattr(args, name)
-             for name in ("block_rows", "code_bits", "theta", "iterations", "vector_wise")
+             for name in ("block_rows", "code_bits", "theta", "iterations", "vector_wise",
+                          "shared_basis")
              if getattr(args, name) is not None}
     params = DecomposeParams(preset=args.preset, **given)
     per_layer = {name: fraction for name, fraction in args.prune if name is not None}
@@ -585,6 +590,8 @@ def cmd_inspect(args):
             layer = net.layers[spec.name]
             form = "decomposed" if layer.decomposed else "dense int8"
             extra = f", {layer.weights.n_blocks} blocks/channel" if layer.decomposed else ""
+            if layer.decomposed and layer.weights.shared_basis > 1:
+                extra += f", bases shared by {layer.weights.shared_basis} channels"
             line += f"  [{form}{extra}{', final (int32 logits)' if layer.final else ''}]"
         print(line)
     print(report.format_table())

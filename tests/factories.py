@@ -9,11 +9,12 @@ from sd_hw.network import Network
 
 
 def random_decomposed(rng, m, rows, *, block_rows, code_bits, density=0.4,
-                      row_density=0.7, extreme=False):
+                      row_density=0.7, extreme=False, shared_basis=1):
     """Random :class:`DecomposedWeights`; absent entries are zero.
 
     ``extreme`` draws exponents and basis entries from the ends of their
-    ranges only (0 / 2**code_bits - 1 and -128 / 127).
+    ranges only (0 / 2**code_bits - 1 and -128 / 127). ``shared_basis``
+    (at most ``m``): channels per group with identical bases.
     """
     n_blocks = -(-rows // block_rows)
     present = (rng.random((m, rows, 3)) < density) & (rng.random((m, rows, 1)) < row_density)
@@ -24,20 +25,25 @@ def random_decomposed(rng, m, rows, *, block_rows, code_bits, density=0.4,
     else:
         exponent = rng.integers(0, top + 1, size=present.shape)
         basis = rng.integers(-128, 128, size=(m, n_blocks, 3, 3))
+    if shared_basis > 1:
+        basis = np.repeat(basis[::shared_basis], shared_basis, axis=0)[:m]
     return DecomposedWeights(
         present=present,
         negative=present & (rng.random(present.shape) < 0.5),
         exponent=np.where(present, exponent, 0).astype(np.uint8),
         basis=basis.astype(np.int8),
-        block_rows=block_rows)
+        block_rows=block_rows,
+        shared_basis=shared_basis)
 
 
 def random_integer_network(network, seed, *, code_bits=3, block_rows=4, dense=(),
-                           density=0.4, row_density=0.7, extreme=False, metadata=None):
+                           density=0.4, row_density=0.7, extreme=False, metadata=None,
+                           shared_basis=1):
     """A random :class:`IntegerNetwork` for ``network``.
 
     Layers named in ``dense`` (or all, if ``dense`` is True) keep int8
-    weights; the others are decomposed. Hidden layers get multipliers in
+    weights; the others are decomposed, with bases shared by groups of
+    ``min(shared_basis, M)`` channels. Hidden layers get multipliers in
     ``[2**14, 2**15)`` and shifts ``1..62``; the final layer 0 and 0;
     biases fit the accumulator.
     """
@@ -53,7 +59,8 @@ def random_integer_network(network, seed, *, code_bits=3, block_rows=4, dense=()
         else:
             weights = random_decomposed(rng, m, rows_per_channel(spec), block_rows=block_rows,
                                         code_bits=code_bits, density=density,
-                                        row_density=row_density, extreme=extreme)
+                                        row_density=row_density, extreme=extreme,
+                                        shared_basis=min(shared_basis, m))
         if final:
             multiplier = np.zeros(m, np.int32)
             shift = np.zeros(m, np.uint8)
@@ -100,6 +107,7 @@ def assert_networks_equal(a, b):
         assert type(la.weights) is type(lb.weights), name
         if la.decomposed:
             assert la.weights.block_rows == lb.weights.block_rows
+            assert la.weights.shared_basis == lb.weights.shared_basis, f"{name}.shared_basis"
             for field in ("present", "negative", "exponent", "basis"):
                 _assert_array_equal(getattr(la.weights, field), getattr(lb.weights, field),
                                     f"{name}.{field}")

@@ -46,7 +46,7 @@ def read_error(data, match):
 
 def entry_offset(position, field):
     """Offset of a field of layer table entry ``position``."""
-    fields = {"layer_index": 0, "flags": 4, "block_rows": 8, "reserved": 12,
+    fields = {"layer_index": 0, "flags": 4, "block_rows": 8, "basis_group": 12,
               "input_scale": 16, "output_scale": 24}
     for i, name in enumerate(weight_file.SECTIONS):
         fields[name + ".offset"] = 32 + 16 * i
@@ -60,7 +60,7 @@ def test_round_trip_tiny():
     net = tiny()
     data = weight_file.write(net)
     assert data[:8] == b"\x89SDW\r\n\x1a\n"
-    assert struct.unpack_from("<HHIQI", data, 8) == (1, 0, HEADER, len(data), 3)
+    assert struct.unpack_from("<HHIQI", data, 8) == (1, 1, HEADER, len(data), 3)
     back = weight_file.read(data)
     assert_networks_equal(net, back)
     assert weight_file.write(back) == data
@@ -195,11 +195,11 @@ def test_flipped_byte_anywhere():
             assert f"stored CRC-32 0x{stored:08x}" in message
 
 
-@pytest.mark.parametrize("major, minor", [(2, 0), (0, 0), (1, 1), (65535, 65535)])
+@pytest.mark.parametrize("major, minor", [(2, 0), (0, 0), (1, 2), (65535, 65535)])
 def test_unsupported_version_with_correct_crc(major, minor):
     data = patch(weight_file.write(tiny()), 8, "HH", major, minor)
     read_error(data, f"unsupported weight file version {major}.{minor}; this sd-hw reads "
-                     f"version 1.0 to 1.0")
+                     f"version 1.0 to 1.1")
 
 
 def test_section_outside_the_file_with_correct_crc():

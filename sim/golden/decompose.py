@@ -33,6 +33,12 @@ squares with ``rcond = 1e-10`` and no exponent window (only the clip).
 :func:`exponent_window_report` lists the blocks whose exponents then need
 more than ``2**code_bits`` values. docs/decomposition.md compares the two.
 
+With ``shared_basis`` G > 1 (sd-hw preset only), the filters of a layer
+are taken in groups of G consecutive ones and block ``b`` of a group is
+block ``b`` of its filters stacked: one alternating minimisation, one basis
+and one exponent window for the group's block (docs/decomposition.md,
+"Shared bases").
+
 All blocks of a call are processed together: per-block 3x3 solves run on
 stacks, and only blocks that have not converged keep iterating. A block's
 result does not depend on the other blocks of the call.
@@ -100,6 +106,14 @@ class DecomposeParams:
         the change (``"official"``).
     ``group``
         Output filters sharing one pruning pattern (1..65535).
+    ``shared_basis``
+        Output filters sharing one basis per block (1..65535; 1, the
+        default, gives every filter its own). Filters are taken in groups of
+        ``shared_basis`` consecutive output channels (the last group of a
+        layer may be smaller); a block of a group is the rows of that row
+        range in all its filters, stacked, and gets one basis and one
+        exponent window (see :func:`decompose_weights`). The official preset
+        has per-filter bases only and refuses any other value.
     ``preset``
         ``"sd-hw"`` or ``"official"`` (see :data:`PRESETS`).
     """
@@ -115,6 +129,7 @@ class DecomposeParams:
     tol: float = 1e-10
     group: int = 32
     preset: str = "sd-hw"
+    shared_basis: int = 1
 
     def __post_init__(self):
         if not isinstance(self.preset, str) or self.preset not in PRESETS:
@@ -131,6 +146,7 @@ class DecomposeParams:
             "code_bits": check_range("code_bits", self.code_bits, 1, 6),
             "tol": check_range("tol", self.tol, 0.0, 1.0, kind=float),
             "group": check_range("group", self.group, 1, 65535),
+            "shared_basis": check_range("shared_basis", self.shared_basis, 1, 65535),
             "tie": check_tie(self.tie),
         }
         vector_wise = self.vector_wise
@@ -146,6 +162,11 @@ class DecomposeParams:
                 f"computes each layer's block length (official_block_rows, at most "
                 f"{_OFFICIAL_BLOCK_LIMIT} but for a few row counts), so block_rows must be "
                 f"{_OFFICIAL_BLOCK_LIMIT}")
+        if self.preset == "official" and checked["shared_basis"] != 1:
+            raise ParameterError(
+                f"parameter 'shared_basis' is {checked['shared_basis']}; the official preset "
+                f"gives every filter its own bases (shared_basis = 1); use the sd-hw preset "
+                f"for shared bases")
         for name, value in checked.items():
             object.__setattr__(self, name, value)
 
@@ -648,6 +669,12 @@ class DecomposedWeight:
     that the official block split leaves undecomposed (zero coefficients,
     zero basis); 0 except for the row counts of its fixed table (1638 rows:
     the last 99).
+
+    ``shared_basis``: output channels per basis group (at most ``M``; 1 =
+    per-filter bases). The channels ``g * shared_basis ...`` of group ``g``
+    (the last group may have fewer) hold the same basis per block in
+    ``basis``, and their blocks were decomposed as one block, with one
+    exponent window.
     """
 
     shape: tuple
@@ -657,6 +684,7 @@ class DecomposedWeight:
     iterations: np.ndarray = None
     exponent_window: bool = True
     skipped_rows: int = 0
+    shared_basis: int = 1
 
     @property
     def out_channels(self):
@@ -669,6 +697,16 @@ class DecomposedWeight:
     @property
     def n_blocks(self):
         return self.basis.shape[1]
+
+    @property
+    def basis_groups(self):
+        """Number of basis groups: ``ceil(M / shared_basis)``."""
+        return -(-self.out_channels // self.shared_basis)
+
+    def group_basis(self):
+        """One basis per (group, block): ``(basis_groups, n_blocks, 3, 3)``,
+        the basis of each group's first channel."""
+        return self.basis[::self.shared_basis]
 
     def block_of_row(self):
         """Block index of every Ce row, shape ``(R,)``."""
@@ -769,7 +807,10 @@ class _LayerBlocks:
     ``rows`` (M, R, 3); ``length`` rows per block; ``n_blocks`` =
     ``ceil(R / length)`` blocks per filter, of which the first ``solved``
     are decomposed (fewer only for the official table's 1638 rows);
-    ``row_threshold``: the official preset's row threshold applies.
+    ``row_threshold``: the official preset's row threshold applies;
+    ``shared``: filters per basis group (the groups' blocks stack the
+    ``shared`` filters' blocks, a missing filter of the last group being
+    zero rows).
     """
 
     rows: np.ndarray
@@ -777,18 +818,60 @@ class _LayerBlocks:
     n_blocks: int
     solved: int
     row_threshold: bool
+    shared: int = 1
 
     @property
     def out_channels(self):
         return self.rows.shape[0]
 
+    @property
+    def groups(self):
+        return -(-self.out_channels // self.shared)
+
+    @property
+    def stacked_length(self):
+        """Rows of one solved block: ``shared * length``."""
+        return self.shared * self.length
+
+    @property
+    def count(self):
+        """Solved blocks: ``groups * solved``."""
+        return self.groups * self.solved
+
     def blocks(self):
-        """The solved blocks, (M * solved, length, 3)."""
+        """The solved blocks, (groups * solved, shared * length, 3).
+
+        Block ``g * solved + b`` holds block ``b`` of filters ``g * shared``,
+        ``g * shared + 1``, ... one after the other.
+        """
         m, r, _ = self.rows.shape
-        padded = np.zeros((m, self.n_blocks * self.length, 3))
-        padded[:, :r] = self.rows
-        return padded.reshape(m, self.n_blocks, self.length, 3)[:, :self.solved].reshape(
-            -1, self.length, 3)
+        g, s = self.groups, self.shared
+        padded = np.zeros((g * s, self.n_blocks * self.length, 3))
+        padded[:m, :r] = self.rows
+        blocks = padded.reshape(g, s, self.n_blocks, self.length, 3)[:, :, :self.solved]
+        if s > 1:
+            blocks = blocks.transpose(0, 2, 1, 3, 4)
+        return blocks.reshape(-1, s * self.length, 3)
+
+    def unstack(self, ce, basis, used):
+        """Per-filter ``(Ce (M, R, 3), B (M, n_blocks, 3, 3), iterations (M, n_blocks))``
+        from the solution of :meth:`blocks`; a group's basis is repeated for
+        each of its filters."""
+        m, r, _ = self.rows.shape
+        g, s, nb, solved, length = (self.groups, self.shared, self.n_blocks, self.solved,
+                                    self.length)
+        ce = ce[:, :s * length].reshape(g, solved, s, length, 3)
+        coefficients = np.zeros((g, s, nb, length, 3))
+        coefficients[:, :, :solved] = ce.transpose(0, 2, 1, 3, 4)
+        coefficients = coefficients.reshape(g * s, nb * length, 3)[:m, :r]
+        layer_basis = np.zeros((g, nb, 3, 3))
+        layer_basis[:, :solved] = basis.reshape(g, solved, 3, 3)
+        iterations = np.zeros((g, nb), dtype=np.int64)
+        iterations[:, :solved] = used.reshape(g, solved)
+        if s > 1:
+            layer_basis = np.repeat(layer_basis, s, axis=0)[:m]
+            iterations = np.repeat(iterations, s, axis=0)[:m]
+        return np.ascontiguousarray(coefficients), layer_basis, iterations
 
 
 def _layer_blocks(W, prune, params):
@@ -807,7 +890,8 @@ def _layer_blocks(W, prune, params):
     if not official:
         length = min(params.block_rows, r)
         n_blocks = -(-r // length)
-        return _LayerBlocks(rows, length, n_blocks, n_blocks, False)
+        shared = min(params.shared_basis, rows.shape[0])
+        return _LayerBlocks(rows, length, n_blocks, n_blocks, False, shared)
     n_blocks = -(-r // length)
     solved = min(n_blocks, fit_rows // length)
     return _LayerBlocks(rows, length, n_blocks, solved,
@@ -821,13 +905,13 @@ def _solve_layers(layers, params):
     their result (zero rows stay zero and add nothing to the least squares).
     Returns per layer ``(Ce (M, R, 3), B (M, n_blocks, 3, 3), iterations)``.
     """
-    length = max(layer.length for layer in layers)
-    counts = [layer.out_channels * layer.solved for layer in layers]
+    length = max(layer.stacked_length for layer in layers)
+    counts = [layer.count for layer in layers]
     stacked = np.zeros((sum(counts), length, 3))
     flags = np.zeros(sum(counts), dtype=bool)
     start = 0
     for layer, count in zip(layers, counts):
-        stacked[start:start + count, :layer.length] = layer.blocks()
+        stacked[start:start + count, :layer.stacked_length] = layer.blocks()
         flags[start:start + count] = layer.row_threshold
         start += count
     if params.preset == "official":
@@ -837,17 +921,9 @@ def _solve_layers(layers, params):
     out = []
     start = 0
     for layer, count in zip(layers, counts):
-        m, r, _ = layer.rows.shape
-        nb, solved = layer.n_blocks, layer.solved
-        coefficients = np.zeros((m, nb * layer.length, 3))
-        coefficients.reshape(m, nb, layer.length, 3)[:, :solved] = (
-            ce[start:start + count, :layer.length].reshape(m, solved, layer.length, 3))
-        layer_basis = np.zeros((m, nb, 3, 3))
-        layer_basis[:, :solved] = basis[start:start + count].reshape(m, solved, 3, 3)
-        iterations = np.zeros((m, nb), dtype=np.int64)
-        iterations[:, :solved] = used[start:start + count].reshape(m, solved)
-        out.append((np.ascontiguousarray(coefficients[:, :r]), layer_basis, iterations))
-        start += count
+        end = start + count
+        out.append(layer.unstack(ce[start:end], basis[start:end], used[start:end]))
+        start = end
     return out
 
 
@@ -857,7 +933,7 @@ def _factors(shape, layer, solution, params):
     return DecomposedWeight(
         shape=tuple(int(d) for d in shape), coefficients=coefficients, basis=basis,
         block_rows=layer.length if official else params.block_rows, iterations=iterations,
-        exponent_window=not official,
+        exponent_window=not official, shared_basis=layer.shared,
         skipped_rows=max(0, layer.rows.shape[1] - layer.solved * layer.length))
 
 

@@ -14,6 +14,10 @@ The scale scheme (docs/number-formats.md):
 * hidden layers have one weight scale per output channel; the final layer
   has one per layer, so its int32 accumulators (the logits) are comparable
   across classes;
+* with shared bases (``shared_basis`` G > 1) the exponent base of a block is
+  the one of the whole group's block and hidden layers have one scale per
+  group of G channels, so the G channels of a group get bit-identical
+  int8 bases (the hardware computes ``z = B_int x`` once for the group);
 * activations have one scale per tensor, calibrated on sample inputs.
 """
 
@@ -77,7 +81,11 @@ def integerise_decomposed(decomposed, *, code_bits, per_layer_scale=False, layer
     """Integer SmartDeal factors of one layer.
 
     Returns ``(DecomposedWeights, weight_scale)`` with ``weight_scale`` of
-    shape ``(M,)``. Coefficients below the block's exponent window (none,
+    shape ``(M,)``. Factors with shared bases (``decomposed.shared_basis``
+    G > 1) get one exponent base per (group, block) and, unless
+    ``per_layer_scale``, one scale per group of G channels: the int8 bases
+    of a group's channels are identical (``shared_basis`` of the result is
+    ``min(G, M)``). Coefficients below the block's exponent window (none,
     if the decomposition used the same ``code_bits``) are dropped, except
     for factors decomposed without a window (``decomposed.exponent_window``
     False, the official preset): a block of those whose exponents span more
@@ -90,6 +98,7 @@ def integerise_decomposed(decomposed, *, code_bits, per_layer_scale=False, layer
     basis = np.asarray(decomposed.basis, dtype=np.float64)
     block_rows = decomposed.block_rows
     m, rows, _ = ce.shape
+    shared = _shared_basis(decomposed, basis, layer)
     n_blocks = basis.shape[1]
     present = ce != 0
     mantissa, exp = np.frexp(ce)
@@ -98,10 +107,14 @@ def integerise_decomposed(decomposed, *, code_bits, per_layer_scale=False, layer
     exp = exp.astype(np.int64) - 1  # |c| == 2**exp
     block = np.arange(rows) // block_rows
 
-    # Largest exponent per (channel, block); empty blocks get 0.
+    # Largest exponent per (group, block), the same for every channel of a
+    # group; blocks empty in the whole group get 0.
     lowest = np.iinfo(np.int64).min
     row_max = np.where(present, exp, lowest).max(axis=2)
     e_max = np.maximum.reduceat(row_max, np.arange(0, rows, block_rows), axis=1)
+    if shared > 1:
+        group_max = np.maximum.reduceat(e_max, np.arange(0, m, shared), axis=0)
+        e_max = np.repeat(group_max, shared, axis=0)[:m]
     empty = e_max == lowest
     e_max[empty] = 0
     e_min = e_max - (2 ** code_bits - 1)
@@ -111,15 +124,36 @@ def integerise_decomposed(decomposed, *, code_bits, per_layer_scale=False, layer
 
     folded = basis * np.exp2(e_min)[:, :, None, None]
     folded[empty] = 0.0
-    scale = _channel_scale(np.abs(folded).reshape(m, -1).max(axis=1), per_layer_scale)
+    peak = np.abs(folded).reshape(m, -1).max(axis=1)
+    if shared > 1 and not per_layer_scale:
+        peak = np.repeat(np.maximum.reduceat(peak, np.arange(0, m, shared)), shared)[:m]
+    scale = _channel_scale(peak, per_layer_scale)
     basis_int = np.clip(np.rint(folded / scale[:, None, None, None]), -128, 127)
     weights = DecomposedWeights(
         present=present,
         negative=present & (ce < 0),
         exponent=offset.astype(np.uint8),
         basis=basis_int.astype(np.int8),
-        block_rows=block_rows)
+        block_rows=block_rows,
+        shared_basis=shared)
     return weights, scale
+
+
+def _shared_basis(decomposed, basis, layer):
+    """Channels per basis group of ``decomposed`` (1..M), after checking that
+    the channels of every group hold the same bases."""
+    m = basis.shape[0]
+    shared = min(int(getattr(decomposed, "shared_basis", 1)), m)
+    if shared > 1:
+        first = np.repeat(basis[::shared], shared, axis=0)[:m]
+        differ = np.flatnonzero(np.any(first != basis, axis=(1, 2, 3)))
+        if differ.size:
+            where = f"layer {layer!r}: " if layer is not None else ""
+            channel = int(differ[0])
+            raise SdHwError(
+                f"{where}shared_basis is {shared}, but channel {channel} has other bases than "
+                f"channel {channel // shared * shared}, the first of its group")
+    return shared
 
 
 def integerise_dense(weight, *, per_layer_scale=False):

@@ -9,6 +9,8 @@ Two dataflows compute the very same integers:
 ``factored``
     multiply activation rows by the basis first (``z = B . x``), then
     shift-accumulate ``z`` with the coefficients (``acc += ±(z << k)``).
+    With shared bases, ``z`` is computed once per group of output channels
+    from the group's basis and used by every channel of the group.
 
 They share nothing but the layer list and the requantisation, so their
 agreement checks the row layout of the decomposition as well as the
@@ -107,9 +109,10 @@ def _accumulate_factored(layer, spec, x):
     if not isinstance(weights, DecomposedWeights):
         return _accumulate_rebuilt(layer, spec, x)
     rows = _activation_rows(spec, x)
-    basis = weights.basis.astype(np.int64)[:, weights.block_of_row()]  # (M, R, j, c)
-    # z[n, p, m, r, j] = B[m, b(r), j, :] . x[n, p, r, :]
-    z = np.einsum("nprc,mrjc->npmrj", rows, basis, optimize=True)
+    basis = weights.group_basis().astype(np.int64)[:, weights.block_of_row()]  # (G, R, j, c)
+    # z[n, p, g, r, j] = B[g, b(r), j, :] . x[n, p, r, :], once per basis group g
+    z = np.einsum("nprc,grjc->npgrj", rows, basis, optimize=True)
+    z = z[:, :, weights.group_of_channel()]  # (N, P, M, R, j)
     shifted = np.left_shift(z, weights.exponent.astype(np.int64))
     signed = np.where(weights.negative, -shifted, shifted)
     acc = np.where(weights.present, signed, 0).sum(axis=(3, 4))  # (N, P, M)

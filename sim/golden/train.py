@@ -336,13 +336,17 @@ def _block_starts(rows, block_rows):
     return np.arange(0, rows, block_rows)
 
 
-def quantise_coefficients(latent, mask, block_rows, *, code_bits=3, max_exponent=5):
+def quantise_coefficients(latent, mask, block_rows, *, code_bits=3, max_exponent=5,
+                          shared_basis=1):
     """Forward value of latent coefficients ``(M, R, 3)``.
 
     ``round_pow2(latent, tie="up")``, magnitudes clipped at
     ``2**max_exponent``, zero outside ``mask``, and zero below the exponent
     window of each (channel, block): a block keeps exponents
     ``e_max - (2**code_bits - 1) .. e_max`` (what the hardware codes can hold).
+    With ``shared_basis`` G > 1 the window is that of the (group, block):
+    ``e_max`` is the largest exponent of the block in the G channels of the
+    group (consecutive channels; the last group may be smaller).
     """
     from .pow2 import round_pow2
     q = round_pow2(latent, tie="up")
@@ -354,6 +358,10 @@ def quantise_coefficients(latent, mask, block_rows, *, code_bits=3, max_exponent
     row_max = np.where(present, exponent, lowest).max(axis=2)            # (M, R)
     starts = _block_starts(q.shape[1], block_rows)
     e_max = np.maximum.reduceat(row_max, starts, axis=1)                # (M, nb)
+    if shared_basis > 1:
+        m = e_max.shape[0]
+        group_max = np.maximum.reduceat(e_max, np.arange(0, m, shared_basis), axis=0)
+        e_max = np.repeat(group_max, shared_basis, axis=0)[:m]
     e_max[e_max == lowest] = 0                                          # empty blocks
     block = np.arange(q.shape[1]) // block_rows
     window_low = e_max[:, block] - (2 ** code_bits - 1)                 # (M, R)
@@ -380,6 +388,21 @@ def factors_backward(coefficients, basis, block_rows, d_weight):
     return d_ce, d_basis
 
 
+def _shared(factors):
+    """Channels per basis group of factors (1 for factors without the field)."""
+    return min(int(getattr(factors, "shared_basis", 1)), np.shape(factors.basis)[0])
+
+
+def _group_sum(per_channel, shared):
+    """``per_channel`` (M, ...) summed over groups of ``shared`` consecutive
+    channels, each sum repeated for every channel of its group."""
+    if shared == 1:
+        return per_channel
+    m = per_channel.shape[0]
+    sums = np.add.reduceat(per_channel, np.arange(0, m, shared), axis=0)
+    return np.repeat(sums, shared, axis=0)[:m]
+
+
 @_one_blas_thread
 def retrain_factors(network, params, data, factors, *, decompose_params=None, epochs=10,
                     seed=0, lr=1e-2, ce_lr=0.02, batch_size=32, cosine=True, log=None):
@@ -398,6 +421,10 @@ def retrain_factors(network, params, data, factors, *, decompose_params=None, ep
       direction times ``ce_lr * |Ce|``), so a bucket switch (doubling or
       halving) takes a similar number of steps at every scale;
     * B trains in full precision with ``dL/dB = Ce^T . dL/dRows`` (Adam, ``lr``).
+      Factors with shared bases (``shared_basis`` G > 1) train one basis per
+      (group, block): its gradient is the sum over the group's channels,
+      applied to every copy, so the copies stay identical; the exponent
+      window is the group's (:func:`quantise_coefficients`).
 
     Both rates follow the cosine decay of :func:`train_float` if ``cosine``.
     Returns ``(best factors, best params, history)``: the factors (signed
@@ -431,7 +458,8 @@ def retrain_factors(network, params, data, factors, *, decompose_params=None, ep
     def quantised(name):
         return quantise_coefficients(train[f"{name}.ce"], masks[name], factors[name].block_rows,
                                      code_bits=settings.code_bits,
-                                     max_exponent=settings.max_exponent)
+                                     max_exponent=settings.max_exponent,
+                                     shared_basis=_shared(factors[name]))
 
     def current():
         ce = {name: quantised(name) for name in factors}
@@ -466,7 +494,7 @@ def retrain_factors(network, params, data, factors, *, decompose_params=None, ep
                 d_ce, d_basis = factors_backward(ce[name], train[f"{name}.basis"], f.block_rows,
                                                  grads.pop(f"{name}.weight"))
                 grads[key] = np.where(masks[name], d_ce, 0.0)
-                grads[f"{name}.basis"] = d_basis
+                grads[f"{name}.basis"] = _group_sum(d_basis, _shared(f))
                 # Relative steps: |Ce|, or |latent| where the window zeroes Ce.
                 scale[key] = (ce_lr / lr) * np.where(ce[name] != 0, np.abs(ce[name]),
                                                      np.abs(train[key]))
