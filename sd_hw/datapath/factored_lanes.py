@@ -63,7 +63,10 @@ class FactoredLaneArray(wiring.Component):
     ``row_last``), the ``lanes`` sums are captured at the end of ``t + 5`` and leave on
     ``sums``, lane 0 first, one per cycle, from ``t + 6`` (:attr:`latency` = 6) while
     the lanes go on with the next sums. ``first`` is not needed: a sum starts after
-    the previous ``last`` (or the reset).
+    the previous ``last`` (or the reset). The multipliers' registers have no reset
+    (nor has an SB_MAC16's pipeline): for :data:`~sd_hw.primitives.mac16.LATENCY`
+    cycles after a reset the row and running sums are held at 0, which drops only
+    products of cycles before the reset (an element taken right after it counts).
 
     Stall rules (``ready`` is one look-up table of flip-flops): an element with
     ``row_last`` is taken only when no ``row_last`` element was taken in the two
@@ -249,6 +252,18 @@ class FactoredLaneArray(wiring.Component):
                     m.d.comb += [getattr(mac, f"a_{half}").eq(0),
                                  getattr(mac, f"b_{half}").eq(0)]
 
+        # The multipliers' and the shifted terms' registers have no reset: for the first
+        # cycles after a reset (their pipeline's depth) the row sums and the running sums
+        # are held at 0 instead of taking their (in a four-state simulator: undefined)
+        # outputs.
+        warm = Signal(range(MAC_LATENCY["dual8x8"] + 1), init=MAC_LATENCY["dual8x8"])
+        with m.If(warm != 0):
+            m.d.sync += warm.eq(warm - 1)
+        restart_rows = Signal()
+        restart_sums = Signal()
+        m.d.comb += [restart_rows.eq(row_done[2] | (warm != 0)),
+                     restart_sums.eq(done | (warm != 0))]
+
         zbits = self.z_bits
         terms = []
         for e in range(self._engines):
@@ -259,7 +274,7 @@ class FactoredLaneArray(wiring.Component):
                 z = Signal(signed(zbits), name=f"z{e}_{j}")
                 total = Signal(signed(zbits), name=f"z_total{e}_{j}")
                 m.d.comb += total.eq(z + products[3 * e + j])
-                m.d.sync += z.eq(Mux(row_done[2], 0, total))
+                m.d.sync += z.eq(Mux(restart_rows, 0, total))
                 sums.append(total)
             later = [Signal(signed(zbits), name=f"z_later{e}_{k}", reset_less=True)
                      for k in range(2)]
@@ -293,10 +308,9 @@ class FactoredLaneArray(wiring.Component):
             running = Signal(signed(config.accumulator_bits), name=f"running{l}")
             total = Signal(signed(config.accumulator_bits), name=f"total{l}")
             m.d.comb += total.eq(running + shifted + ones)
+            m.d.sync += running.eq(Mux(restart_sums, 0, total))
             with m.If(done):
-                m.d.sync += [running.eq(0), chain[l].eq(total)]
-            with m.Else():
-                m.d.sync += running.eq(total)
+                m.d.sync += chain[l].eq(total)
 
         # The finished sums leave one a cycle, lane 0 first.
         remaining = Signal(range(lanes + 1))
