@@ -300,14 +300,21 @@ class FactoredLaneArray(wiring.Component):
                                             for j in range(3))))
             with m.Elif(row_done[1] | row_done[2]):
                 m.d.sync += codes.eq(codes >> width)
+            # The term's code, an absent coefficient's sign cleared.
             code = Signal(width, name=f"code{l}")
-            m.d.sync += code.eq(Mux(row_done[1] | row_done[2] | row_done[3], codes[:width], 0))
+            presenting = row_done[1] | row_done[2] | row_done[3]
+            m.d.sync += code.eq(Mux(presenting, Cat(codes[:width - 1],
+                                                    codes[width - 1] & codes[0]), 0))
             present, exponent, negative = code[0], code[1:1 + code_bits], code[1 + code_bits]
             shifted, ones = self._shift(m, terms[l // self._basis_group], present, exponent,
                                         negative, l)
             running = Signal(signed(config.accumulator_bits), name=f"running{l}")
             total = Signal(signed(config.accumulator_bits), name=f"total{l}")
-            m.d.comb += total.eq(running + shifted + ones)
+            # running + shifted + ones as one carry chain, `ones` its carry in (a sum of
+            # three operands would be mapped as a carry-save tree).
+            extend = config.accumulator_bits - self.term_bits
+            m.d.comb += total.eq((Cat(ones, running)
+                                  + Cat(ones, shifted, shifted[-1].replicate(extend)))[1:])
             m.d.sync += running.eq(Mux(restart_sums, 0, total))
             with m.If(done):
                 m.d.sync += chain[l].eq(total)
@@ -326,7 +333,7 @@ class FactoredLaneArray(wiring.Component):
 
     def _shift(self, m, value, present, exponent, negative, lane):
         """``value << exponent`` masked by ``present`` and one's complemented if
-        ``negative``, into a register, and the registered ``1`` that completes the
+        ``negative`` (0 when ``present`` is), into a register, and the registered ``1`` that completes the
         negation (added as a carry). A logarithmic shifter, smallest step first; its
         first stage also masks, its last also complements (one LUT4 a bit and stage).
         """
@@ -338,12 +345,12 @@ class FactoredLaneArray(wiring.Component):
             step = Signal(signed(width), name=f"shift{lane}_{stage}")
             shifted = Mux(exponent[stage], value << (1 << stage), value)
             if stage == stages - 1:
-                shifted = shifted ^ (negative & present).replicate(width).as_signed()
+                shifted = shifted ^ negative.replicate(width).as_signed()
             m.d.comb += step.eq(shifted)
             value = step
         if stages == 0:
-            value = value ^ (negative & present).replicate(value.shape().width).as_signed()
+            value = value ^ negative.replicate(value.shape().width).as_signed()
         term = Signal(signed(bits), name=f"term{lane}", reset_less=True)
         ones = Signal(name=f"ones{lane}", reset_less=True)
-        m.d.sync += [term.eq(value), ones.eq(negative & present)]
+        m.d.sync += [term.eq(value), ones.eq(negative)]
         return term, ones
