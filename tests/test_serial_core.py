@@ -163,6 +163,19 @@ def test_factored_networks_in_amaranth(index, tmp_path):
     assert report.layers_checked == 2 * len(network.compute_layers)
 
 
+def test_factored_ulx3s_shape(tmp_path):
+    """The ULX3S's shared-basis core (32 lanes, four basis engines of 8, eleven banks)
+    with small memories."""
+    from boards.ulx3s import SHARED_CONFIG
+    config = dataclasses.replace(SHARED_CONFIG, bank_depth=1024, activation_bytes=1024,
+                                 basis_depth=16, param_depth=64, output_depth=16,
+                                 program_depth=64)
+    net = hardware_network(SMALL_CNN, 70, block_rows=5, group=32, shared_basis=8)
+    report = simulate(net, config, random_inputs(SMALL_CNN, 1, 70), simulator="amaranth",
+                      build_dir=tmp_path)
+    assert_passed(report)
+
+
 def test_factored_lanes_take_weights_the_multipliers_could_not():
     """No weight is rebuilt: a row whose rebuilt weight exceeds 16 bits compiles for the
     factored lanes and is refused for the rebuilding ones."""

@@ -118,8 +118,11 @@ def _last_layer(network, op):
 
 def serial_cycle_estimate(net, shape):
     """Cycles of one inference: per record, the slower of its reads and its elements; a
-    zero element where a pass ends with an empty record; fixed costs per run, operation
-    and group; one cycle per activation written."""
+    zero element where a pass ends with an empty record; at least ``lanes`` cycles a
+    pass (its sums leave the lanes one a cycle); fixed costs per run, operation and
+    group; one cycle per activation written. The same for both lane arrays: the
+    factored lanes' only stall of their own (a row's last element three cycles after the
+    previous row's) is shorter than a record's arrival."""
     cycles = shape.run_cycles
     ops = set()
     for op, spec, columns in _groups(net, shape):
@@ -132,7 +135,10 @@ def serial_cycle_estimate(net, shape):
             # A record arrives every `reads` cycles, and at best every three: its
             # header goes from the banks to a stage register, then to the issuer's.
             per_record = np.maximum(per_record, max(shape.record_reads, 3))
-            cycles += int(per_record.sum() + (columns[:, -1] == 0).sum())
+            per_pass = per_record.sum(axis=1) + (columns[:, -1] == 0)
         else:
-            cycles += columns.shape[0]
+            per_pass = np.ones(columns.shape[0], np.int64)
+        # A pass's sums leave the lanes one a cycle: the next pass ends `lanes` cycles
+        # later at the earliest.
+        cycles += int(np.maximum(per_pass, shape.lanes).sum())
     return cycles + expected_serial_counters(net, shape)["write_cycles"]
