@@ -58,11 +58,12 @@ class FactoredLaneArray(wiring.Component):
 
     Timing. An element with ``row_last`` set is taken at ``t``: the products of its
     row are complete at ``t + 2`` (:data:`~sd_hw.primitives.mac16.LATENCY` of
-    ``dual8x8``), where the engine's first term is shifted; the lanes add the three
-    shifted terms in cycles ``t + 3 .. t + 5``. With ``last`` set (which implies
-    ``row_last``), the ``lanes`` sums are captured at the end of ``t + 5`` and leave on
-    ``sums``, lane 0 first, one per cycle, from ``t + 6`` (:attr:`latency` = 6) while
-    the lanes go on with the next sums. ``first`` is not needed: a sum starts after
+    ``dual8x8``), the engine offers the row's sums from registers in cycles
+    ``t + 3 .. t + 5``, one a cycle, each lane shifts them into a register and adds
+    them in ``t + 4 .. t + 6``. With ``last`` set (which implies ``row_last``), the
+    ``lanes`` sums are captured at the end of ``t + 6`` and leave on ``sums``, lane 0
+    first, one per cycle, from ``t + 7`` (:attr:`latency` = 7) while the lanes go on
+    with the next sums. ``first`` is not needed: a sum starts after
     the previous ``last`` (or the reset). The multipliers' registers have no reset
     (nor has an SB_MAC16's pipeline): for :data:`~sd_hw.primitives.mac16.LATENCY`
     cycles after a reset the row and running sums are held at 0, which drops only
@@ -178,9 +179,10 @@ class FactoredLaneArray(wiring.Component):
     @property
     def latency(self):
         """Cycles from taking an element with ``last`` set to lane 0's sum on ``sums``:
-        the products (:attr:`Mac16.latency` of ``dual8x8``), three terms a cycle each
-        (the first shifted in the products' cycle, registered), and the capture."""
-        return MAC_LATENCY["dual8x8"] + 3 + 1
+        the products (:attr:`Mac16.latency` of ``dual8x8``), the row sum's register,
+        three terms a cycle each (each shifted into a register, then added), and the
+        capture."""
+        return MAC_LATENCY["dual8x8"] + 1 + 3 + 1
 
     def elaborate(self, platform):
         m = Module()
@@ -282,8 +284,10 @@ class FactoredLaneArray(wiring.Component):
                 m.d.sync += [later[0].eq(sums[1]), later[1].eq(sums[2])]
             with m.Elif(row_done[3]):
                 m.d.sync += later[0].eq(later[1])
-            term = Signal(signed(zbits), name=f"z_term{e}")
-            m.d.comb += term.eq(Mux(row_done[2], sums[0], later[0]))
+            # The term the lanes shift next cycle, registered (the row sums' carry chain
+            # and the lanes' shifters would make one long path).
+            term = Signal(signed(zbits), name=f"z_term{e}", reset_less=True)
+            m.d.sync += term.eq(Mux(row_done[2], sums[0], later[0]))
             terms.append(term)
 
         # The lanes: each keeps its row's three codes, presents one a cycle, shifts the
@@ -298,13 +302,21 @@ class FactoredLaneArray(wiring.Component):
                 m.d.sync += codes.eq(Cat(*(Cat(row.present[j], row.coefficients[j].exponent,
                                                 row.coefficients[j].negative)
                                             for j in range(3))))
-            with m.Elif(row_done[1] | row_done[2]):
+            with m.Elif(row_done[2]):
                 m.d.sync += codes.eq(codes >> width)
-            # The term's code, an absent coefficient's sign cleared.
+
+            def cleared(c):
+                """A code with an absent coefficient's sign cleared."""
+                return Cat(c[:width - 1], c[width - 1] & c[0])
+
+            # The third term's code waits here while the next row's codes may load.
+            third = Signal(width, name=f"third{l}")
+            with m.If(row_done[3]):
+                m.d.sync += third.eq(cleared(codes[width:2 * width]))
+            # The code of the term shifted next cycle.
             code = Signal(width, name=f"code{l}")
-            presenting = row_done[1] | row_done[2] | row_done[3]
-            m.d.sync += code.eq(Mux(presenting, Cat(codes[:width - 1],
-                                                    codes[width - 1] & codes[0]), 0))
+            m.d.sync += code.eq(Mux(row_done[2] | row_done[3], cleared(codes[:width]),
+                                    Mux(row_done[4], third, 0)))
             present, exponent, negative = code[0], code[1:1 + code_bits], code[1 + code_bits]
             shifted, ones = self._shift(m, terms[l // self._basis_group], present, exponent,
                                         negative, l)
