@@ -11,7 +11,7 @@ from .top import BoardTop
 
 
 __all__ = ["ICEBreakerTop", "PLATFORM", "OSCILLATOR_HZ", "DEFAULT_CLOCK_HZ", "DEFAULT_CONFIG",
-           "SD_CORE_CONFIG"]
+           "SD_CORE_CONFIG", "SHARED_CONFIG"]
 
 PLATFORM = ICEBreakerPlatform
 OSCILLATOR_HZ = 12_000_000
@@ -27,6 +27,19 @@ DEFAULT_CLOCK_HZ = 18_000_000
 DEFAULT_CONFIG = SerialConfig(
     datapath=AcceleratorConfig(lanes=8), bank_depth=16384, activation_bytes=32768,
     basis_depth=64, param_depth=256, output_depth=64, program_depth=256, counters=True)
+
+#: The element-serial core with the factored dataflow (``--core shared``): the
+#: default's memories, 8 lanes sharing one basis engine (two SB_MAC16 in 8x8 mode,
+#: one basis memory) and shifting its products. The weight banks, not the logic
+#: cells, bound the lanes that help: a record of ``1 + lanes`` words is read from
+#: the three SPRAM banks in ``ceil((1 + lanes) / 3)`` cycles, and gives every lane
+#: one Ce row (three dense-equivalent multiply-accumulates) per output pixel, so
+#: more than 8 lanes add at most 9 * lanes / (lanes + 1) - 8 < 1 of them a cycle
+#: (docs/serial-core.md). Needs networks decomposed with ``--shared-basis 8``.
+SHARED_CONFIG = SerialConfig(
+    datapath=AcceleratorConfig(lanes=8, dataflow="factored"), basis_group=8,
+    bank_depth=16384, activation_bytes=32768, basis_depth=64, param_depth=256,
+    output_depth=64, program_depth=256, counters=True)
 
 #: The SDCore configuration that fits the UP5K (``--core sd``): one lane and
 #: buffers sized for the bundled digits networks. To fit,

@@ -11,7 +11,7 @@ from .top import BoardTop
 
 
 __all__ = ["ULX3STop", "PLATFORM", "OSCILLATOR_HZ", "DEFAULT_CLOCK_HZ", "DEFAULT_CONFIG",
-           "SD_CORE_CONFIG"]
+           "SD_CORE_CONFIG", "SHARED_CONFIG"]
 
 PLATFORM = ULX3S_85F_Platform
 OSCILLATOR_HZ = 25_000_000
@@ -29,6 +29,16 @@ DEFAULT_CONFIG = SerialConfig(
     datapath=AcceleratorConfig(lanes=16), weight_banks=8, bank_depth=16384,
     activation_bytes=32768, basis_depth=64, param_depth=512, output_depth=64,
     program_depth=256, counters=True)
+
+#: The element-serial core with the factored dataflow (``--core shared``): 32 lanes in
+#: four groups of 8 sharing a basis engine (12 8x8 products a cycle), eleven banks of
+#: 8K words (88 DP16KD) so that a record of 33 words arrives in three cycles: 96
+#: dense-equivalent multiply-accumulates every three cycles. Needs networks
+#: decomposed with ``--shared-basis 8``.
+SHARED_CONFIG = SerialConfig(
+    datapath=AcceleratorConfig(lanes=32, dataflow="factored"), basis_group=8,
+    weight_banks=11, bank_depth=8192, activation_bytes=32768, basis_depth=64,
+    param_depth=512, output_depth=64, program_depth=256, counters=True)
 
 #: The SDCore configuration (``--core sd``): four lanes and the default buffers.
 SD_CORE_CONFIG = CoreConfig(datapath=AcceleratorConfig(lanes=4))

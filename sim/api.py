@@ -23,9 +23,10 @@ subclasses :class:`~sd_hw.errors.ParameterError`, the compiler's
 A core configuration is chosen as on the command line: ``config`` (a
 :class:`~sd_hw.core.config.CoreConfig` or :class:`~sd_hw.serial.config.SerialConfig`,
 its JSON description as a dict, or a JSON file as ``sd-hw config`` writes
-it), else ``board`` (that board's default core, or with ``core="sd"`` its
-SDCore configuration), else the SDCore defaults (``core="serial"``: the
-serial core's). ``progress`` is a function that gets a line at each step of
+it), else ``board`` (that board's default core, with ``core="sd"`` its
+SDCore configuration, with ``core="shared"`` its shared-basis serial core), else the
+SDCore defaults (``core="serial"``: the serial core's, ``core="shared"``: the serial
+core's with the factored dataflow). ``progress`` is a function that gets a line at each step of
 anything long (training epochs, place and route phases, the first
 Verilator compile); by default nothing is printed.
 """
@@ -93,7 +94,7 @@ def core_config(*, config=None, board=None, core=None):
     docstring); a board's configuration of the other kind when ``core`` asks for it."""
     from sd_hw.core.config import CoreConfig
     from sd_hw.serial.config import SerialConfig
-    kinds = {"sd": CoreConfig, "serial": SerialConfig}
+    kinds = {"sd": CoreConfig, "serial": SerialConfig, "shared": SerialConfig}
     if core is not None and core not in kinds:
         raise ParameterError(f"parameter 'core' is {core!r}, allowed values are "
                              f"{', '.join(map(repr, kinds))}")
@@ -114,6 +115,10 @@ def core_config(*, config=None, board=None, core=None):
             if kind not in kinds:
                 raise ParameterError(f"parameter 'core' is {kind!r}, allowed values are "
                                      f"{', '.join(map(repr, kinds))}")
+            if kind == "shared":
+                datapath = dict(description.get("datapath", {}))
+                datapath.setdefault("dataflow", "factored")
+                description["datapath"] = datapath
             return kinds[kind].from_dict(description)
         if not isinstance(config, tuple(kinds.values())):
             raise ParameterError(f"config must be a CoreConfig, a SerialConfig, a dict or a "
@@ -123,11 +128,19 @@ def core_config(*, config=None, board=None, core=None):
         from boards import board as board_spec, board_module
         module = board_module(board_spec(board))
         chosen = module.DEFAULT_CONFIG
-        if core is not None and not isinstance(chosen, kinds[core]):
+        if core == "shared":
+            chosen = getattr(module, "SHARED_CONFIG", None)
+            if chosen is None:
+                raise SdHwError(f"board {board!r} has no shared-basis core configuration")
+        elif core is not None and not isinstance(chosen, kinds[core]):
             chosen = getattr(module, "SD_CORE_CONFIG", None) if core == "sd" else None
             if not isinstance(chosen, kinds[core]):
                 chosen = kinds[core]()
         return chosen
+    if core == "shared":
+        from sd_hw.config import AcceleratorConfig
+        return SerialConfig(datapath=AcceleratorConfig(lanes=SerialConfig().lanes,
+                                                       dataflow="factored"))
     return kinds[core or "sd"]()
 
 

@@ -217,7 +217,9 @@ def add_core_options(parser):
     group.add_argument("--core", dest="core_kind", choices=CORE_KINDS,
                        help="'sd' (SDCore, the default) or 'serial' (SerialCore: one DSP a lane, "
                             "one activation element a cycle, weights as records in three "
-                            "single-port banks; its sizes come from --config)")
+                            "single-port banks; its sizes come from --config) or 'shared' "
+                            "(SerialCore with the factored dataflow: groups of lanes share "
+                            "one basis engine; networks decomposed with --shared-basis)")
     group.add_argument("--config", dest="core_config_file", metavar="FILE",
                        help="core configuration as JSON (as `sd-hw config` prints it); the "
                             "options here override its fields")
@@ -242,8 +244,11 @@ def add_core_options(parser):
                        help="build the cycle counter only, not the other performance counters")
 
 
-#: Values of ``--core``: the SDCore and the element-serial SerialCore.
-CORE_KINDS = ("sd", "serial")
+#: Values of ``--core``: the SDCore, the element-serial SerialCore, and the SerialCore
+#: with the factored dataflow (lanes sharing basis engines).
+CORE_KINDS = ("sd", "serial", "shared")
+#: The kinds that are a SerialCore.
+_SERIAL_KINDS = ("serial", "shared")
 #: Options that only an SDCore has.
 _SD_ONLY = (*_DEPTH_HELP, "coefficients", "weights", "row_lookahead")
 
@@ -260,7 +265,9 @@ def core_config_from_args(args, base=None):
     from sd_hw.core.config import CoreConfig
     from sd_hw.serial.config import SerialConfig
     description = base.to_dict() if base is not None else {}
-    base_kind = "serial" if isinstance(base, SerialConfig) else "sd"
+    base_kind = "sd"
+    if isinstance(base, SerialConfig):
+        base_kind = "shared" if base.factored else "serial"
     if getattr(args, "core_config_file", None):
         path = Path(args.core_config_file)
         description = _read_config_file(path)
@@ -272,11 +279,11 @@ def core_config_from_args(args, base=None):
                              f"{', '.join(map(repr, CORE_KINDS))}")
     if kind != base_kind and getattr(args, "core_config_file", None) is None:
         description = {}  # a base of the other kind says nothing about this one
-    if kind == "serial":
+    if kind in _SERIAL_KINDS:
         for name in _SD_ONLY:
             if getattr(args, f"core_{name}", None) is not None:
                 raise ParameterError(f"option --{name.replace('_', '-')} applies to the sd "
-                                     f"core, not to --core serial")
+                                     f"core, not to --core {kind}")
     datapath = description.get("datapath", {})
     if not isinstance(datapath, dict):
         raise ConfigFileError(f"{args.core_config_file}: field 'datapath' must be an object, "
@@ -300,8 +307,14 @@ def core_config_from_args(args, base=None):
 def _core_config(kind, description, args):
     from sd_hw.core.config import CoreConfig
     from sd_hw.serial.config import SerialConfig
-    if kind == "serial":
-        description["datapath"].setdefault("lanes", SerialConfig().lanes)
+    if kind in _SERIAL_KINDS:
+        datapath = description["datapath"]
+        datapath.setdefault("lanes", SerialConfig().lanes)
+        if kind == "shared":
+            if datapath.setdefault("dataflow", "factored") != "factored":
+                raise ParameterError(f"--core shared is the factored dataflow, but the "
+                                     f"configuration asks for dataflow "
+                                     f"{datapath['dataflow']!r}")
         return SerialConfig.from_dict(description)
     for name in ("coefficients", "weights"):
         if getattr(args, f"core_{name}", None) is not None:
@@ -708,6 +721,11 @@ def _board_config(args):
     base = module.DEFAULT_CONFIG
     if getattr(args, "core_kind", None) == "sd" and not isinstance(base, CoreConfig):
         base = module.SD_CORE_CONFIG  # the board's SDCore configuration
+    if getattr(args, "core_kind", None) == "shared":
+        base = getattr(module, "SHARED_CONFIG", None)  # the board's shared-basis core
+        if base is None:
+            raise SdHwError(f"board {args.board!r} has no shared-basis core configuration; "
+                            f"use --core serial or --core sd, or give one with --config")
     return core_config_from_args(args, base=base)
 
 
@@ -718,6 +736,9 @@ def cmd_boards(args):
         print(f"{name:11s} {spec.description}, {module.OSCILLATOR_HZ / 1e6:g} MHz oscillator, "
               f"PLL clock chosen by the build; default core: "
               f"{_core_summary(module.DEFAULT_CONFIG)}")
+        shared = getattr(module, "SHARED_CONFIG", None)
+        if shared is not None:
+            print(f"{'':11s} --core shared: {_core_summary(shared)}")
 
 
 def _core_summary(config):
@@ -725,6 +746,8 @@ def _core_summary(config):
     if isinstance(config, SerialConfig):
         text = (f"serial, {config.lanes} lane(s), weights {config.weight_banks} x "
                 f"{config.bank_depth} words, activations {config.activation_bytes} bytes")
+        if config.factored:
+            text += f", factored, {config.shared_lanes} lanes a basis engine"
     else:
         text = (f"sd, {config.lanes} lane(s), {config.datapath.dataflow}, activations "
                 f"{config.activation_depth}, weights {config.weight_depth} words/lane")

@@ -88,6 +88,8 @@ def _board_option(name, option, kind):
 def _kind_name(config):
     from sd_hw.core.config import CoreConfig
     from sd_hw.serial.config import SerialConfig
+    if isinstance(config, SerialConfig) and config.factored:
+        return "shared"
     return {CoreConfig: "sd", SerialConfig: "serial"}.get(type(config), type(config).__name__)
 
 
@@ -233,7 +235,8 @@ def board_configurations():
     """``[(board, core kind or None, config)]``: every board's configurations.
 
     The kind is ``None`` for a board's default core and the ``--core`` value
-    that selects any other (``SD_CORE_CONFIG``: ``"sd"``).
+    that selects any other (``SD_CORE_CONFIG``: ``"sd"``, ``SHARED_CONFIG``:
+    ``"shared"``).
     """
     from boards import BOARDS, board_module
     found = []
@@ -243,6 +246,9 @@ def board_configurations():
         other = getattr(module, "SD_CORE_CONFIG", None)
         if other is not None and type(other) is not type(module.DEFAULT_CONFIG):
             found.append((name, "sd", other))
+        shared = getattr(module, "SHARED_CONFIG", None)
+        if shared is not None:
+            found.append((name, "shared", shared))
     return found
 
 

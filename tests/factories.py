@@ -159,7 +159,7 @@ TINY = Network.from_dict({"input_shape": [2, 4, 4], "layers": [
 
 
 def hardware_network(network, seed, *, block_rows=192, code_bits=3, shared_zero_rows=0.3,
-                     group=4, density=0.6, row_density=0.8, dense=False):
+                     group=4, density=0.6, row_density=0.8, dense=False, shared_basis=None):
     """A random :class:`IntegerNetwork` that an accelerator can run exactly.
 
     Like :func:`random_integer_network`, but with 32-bit accumulators whose
@@ -168,7 +168,8 @@ def hardware_network(network, seed, *, block_rows=192, code_bits=3, shared_zero_
     fraction ``shared_zero_rows`` of the Ce rows is zero in every channel
     (on top of rows and elements zero in single channels), so that a core
     with ``group`` lanes skips them. ``dense``: every layer int8, with the
-    same shared zero rows.
+    same shared zero rows. ``shared_basis``: every group of that many consecutive output
+    channels gets its first channel's bases (:func:`share_bases`).
     """
     net = random_integer_network(network, seed, code_bits=code_bits, block_rows=block_rows,
                                  density=density, row_density=row_density, dense=dense or ())
@@ -190,7 +191,20 @@ def hardware_network(network, seed, *, block_rows=192, code_bits=3, shared_zero_
             weights.weight = rows.reshape(m, -1)[:, :np.prod(shape[1:])].reshape(shape)
         layer.bias = rng.integers(-2 ** 12, 2 ** 12, size=m).astype(np.int32)
     net.accumulator_bits = 32
+    if shared_basis is not None:
+        share_bases(net, shared_basis)
     _spread_activations(net, rng)
+    return net
+
+
+def share_bases(net, group):
+    """Give every group of ``group`` consecutive output channels of each decomposed layer
+    its first channel's bases, bit for bit (what a shared-basis decomposition makes)."""
+    for layer in net.layers.values():
+        if layer.decomposed:
+            basis = layer.weights.basis
+            for first in range(0, basis.shape[0], group):
+                basis[first:first + group] = basis[first]
     return net
 
 

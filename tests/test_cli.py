@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from sd_hw import weight_file
+from sd_hw.errors import SdHwError
 from sd_hw.generate import BLOCKS
 from sim.cli import main
 from sim.golden.digits import DEFAULT_MLP
@@ -409,3 +410,26 @@ def test_a_closed_stdout_pipe_ends_quietly(compressed):
         stderr = process.stderr.read().decode()
         assert process.wait() == 141
     assert stderr == ""
+
+
+def test_shared_core_kind(capsys, tmp_path):
+    """``--core shared``: the SerialCore with the factored dataflow; a board's
+    SHARED_CONFIG; a board without one and a contradicting dataflow are refused."""
+    description = json.loads(run_ok(capsys, "config", "--core", "shared", "--lanes", "4"))
+    assert description["core"] == "serial"
+    assert description["datapath"]["dataflow"] == "factored"
+    assert description["datapath"]["lanes"] == 4
+    (tmp_path / "shared.json").write_text(json.dumps(description))
+    again = json.loads(run_ok(capsys, "config", "--config", tmp_path / "shared.json"))
+    assert again == description
+    code = main(["config", "--core", "shared", "--dataflow", "rebuild"])
+    _, err = capsys.readouterr()
+    assert code == 2 and "--core shared is the factored dataflow" in err
+    out = run_ok(capsys, "boards")
+    assert "--core shared: serial, 8 lane(s)" in out and "factored, 8 lanes a basis engine" in out
+    from argparse import Namespace
+    from boards.icebreaker import SHARED_CONFIG
+    from sim.cli import _board_config
+    assert _board_config(Namespace(board="icebreaker", core_kind="shared")) == SHARED_CONFIG
+    with pytest.raises(SdHwError, match="'orangecrab' has no shared-basis"):
+        _board_config(Namespace(board="orangecrab", core_kind="shared"))

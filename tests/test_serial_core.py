@@ -133,6 +133,109 @@ def test_generated_verilog(simulator, primitives, tmp_path):
     assert_passed(report)
 
 
+def factored_config(*, basis_group=None, **datapath):
+    return dataclasses.replace(small_config(dataflow="factored", **datapath),
+                               basis_group=basis_group, basis_depth=32)
+
+
+#: (network, datapath parameters, basis group, network block_rows, seed)
+FACTORED_CASES = [
+    (SMALL_CNN, dict(lanes=4), None, 192, 41),
+    (SMALL_CNN, dict(lanes=4), 2, 5, 42),
+    (SMALL_CNN, dict(lanes=3), 1, 4, 43),
+    (ODD_CNN, dict(lanes=2), None, 4, 44),
+    (MLP, dict(lanes=8), 4, 2, 45),
+    (MLP, dict(lanes=1), None, 192, 46),
+]
+
+
+@pytest.mark.parametrize("index", range(len(FACTORED_CASES)))
+def test_factored_networks_in_amaranth(index, tmp_path):
+    """The factored lanes, bases shared by groups of lanes: every operation against the
+    golden model's factored dataflow, every counter against its counts."""
+    network, datapath, group, block_rows, seed = FACTORED_CASES[index]
+    config = factored_config(basis_group=group, block_rows=max(block_rows, 4), **datapath)
+    net = hardware_network(network, seed, block_rows=block_rows, group=config.lanes,
+                           shared_basis=config.shared_lanes)
+    report = simulate(net, config, random_inputs(network, 2, seed), simulator="amaranth",
+                      build_dir=tmp_path)
+    assert_passed(report)
+    assert report.layers_checked == 2 * len(network.compute_layers)
+
+
+def test_factored_ulx3s_shape(tmp_path):
+    """The ULX3S's shared-basis core (32 lanes, four basis engines of 8, eleven banks)
+    with small memories."""
+    from boards.ulx3s import SHARED_CONFIG
+    config = dataclasses.replace(SHARED_CONFIG, bank_depth=1024, activation_bytes=1024,
+                                 basis_depth=16, param_depth=64, output_depth=16,
+                                 program_depth=64)
+    net = hardware_network(SMALL_CNN, 70, block_rows=5, group=32, shared_basis=8)
+    report = simulate(net, config, random_inputs(SMALL_CNN, 1, 70), simulator="amaranth",
+                      build_dir=tmp_path)
+    assert_passed(report)
+
+
+def test_factored_lanes_take_weights_the_multipliers_could_not():
+    """No weight is rebuilt: a row whose rebuilt weight exceeds 16 bits compiles for the
+    factored lanes and is refused for the rebuilding ones."""
+    net = hardware_network(MLP, 47, group=2, shared_basis=2)
+    weights = net.layers["fc1"].weights
+    weights.present[0, 0, :] = True
+    weights.exponent[0, 0, :] = 7
+    weights.basis[0:2, 0] = -128
+    with pytest.raises(SdHwError, match="16-bit"):
+        compile_serial(net, small_config(lanes=2))
+    program = compile_serial(net, factored_config(lanes=2))
+    assert program.usage["bases per lane"] >= 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("primitives", ["generic", "ice40"])
+@pytest.mark.parametrize("simulator", ["icarus", "verilator"])
+def test_factored_generated_verilog(simulator, primitives, tmp_path):
+    """The factored core's Verilog (with ``"ice40"``, its SB_MAC16 in 8x8 mode and the
+    SPRAMs as yosys' models), two basis engines of two lanes."""
+    config = dataclasses.replace(factored_config(lanes=4, basis_group=2),
+                                 primitives=primitives)
+    net = hardware_network(SMALL_CNN, 48, block_rows=5, group=4, shared_basis=2)
+    report = simulate(net, config, random_inputs(SMALL_CNN, 2, 48), simulator=simulator,
+                      build_dir=tmp_path)
+    assert_passed(report)
+
+
+def test_bases_not_shared_within_a_basis_group_are_refused():
+    net = hardware_network(SMALL_CNN, 49, block_rows=5, group=4, shared_basis=2)
+    weights = net.layers["c2"].weights
+    used = np.flatnonzero(weights.present[0:4].any(axis=(0, 2)))
+    block = int(used[-1]) // weights.block_rows
+    weights.basis[3, block, 1, 2] ^= 1
+    compile_serial(net, factored_config(lanes=4, basis_group=1))
+    with pytest.raises(SdHwError, match=rf"layer 'c2', lane group 0, block {block}: channel 3 "
+                                        rf".*channel 2.*--shared-basis 2"):
+        compile_serial(net, factored_config(lanes=4, basis_group=2))
+
+
+@pytest.mark.parametrize("fields, match", [
+    (dict(basis_group=2), "basis_group.*factored"),
+    (dict(dataflow="factored", basis_group=3), "basis_group.*divide.*1, 2, 4"),
+    (dict(dataflow="factored", basis_group=0), "basis_group"),
+    (dict(dataflow="factored", activation_bits=10), "activation_bits.*8x8"),
+])
+def test_bad_factored_configuration_is_refused(fields, match):
+    group = fields.pop("basis_group", None)
+    with pytest.raises(ParameterError, match=match):
+        SerialConfig(datapath=AcceleratorConfig(lanes=4, **fields), basis_group=group)
+
+
+def test_factored_configuration_round_trips():
+    config = factored_config(lanes=4, basis_group=2)
+    assert SerialConfig.from_dict(config.to_dict()) == config
+    assert (config.shared_lanes, config.basis_memories) == (2, 2)
+    assert factored_config(lanes=4).shared_lanes == 4
+    assert small_config(lanes=4).basis_memories == 4
+
+
 def test_refusals_name_the_problem():
     config = small_config(lanes=2)
     net = serial_network(MLP, 7, lanes=2)

@@ -32,6 +32,8 @@ def element_layout(config, lanes):
     ``activation`` is element ``column`` (0..2) of the activation row that Ce row
     ``rows[l]`` of lane ``l`` multiplies. ``first`` starts a new sum in every lane,
     ``last`` ends it: the sums are emitted once that element has been accumulated.
+    ``row_last``: the element is its Ce row's last (the factored lanes apply a row once
+    it is complete; the rebuilding lanes ignore it); an element with ``last`` has it too.
     """
     return data.StructLayout({
         "activation": signed(config.activation_bits),
@@ -39,6 +41,7 @@ def element_layout(config, lanes):
         "rows": data.ArrayLayout(row_layout(config), lanes),
         "first": 1,
         "last": 1,
+        "row_last": 1,
     })
 
 
@@ -66,7 +69,8 @@ class MacLaneArray(wiring.Component):
         w = sum_j present[j] * (-1)**negative[j] * (B_l[j][column] << exponent[j])
 
     (``B_l`` the lane's basis, ``rows[l]`` the lane's Ce row record; its ``last`` bit
-    is ignored here) and multiply-accumulates ``w * activation``. The basis column
+    and the element's ``row_last`` are ignored here) and multiply-accumulates
+    ``w * activation``. The basis column
     comes from the last read of ``basis_read`` before the element is taken: the
     producer reads the next element's column one cycle ahead (or earlier, with no
     read in between), and the data holds while ``en`` is low. The weight is taken as a :data:`MAC_WEIGHT_BITS`-bit signed

@@ -8,8 +8,10 @@ global average pooling becomes an operation of its own
 (:mod:`sd_hw.serial.global_average`); a flatten costs nothing, tensors being stored
 in C, H, W order. Every tensor gets its own region of the activation memory,
 so that every operation's result can be read after a run. Lane groups, records and
-bases are :mod:`sd_hw.serial.records`'. Whatever does not fit is refused with the
-memory, the need and the limit.
+bases are :mod:`sd_hw.serial.records`' (with the factored dataflow, one basis memory
+per basis engine, written once for its ``basis_group`` lanes, and no rebuilt-weight
+width check: no weight is rebuilt). Whatever does not fit is refused with the memory,
+the need and the limit (``bases per lane`` counts the bases of each basis memory).
 """
 
 from dataclasses import dataclass, field
@@ -158,7 +160,7 @@ def compile_serial(net, config):
     reads = record_reads(lanes, bank_count)
     headers = []          # per operation: its header and its groups' descriptors
     banks = [[] for _ in range(bank_count)]
-    bases = [[] for _ in range(lanes)]
+    bases = [[] for _ in range(config.basis_memories)]
     params = []
     infos = []
     input_shape = tuple(network.input_shape)
@@ -220,7 +222,7 @@ def compile_serial(net, config):
         for g in range(groups):
             try:
                 records = group_records(layer.weights, geometry, config=datapath, group=g,
-                                        layer=spec.name)
+                                        layer=spec.name, basis_group=config.shared_lanes)
             except SdHwError as error:
                 raise SdHwError(f"the network does not match the core: {error}") from None
             record_base = len(banks[0])
@@ -229,8 +231,8 @@ def compile_serial(net, config):
                 for i, word in enumerate(padded):
                     banks[i % bank_count].append(word)
             basis_base = len(bases[0]) // 4
-            for lane in range(lanes):
-                bases[lane].extend(records.bases[lane])
+            for index, words in enumerate(records.bases):
+                bases[index].extend(words)
             header += pack_program_words(group_layout(config), {
                 "last": int(g == groups - 1), "has_records": int(bool(records.records)),
                 "record_base": record_base,
@@ -284,8 +286,8 @@ def compile_serial(net, config):
     }
     for b, words in enumerate(banks):
         images[(Space.WEIGHTS, b)] = (0, words)
-    for lane, words in enumerate(bases):
-        images[(Space.BASES, lane)] = (0, words)
+    for index, words in enumerate(bases):
+        images[(Space.BASES, index)] = (0, words)
     return SerialProgram(config=config, ops=infos, images=images, input_base=0,
                          input_shape=input_shape, output=infos[-1], usage=usage)
 

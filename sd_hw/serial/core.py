@@ -6,6 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..core.host_map import COUNTER_BASE, HostBus, Register, Space
 from ..core.registers import performance_counters, register_read
+from ..datapath.factored_lanes import FactoredLaneArray
 from ..datapath.mac_lanes import MacLaneArray
 from ..errors import ParameterError
 from ..primitives import RegisteredReadPort, SinglePortRAM
@@ -51,7 +52,12 @@ class SerialCore(wiring.Component):
     cycle, from the activation memory, to every lane) and the :class:`OutputUnit`
     (pooling, bias, requantisation, write-back of the lanes' sums); the
     :class:`~sd_hw.datapath.mac_lanes.MacLaneArray` rebuilds a weight per lane and
-    element and multiply-accumulates it. The weight banks and the activation memory
+    element and multiply-accumulates it (with ``dataflow="factored"``, the
+    :class:`~sd_hw.datapath.factored_lanes.FactoredLaneArray` multiplies each
+    activation row by the basis shared by ``basis_group`` lanes and shift-adds the
+    products per lane; space ``BASES``' lane field then selects a basis engine).
+    Identity registers: ``DATAPATH`` bit 20 is set for the factored dataflow, register
+    10 holds the lanes per basis memory (1 when rebuilding). The weight banks and the activation memory
     are single-port :class:`~sd_hw.primitives.SinglePortRAM` (SPRAM on the iCE40
     UP5K); an output write takes the activation memory for a cycle, the issuer
     waits.
@@ -103,8 +109,13 @@ class SerialCore(wiring.Component):
         issuer = m.submodules.element_issuer = ElementIssuer(
             datapath, basis_addr_width=_bits(config.basis_depth),
             activation_addr_width=byte_aw)
-        array = m.submodules.lanes = MacLaneArray(datapath, basis_depth=config.basis_depth,
-                                                  lowering=config.primitives)
+        if config.factored:
+            array = FactoredLaneArray(datapath, basis_group=config.shared_lanes,
+                                      basis_depth=config.basis_depth, lowering=config.primitives)
+        else:
+            array = MacLaneArray(datapath, basis_depth=config.basis_depth,
+                                 lowering=config.primitives)
+        m.submodules.lanes = array
         output = m.submodules.output_unit = OutputUnit(
             datapath, param_addr_width=_bits(config.param_depth),
             activation_addr_width=byte_aw, output_addr_width=_bits(config.output_depth))
@@ -260,7 +271,8 @@ class SerialCore(wiring.Component):
             Register.CONTROL: Cat(busy, self.done),
             Register.IDENT: Const(SERIAL_IDENT, 32),
             Register.DATAPATH: Cat(Const(lanes, 8), Const(WORD_BITS, 8),
-                                   Const(datapath.code_bits, 4), Const(0, 4),
+                                   Const(datapath.code_bits, 4), Const(config.factored, 1),
+                                   Const(0, 3),
                                    Const(datapath.activation_bits, 8)),
             Register.WIDTHS: Cat(Const(datapath.basis_bits, 8),
                                  Const(datapath.accumulator_bits, 8),
@@ -271,6 +283,7 @@ class SerialCore(wiring.Component):
             7: Const(config.param_depth, 32),
             8: Const(config.output_depth, 32),
             9: Const(config.program_depth, 32),
+            10: Const(config.shared_lanes, 32),
         }
         _, read_register = register_read(
             m, read=host.r_en, space=space, offset=offset, registers=identity,

@@ -34,8 +34,9 @@ class ElementIssuer(wiring.Component):
     three columns whose activation exists, reads that activation and sends it on
     ``elements`` with the record's rows (``rows``, which the reader switches to the
     record when ``next_rows`` is raised, as the record's first activation is read)
-    and the column, and reads the lanes' basis column for it (``basis_base`` plus
-    the number of ``new_block`` headers so far in the pass). Columns that fall into
+    and the column (``row_last`` on the record's last), and reads the lanes' basis
+    column for it (``basis_base`` plus the number of ``new_block`` headers so far in
+    the pass). Columns that fall into
     a 3x3 convolution's zero padding are not read and not sent; a linear layer's
     header gives in ``dy`` the number of the row's columns past the inputs, which
     are not read either. Output pixel ``(y, x)`` of a convolution of stride ``s`` and
@@ -197,6 +198,7 @@ class ElementIssuer(wiring.Component):
             elements.payload.rows.eq(self.rows),
             elements.payload.first.eq(out.first),
             elements.payload.last.eq(out.last),
+            elements.payload.row_last.eq(out.row_last),
         ]
         sent = elements.valid & elements.ready
         m.d.comb += self.pass_commit.eq(sent & out.last)
@@ -231,10 +233,11 @@ class ElementIssuer(wiring.Component):
                          ending.eq(count <= 2), started.eq(1),
                          out_valid.eq(1), fresh.eq(1), zero.eq(0), high_byte.eq(byte[0]),
                          out.column.eq(column), out.first.eq(first),
-                         out.last.eq(record_last & (count == 1)), first.eq(0)]
+                         out.last.eq(record_last & (count == 1)), out.row_last.eq(count == 1),
+                         first.eq(0)]
         with m.If(zero_element):
             m.d.sync += [out_valid.eq(1), zero.eq(1), fresh.eq(0), out.column.eq(0),
-                         out.first.eq(first), out.last.eq(1), first.eq(0)]
+                         out.first.eq(first), out.last.eq(1), out.row_last.eq(1), first.eq(0)]
         # (`active` stays set through the record's reads: `ending` says which is its last.)
         with m.If(done):
             m.d.sync += [loaded.eq(0), active.eq(0), ending.eq(0)]

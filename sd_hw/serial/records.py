@@ -3,7 +3,9 @@
 Lane group ``g`` computes output channels ``g * lanes .. g * lanes + lanes - 1``. Its
 records (:mod:`sd_hw.serial.layouts`) are its Ce rows that are not zero in every one of
 those channels, in row order; each lane's bases are those of the blocks that have a
-record, in block order (a block whose rows are all skipped has no basis either).
+record, in block order (a block whose rows are all skipped has no basis either). The
+factored lanes keep one basis memory per group of ``basis_group`` lanes, whose channels
+must then have the same bases.
 """
 
 from dataclasses import dataclass
@@ -43,8 +45,9 @@ class Geometry:
 
 @dataclass
 class GroupRecords:
-    """One lane group: ``records`` (lists of ``1 + lanes`` words), and per lane its bases
-    as basis-memory words (``4`` per basis: columns 0..2 and an unused zero word)."""
+    """One lane group: ``records`` (lists of ``1 + lanes`` words), and per basis memory
+    (per lane, or per ``basis_group`` lanes) its bases as basis-memory words (``4`` per
+    basis: columns 0..2 and an unused zero word)."""
 
     records: list
     bases: list
@@ -61,19 +64,25 @@ def rebuilt_rows(weights):
     return np.einsum("mrj,mrjc->mrc", scale, basis)
 
 
-def group_records(weights, geometry, *, config, group, layer="layer"):
+def group_records(weights, geometry, *, config, group, layer="layer", basis_group=1):
     """The :class:`GroupRecords` of lane group ``group`` of a decomposed layer.
 
-    ``config`` is the :class:`~sd_hw.config.AcceleratorConfig` of the lanes. Refuses
-    (:class:`~sd_hw.errors.SdHwError`, naming ``layer``) a rebuilt weight that does not
-    fit the lanes' :data:`~sd_hw.datapath.mac_lanes.MAC_WEIGHT_BITS`-bit multiplier
-    input, and an activation offset past the record header's reach.
+    ``config`` is the :class:`~sd_hw.config.AcceleratorConfig` of the lanes;
+    ``basis_group`` the lanes per basis memory (1 for the rebuilding lanes). Refuses
+    (:class:`~sd_hw.errors.SdHwError`, naming ``layer``) an activation offset past the
+    record header's reach; for the rebuilding lanes (``dataflow="rebuild"``) a rebuilt
+    weight that does not fit their
+    :data:`~sd_hw.datapath.mac_lanes.MAC_WEIGHT_BITS`-bit multiplier input; and for
+    shared basis memories, channels of one basis group with different bases in a block
+    that has a record.
     """
     lanes = config.lanes
     channels = range(group * lanes, min((group + 1) * lanes, weights.out_channels))
     present = weights.present[channels.start:channels.stop]
     limit = 1 << (MAC_WEIGHT_BITS - 1)
     rebuilt = rebuilt_rows(weights)[channels.start:channels.stop]
+    if config.dataflow != "rebuild":
+        rebuilt = rebuilt[:0]     # nothing is rebuilt: the factored lanes shift products
     if rebuilt.size and (rebuilt.min() < -limit or rebuilt.max() >= limit):
         m, r, c = np.argwhere((rebuilt < -limit) | (rebuilt >= limit))[0]
         raise SdHwError(
@@ -114,7 +123,9 @@ def group_records(weights, geometry, *, config, group, layer="layer"):
         records.append(words)
     column_format = basis_column_layout(config)
     bases = []
-    for lane in range(lanes):
+    for memory in range(lanes // basis_group):
+        lane = memory * basis_group
+        _check_shared(weights, channels, lane, basis_group, blocks, layer=layer, group=group)
         words = []
         for block in blocks:
             if lane < len(channels):
@@ -127,3 +138,21 @@ def group_records(weights, geometry, *, config, group, layer="layer"):
         bases.append(words)
     return GroupRecords(records=records, bases=bases, blocks=len(blocks),
                         skipped_rows=weights.rows - len(live))
+
+
+def _check_shared(weights, channels, lane, basis_group, blocks, *, layer, group):
+    """Refuse a basis group (lanes ``lane ..``) whose channels' bases differ in a block
+    of ``blocks``."""
+    members = range(channels.start + lane, min(channels.start + lane + basis_group,
+                                               channels.stop))
+    if len(members) < 2:
+        return
+    for block in blocks:
+        reference = weights.basis[members.start, block]
+        for channel in members[1:]:
+            if not np.array_equal(weights.basis[channel, block], reference):
+                raise SdHwError(
+                    f"layer {layer!r}, lane group {group}, block {block}: channel {channel} "
+                    f"has another basis than channel {members.start}, but channels "
+                    f"{members.start}..{members.stop - 1} share one basis engine; decompose "
+                    f"with --shared-basis {basis_group}, or use a smaller basis_group")

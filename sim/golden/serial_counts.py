@@ -155,9 +155,12 @@ def _last_layer(network, op):
 
 def serial_cycle_estimate(net, shape):
     """Cycles of one inference: per record, the slower of its reads and its elements; a
-    zero element where a pass ends with an empty record; with 2x2 average pooling, a
-    window's wait for the output unit to requantise the previous one's four sums per
-    lane; fixed costs per run, operation and group; one cycle per activation written."""
+    zero element where a pass ends with an empty record; at least ``lanes`` cycles a
+    pass (its sums leave the lanes one a cycle); with 2x2 average pooling, a window's
+    wait for the output unit to requantise the previous one's four sums per lane; fixed
+    costs per run, operation and group; one cycle per activation written. The same for
+    both lane arrays: the factored lanes' only stall of their own (a row's last element
+    three cycles after the previous row's) is shorter than a record's arrival."""
     cycles = shape.run_cycles
     ops = set()
     for op, channels, columns in _groups(net, shape):
@@ -171,11 +174,14 @@ def serial_cycle_estimate(net, shape):
             # header goes from the banks to a stage register, then to the issuer's.
             per_record = np.maximum(per_record, max(shape.record_reads, 3))
             per_pass = per_record.sum(axis=1) + (columns[:, -1] == 0)
-            cycles += int(per_pass.sum())
-            if op.average:
-                windows = per_pass.reshape(-1, 4).sum(axis=1)
-                drain = 4 * channels * shape.requantise_cycles
-                cycles += int(np.maximum(0, drain - windows[1:]).sum())
         else:
-            cycles += columns.shape[0]
+            per_pass = np.ones(columns.shape[0], np.int64)
+        # A pass's sums leave the lanes one a cycle: the next pass ends `lanes` cycles
+        # later at the earliest.
+        per_pass = np.maximum(per_pass, shape.lanes)
+        cycles += int(per_pass.sum())
+        if op.average and columns.size:
+            windows = per_pass.reshape(-1, 4).sum(axis=1)
+            drain = 4 * channels * shape.requantise_cycles
+            cycles += int(np.maximum(0, drain - windows[1:]).sum())
     return cycles + expected_serial_counters(net, shape)["write_cycles"]

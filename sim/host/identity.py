@@ -26,9 +26,10 @@ __all__ = ["CORE_IDENTS", "expected_registers", "read_registers", "identity_diff
 #: IDENT register values and the core kind (``--core``) they name.
 CORE_IDENTS = {IDENT: "sd", 0x53444853: "serial"}
 
-#: A serial core's registers 4, 5, ...: its configuration's sizes.
+#: A serial core's registers 4, 5, ...: its configuration's sizes, then the lanes
+#: that share one basis memory (1 with the rebuild dataflow).
 SERIAL_SIZE_REGISTERS = ("activation_bytes", "bank_depth", "basis_depth", "param_depth",
-                         "output_depth", "program_depth")
+                         "output_depth", "program_depth", "shared_lanes")
 
 #: The registers read: IDENT, DATAPATH, WIDTHS and the sizes.
 _FIRST, _COUNT = Register.IDENT, 3 + len(DEPTH_REGISTERS)
@@ -59,6 +60,7 @@ def _fields(kind, words):
         sizes = DEPTH_REGISTERS
     else:
         del fields["stream_bits"]          # the serial core's word is fixed
+        fields["dataflow"] = "factored" if datapath >> 20 & 1 else "rebuild"
         sizes = SERIAL_SIZE_REGISTERS
     for k, name in enumerate(sizes):
         fields[name] = words.get(4 + k, 0)
@@ -82,7 +84,7 @@ def expected_registers(config):
     else:
         from sd_hw.serial.layouts import WORD_BITS
         words[Register.DATAPATH] = (config.lanes | WORD_BITS << 8 | datapath.code_bits << 16
-                                    | datapath.activation_bits << 24)
+                                    | config.factored << 20 | datapath.activation_bits << 24)
         sizes = SERIAL_SIZE_REGISTERS
     for k, name in enumerate(sizes):
         words[4 + k] = getattr(config, name)
