@@ -30,6 +30,8 @@ bench: setup
 	$(RUN) python bench/bench_mnist.py --out docs/mnist-results.md --json docs/mnist-results.json --sweep 0.25,0.75
 	$(RUN) python bench/bench_serial.py --out docs/serial-results.md --json docs/serial-results.json
 	$(RUN) python bench/bench_up5k.py --out docs/benchmarks.md --json docs/benchmarks.json --seeds 3
+	$(RUN) python bench/bench_shared_basis.py --datasets mnist --groups 8 --build build/shared
+	$(RUN) python bench/bench_shared.py --out docs/benchmarks.md --json docs/benchmarks.json --seeds 2
 
 clean:
 	rm -rf build

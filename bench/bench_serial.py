@@ -106,7 +106,8 @@ def measure(label, path, x, labels, *, images, build_dir, log, config=UP5K_SERIA
         "counters": {name: int(value) for name, value in counters.items()},
         "usage": program.usage,
         "weight_bits_on_chip": int(program.usage["weight bank words"] * config.weight_banks * 16
-                                   + program.usage["bases per lane"] * config.lanes * 24),
+                                   + program.usage["bases per lane"] * 24
+                                   * (config.lanes // config.shared_lanes)),
         "int8_weight_bits": int(sum(prod(layer.weight_shape) * 8
                                     for layer in net.network.compute_layers)),
         "simulation_seconds": seconds,
