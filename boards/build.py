@@ -508,17 +508,19 @@ def parse_clock(clock):
     return value
 
 
-def build_board(name, config=None, *, out_dir="build/boards", seeds=1, clock="auto", log=None):
+def build_board(name, config=None, *, out_dir="build/boards", seeds=1, clock="auto", log=None,
+                first_seed=1):
     """Build the bitstream of board ``name``; returns a :class:`BuildReport`.
 
     ``config`` defaults to the board's default configuration. The design
     runs on the PLL output (:mod:`boards.clocking`) and ``clock`` chooses it:
 
     * ``"auto"``: synthesise with the PLL at the family's probe frequency
-      (:data:`PROBE_HZ`), place and route once per seed (1..``seeds``) with
+      (:data:`PROBE_HZ`), place and route once per seed (``first_seed`` ..
+      ``first_seed + seeds - 1``, nextpnr's ``--seed``) with
       ``--timing-allow-fail`` to measure fmax, choose the fastest PLL output
       not above the lowest fmax (:func:`~boards.clocking.choose_clock`), then
-      synthesise with that PLL and place and route seed 1 with the real
+      synthesise with that PLL and place and route the first seed with the real
       constraint. Should that miss (placement varies with the constraint), the
       next PLL output not above the fmax it did reach is tried once more.
     * a frequency in MHz: the fastest PLL output not above it, placed and
@@ -532,6 +534,11 @@ def build_board(name, config=None, *, out_dir="build/boards", seeds=1, clock="au
     config = module.DEFAULT_CONFIG if config is None else config
     if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= 32:
         raise SdHwError(f"parameter 'seeds' is {seeds!r}, allowed range is 1 to 32")
+    if (isinstance(first_seed, bool) or not isinstance(first_seed, int)
+            or not 1 <= first_seed <= 1_000_000):
+        raise SdHwError(f"parameter 'first_seed' is {first_seed!r}, allowed range is 1 to "
+                        f"1000000")
+    seed_list = list(range(first_seed, first_seed + seeds))
     clock = parse_clock(clock)
     oscillator = module.OSCILLATOR_HZ
     if clock != "auto":
@@ -551,7 +558,7 @@ def build_board(name, config=None, *, out_dir="build/boards", seeds=1, clock="au
         measured = [flow.place_and_route(seed, f".probe.seed{seed}", allow_fail=True,
                                          what=f"seed {seed} at the probe clock "
                                               f"{probe.output_hz / 1e6:.4g} MHz")
-                    for seed in range(1, seeds + 1)]
+                    for seed in seed_list]
         try:
             choice = choose_clock(spec.family, oscillator,
                                   {p.seed: _slowest(p) for p in measured})
@@ -562,8 +569,9 @@ def build_board(name, config=None, *, out_dir="build/boards", seeds=1, clock="au
                            confirmation=[])
         cells = flow.synthesise(pll)
         for attempt in range(2):
-            final = flow.place_and_route(1, "", allow_fail=False,
-                                         what=f"seed 1 at {pll.output_hz / 1e6:.4g} MHz")
+            final = flow.place_and_route(first_seed, "", allow_fail=False,
+                                         what=f"seed {first_seed} at "
+                                              f"{pll.output_hz / 1e6:.4g} MHz")
             description["confirmation"].append(_confirmation(final, pll))
             if final.met or attempt == 1:
                 break
@@ -575,7 +583,7 @@ def build_board(name, config=None, *, out_dir="build/boards", seeds=1, clock="au
                 break
             if retry.output >= pll.output:
                 break
-            reason += (f"; seed 1 at {pll.output_hz / 1e6:.4g} MHz reached only "
+            reason += (f"; seed {first_seed} at {pll.output_hz / 1e6:.4g} MHz reached only "
                        f"{_slowest(final):.2f} MHz, so {retry.output_hz / 1e6:.4g} MHz")
             pll = retry
             cells = flow.synthesise(pll)
@@ -584,8 +592,8 @@ def build_board(name, config=None, *, out_dir="build/boards", seeds=1, clock="au
         description["requested_mhz"] = clock
         cells = flow.synthesise(pll)
         placements = []
-        for seed in range(1, seeds + 1):
-            suffix = "" if seed == 1 else f".seed{seed}"
+        for seed in seed_list:
+            suffix = "" if seed == first_seed else f".seed{seed}"
             placements.append(flow.place_and_route(
                 seed, suffix, allow_fail=True,
                 what=f"seed {seed} at {pll.output_hz / 1e6:.4g} MHz"))
@@ -607,7 +615,7 @@ def build_board(name, config=None, *, out_dir="build/boards", seeds=1, clock="au
     bitstream = flow.pack()
     description.update(pll=pll.to_dict(), chosen_mhz=pll.output_hz / 1e6, reason=reason)
     report = BuildReport(name, flow.device, config.to_dict(), pll.output_hz,
-                         list(range(1, seeds + 1)), cells, final.utilisation, fmax, constraints,
+                         seed_list, cells, final.utilisation, fmax, constraints,
                          str(bitstream), flow.seconds, description)
     (build_dir / "report.json").write_text(json.dumps(report.to_dict(), indent=1) + "\n")
     (build_dir / "report.txt").write_text(format_report(report) + "\n")

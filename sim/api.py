@@ -408,13 +408,14 @@ class BuildResult:
 
 
 def build(board, *, config=None, core=None, seeds=1, clock="auto", out_dir="build/boards",
-          progress=None):
+          progress=None, first_seed=1):
     """Synthesise, place and route (once per seed) and pack ``board``'s bitstream
     with the selected core (:func:`boards.build.build_board`); ``progress`` gets
     the steps and nextpnr's phases. Takes minutes."""
     from boards.build import build_board
     chosen = core_config(config=config, board=None if config is not None else board, core=core)
-    report = build_board(board, chosen, out_dir=out_dir, seeds=seeds, clock=clock, log=progress)
+    report = build_board(board, chosen, out_dir=out_dir, seeds=seeds, clock=clock, log=progress,
+                         first_seed=first_seed)
     return BuildResult(report, Path(report.bitstream), Path(out_dir) / board / "report.json",
                        report.meets_timing)
 

@@ -759,7 +759,7 @@ def cmd_build(args):
     check_output_folder(args.out_dir, "--out-dir")
     config = _board_config(args)
     report = build_board(args.board, config, out_dir=args.out_dir, seeds=args.seeds,
-                         clock=args.clock, log=_progress)
+                         first_seed=args.first_seed, clock=args.clock, log=_progress)
     print(format_report(report))
     print(f"wrote {Path(args.out_dir) / args.board / 'report.json'} and report.txt")
     return 0 if report.meets_timing else 1
@@ -978,6 +978,10 @@ def build_parser():
     build.add_argument("--board", required=True, choices=sorted(BOARDS))
     build.add_argument("--seeds", type=_integer(1, 1000), default=1,
                        help="place-and-route seeds to measure fmax over (default 1)")
+    build.add_argument("--first-seed", type=_integer(1, 1000000), default=1, metavar="N",
+                       help="nextpnr seed of the first place and route, the one packed; the "
+                            "others follow it (default 1). Another seed is the way out when "
+                            "nextpnr's router does not converge on a nearly full chip")
     build.add_argument("--clock", default="auto",
                        help="the design's clock: 'auto' (default: the fastest PLL clock that "
                             "meets timing on every seed) or a frequency in MHz (the fastest "

@@ -164,6 +164,8 @@ def test_generate_writes_verilog_and_port_map(tmp_path):
 def test_build_refuses_bad_parameters_before_any_tool_runs(tmp_path):
     with pytest.raises(SdHwError, match="'seeds' is 0"):
         api.build("icebreaker", seeds=0, out_dir=tmp_path)
+    with pytest.raises(SdHwError, match="'first_seed' is 0, allowed range is 1 to"):
+        api.build("icebreaker", first_seed=0, out_dir=tmp_path)
     with pytest.raises(ParameterError, match="unknown board"):
         api.build("nope", out_dir=tmp_path)
     assert not any(tmp_path.iterdir())
