@@ -14,6 +14,7 @@ setup:
 
 # Writes build/demo/ (report: build/demo/digits-results.md); no tracked file changes.
 demo: setup
+	mkdir -p build/demo
 	$(RUN) $(PORTABLE_NUMERICS) sd-hw demo --report build/demo/digits-results.md
 
 # Refreshes the committed example report, docs/digits-results.md.

@@ -473,21 +473,11 @@ def _training_data(args, network, *, seed=0):
 def _training_network(args):
     """``(network, params or None)`` of ``sd-hw train --model``: a bundled model
     name, or a file (.json network description, .npz model, .onnx)."""
-    from sd_hw.network import Network
+    from sim.api import load_model
     from sim.golden.datasets import dataset
     if args.model in ("cnn", "mlp"):
         return dataset(args.dataset or "digits").model(args.model), None
-    path = Path(args.model)
-    if path.suffix.lower() == ".json":
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            raise SdHwError(f"{path}: no such file (network description)") from None
-        except (OSError, UnicodeDecodeError) as error:
-            raise SdHwError(f"{path}: not a readable network description ({error})") from None
-        return Network.from_json(text, source=str(path)), None
-    from sim.flow import load_float_model
-    model = load_float_model(path, log=_progress)
+    model = load_model(args.model, progress=_progress)
     return model.network, model.params
 
 

@@ -218,35 +218,11 @@ def test_onnx_cnn_with_the_new_layers_runs_bit_exactly(tmp_path):
     Relu, GlobalAveragePool, Flatten, Gemm) imported, decomposed, integerised and run on
     the serial core in Amaranth's simulator."""
     pytest.importorskip("onnx")
-    from onnx import helper
-
     from sim.compress import CompressOptions, calibrate, decompose, integerise, prune_masks
     from sim.onnx_import import import_onnx
-    from tests.test_onnx_import import _const, _model, _save
 
     rng = np.random.default_rng(0)
-    inits = [
-        _const("w1", rng.standard_normal((6, 2, 3, 3)) * 0.4),
-        _const("bn_g", rng.random(6) + 0.5), _const("bn_b", rng.standard_normal(6) * 0.2),
-        _const("bn_m", rng.standard_normal(6) * 0.3), _const("bn_v", rng.random(6) + 0.3),
-        _const("w2", rng.standard_normal((8, 6, 3, 3)) * 0.2),
-        _const("b2", rng.standard_normal(8) * 0.1),
-        _const("fw", rng.standard_normal((8, 4)) * 0.3), _const("fb", rng.standard_normal(4) * 0.1),
-    ]
-    node = helper.make_node
-    nodes = [
-        node("Conv", ["x", "w1"], ["c1"], strides=[2, 2], pads=[1, 1, 1, 1],
-             kernel_shape=[3, 3]),
-        node("BatchNormalization", ["c1", "bn_g", "bn_b", "bn_m", "bn_v"], ["n1"],
-             epsilon=1e-3),
-        node("Relu", ["n1"], ["r1"]),
-        node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[0, 0, 0, 0]),
-        node("Relu", ["c2"], ["r2"]),
-        node("GlobalAveragePool", ["r2"], ["gap"]),
-        node("Flatten", ["gap"], ["flat"]),
-        node("Gemm", ["flat", "fw", "fb"], ["y"]),
-    ]
-    imported = import_onnx(_save(_model(nodes, inits, [2, 11, 10]), tmp_path))
+    imported = import_onnx(_onnx_cnn(tmp_path, rng))
     network, params = imported.model.network, imported.model.params
     assert [layer.kind for layer in network.layers] == [
         "conv2d", "relu", "conv2d", "relu", "global_avgpool2d", "flatten", "linear"]
