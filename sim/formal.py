@@ -24,6 +24,7 @@ assertions (a producer's output) or assumptions (an input).
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -80,12 +81,17 @@ def _tool(name):
 
 
 def _run(command, cwd, env, timeout):
+    # A session of its own, so that a timeout also ends the solver smtbmc started.
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
-                              timeout=timeout, check=False)
+        stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
         raise FormalError(f"{Path(command[0]).name} did not finish within {timeout} s "
                           f"(in {cwd})") from None
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def _write_smt2(harness, ports, work_dir, name, timeout):
