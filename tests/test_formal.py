@@ -34,10 +34,10 @@ from sd_hw.datapath.coefficient_decoder import CoefficientDecoder
 from sd_hw.datapath.layouts import basis_layout, row_layout
 from sd_hw.datapath.mac_lanes import MAC_WEIGHT_BITS, MacLaneArray, basis_column_layout
 from sd_hw.datapath.shift_accumulate import ShiftAccumulateArray, ShiftAccumulatePE
+from sd_hw.primitives import Mac16, RegisteredReadPort
 from sd_hw.serial.config import SerialConfig
 from sd_hw.serial.core import SerialCore
 from sd_hw.serial.element_issuer import ElementIssuer
-from sd_hw.primitives import RegisteredReadPort
 from sim.formal import prove, reach, stream_rules
 from sim.streams import _component_streams
 
@@ -257,6 +257,96 @@ def test_rebuild_pe_proof_negative_control(tmp_path):
     assert any("test_formal.py" in where for where in result.failed), result.failed
 
 
+# (d) No accumulator overflow for the bounds the compiler checks. ----------------------
+
+def accumulator_harness(config, *, slack_bits=0):
+    """The lanes' running sums (MacLaneArray, generic lowering) never wrap when the
+    compiler's bound holds: for every lane, while ``128 * sum|w|`` over the elements
+    of its current sum fits ``accumulator_bits`` (plus ``slack_bits``: the negative
+    control), the accumulator read at ``accumulator_bits`` (what the lanes emit)
+    equals the exact sum of the products.
+
+    The harness follows each lane's Mac16 (``acc16x16``) from its internal product
+    register: the exact sum restarts and adds with the accumulator, the weight and
+    "an element was taken" travel along with the product. Activations are int8 by
+    width (``activation_bits`` 8, ``-128..127``), so a product's magnitude is at most
+    ``128 * |w|``; that arithmetic fact is assumed, so that the solver need not
+    reason about the multiplier (whose products the simulation tests check).
+    Invariants for the induction, asserted: the accumulator is the exact sum modulo
+    2**32, and ``|exact| <= 128 * sum|w|``."""
+    array = MacLaneArray(config, basis_depth=2, lowering="generic")
+    dut, parts = elaborated(array)
+    macs = [(origin, fragment) for _, origin, fragment in parts if isinstance(origin, Mac16)]
+    assert len(macs) == config.lanes
+    m = Module()
+    m.submodules.array = dut
+    acc_bits = config.accumulator_bits
+    limit = (1 << (acc_bits - 1 + slack_bits)) - 1
+    wide = acc_bits + MAC_WEIGHT_BITS
+    # The product pipeline is reset-less, and so is what follows it here.
+    took = Signal(reset_less=True)
+    m.d.sync += took.eq(array.elements.valid & array.elements.ready)
+    near_limit = []
+    for lane, (mac, fragment) in enumerate(macs):
+        product, restart, accumulator = (internal(fragment, name) for name in
+                                         ("product_2", "clear_2", "accumulator"))
+        weight, counted = mac.a.as_signed(), took
+        for stage in range(3):   # from the Mac16's input to its product register
+            delayed_weight = Signal(signed(MAC_WEIGHT_BITS), reset_less=True,
+                                    name=f"weight{lane}_{stage}")
+            delayed_count = Signal(reset_less=True, name=f"counted{lane}_{stage}")
+            m.d.sync += [delayed_weight.eq(weight), delayed_count.eq(counted)]
+            weight, counted = delayed_weight, delayed_count
+        size = Mux(counted, Mux(weight < 0, -weight, weight), 0)
+        exact = Signal(signed(wide), reset_less=True, name=f"exact{lane}")
+        magnitude = Signal(wide, reset_less=True, name=f"magnitude{lane}")
+        m.d.sync += [exact.eq(Mux(restart, 0, exact + product)),
+                     magnitude.eq(Mux(restart, 0, magnitude + size))]
+        m.d.comb += [
+            Assume((magnitude << 7) <= limit),
+            Assume(~counted | (Mux(product < 0, -product, product) <= (size << 7))),
+            Assert(accumulator.as_unsigned() == exact[:32], "accumulator is exact mod 2**32"),
+            Assert(Mux(exact < 0, -exact, exact) <= (magnitude << 7), "|exact| <= 128 sum|w|"),
+            Assert(accumulator[:acc_bits].as_signed() == exact, "the sum never wraps"),
+        ]
+        near_limit.append((exact > limit // 2) | (exact < -(limit // 2)))
+    m.d.comb += Cover(Cat(*near_limit).all())
+    return m, ports_of(array)
+
+
+#: Two lanes, 25-bit accumulators (the least the lanes allow) and 6-bit bases, so that a
+#: sum can reach the limit in a few elements (|w| <= 3 * 32 * 2**7 = 12288).
+ACCUMULATOR_CONFIG = AcceleratorConfig(lanes=2, accumulator_bits=25, basis_bits=6)
+
+
+@pytest.mark.slow
+@pytest.mark.duration(180)
+def test_lane_sums_never_wrap_within_the_compilers_bound(tmp_path):
+    """For all time, i.e. for sums of any length: BMC and 5-induction."""
+    harness, ports = accumulator_harness(ACCUMULATOR_CONFIG)
+    result = prove(harness, ports, depth=5, work_dir=tmp_path, timeout=1200)
+    assert result.proven, result.log
+
+
+@pytest.mark.slow
+@pytest.mark.duration(300)
+def test_lane_sums_reach_the_bound(tmp_path):
+    """The assumptions leave room: both lanes' sums pass half the limit in 14 cycles."""
+    harness, ports = accumulator_harness(ACCUMULATOR_CONFIG)
+    result = reach(harness, ports, depth=14, work_dir=tmp_path, timeout=1200)
+    assert result.all_reached, result.log
+
+
+@pytest.mark.slow
+@pytest.mark.duration(300)
+def test_lane_sum_proof_negative_control(tmp_path):
+    """A bound one bit too generous: a sum that wraps is found (11 elements of the
+    largest weight, 16 cycles)."""
+    harness, ports = accumulator_harness(ACCUMULATOR_CONFIG, slack_bits=1)
+    result = prove(harness, ports, depth=16, induction=False, work_dir=tmp_path, timeout=1200)
+    assert result.status == "failed"
+
+
 # (b) No read and write of one basis-memory word in the same cycle. -------------------
 
 def test_issuer_reads_bases_only_while_busy(tmp_path):
@@ -312,7 +402,7 @@ def memory_accesses(parts):
 
 #: Cycles from reset within which a small SerialCore's memories have all been read and
 #: written (a cover trace; see the test that looks for it).
-COVER_DEPTH = 30
+COVER_DEPTH = 26
 
 
 def serial_memory_harness(*, units="assert", extra_output_read=False, host_writes_bases=False):
@@ -386,11 +476,13 @@ def test_serial_core_memory_proof_negative_control(tmp_path):
 @pytest.mark.slow
 @pytest.mark.duration(240)
 def test_serial_core_units_access_shared_memories_only_while_busy(tmp_path):
-    """Bounded, nothing assumed: 20 cycles from reset with every host bus input free
-    and every memory's contents free at the start (any image the host may have
-    loaded), the units' accesses and every memory port pair as above."""
+    """Bounded, nothing assumed: COVER_DEPTH cycles from reset (real reads and writes of
+    every shared memory happen within them, see the cover test) with every host bus
+    input free and every memory's contents free at the start (any image the host may
+    have loaded), the units' accesses and every memory port pair as above."""
     harness, ports, _ = serial_memory_harness(units="assert")
-    result = prove(harness, ports, depth=20, induction=False, work_dir=tmp_path)
+    result = prove(harness, ports, depth=COVER_DEPTH, induction=False, work_dir=tmp_path,
+                   timeout=1200)
     assert result.status == "bounded", result.log
 
 
