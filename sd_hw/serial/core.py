@@ -203,8 +203,10 @@ class SerialCore(wiring.Component):
         m.d.comb += [output_write.addr.eq(output.output_write.addr),
                      output_write.data.eq(output.output_write.data),
                      output_write.en.eq(output.output_write.en)]
+        # The output unit writes the output memory during a run: the host's reads are not
+        # performed while busy (they read 0), so a read and a write never meet.
         output_read = RegisteredReadPort(m, outputs)
-        host_reads_outputs = host.r_en & (space == Space.OUTPUTS.value)
+        host_reads_outputs = idle & host.r_en & (space == Space.OUTPUTS.value)
         m.d.comb += [output_read.addr.eq(offset), output_read.en.eq(host_reads_outputs)]
 
         # The activation memory: output writes first, then the issuer's reads; the host
@@ -289,16 +291,21 @@ class SerialCore(wiring.Component):
             m, read=host.r_en, space=space, offset=offset, registers=identity,
             counters=counters, counter_base=COUNTER_BASE)
         # The read's space is decoded as it is taken: the read data's multiplexer is
-        # then one or two look-up tables of flip-flops and block RAM outputs.
-        read_activations, read_outputs = Signal(), Signal()
+        # then one or two look-up tables of flip-flops and block RAM outputs. The memories
+        # a run writes (activations, outputs) read 0 while busy.
+        read_activations, read_outputs, read_refused = Signal(), Signal(), Signal()
         with m.If(host.r_en):
-            m.d.sync += [read_activations.eq(space == Space.ACTIVATIONS.value),
-                         read_outputs.eq(space == Space.OUTPUTS.value)]
+            m.d.sync += [read_activations.eq(idle & (space == Space.ACTIVATIONS.value)),
+                         read_outputs.eq(idle & (space == Space.OUTPUTS.value)),
+                         read_refused.eq(busy & ((space == Space.ACTIVATIONS.value)
+                                                 | (space == Space.OUTPUTS.value)))]
         word = activations.r_data
         with m.If(read_activations):
             m.d.comb += host.r_data.eq(Mux(host_byte, word[8:16], word[:8]).as_signed())
         with m.Elif(read_outputs):
             m.d.comb += host.r_data.eq(output_read.data)
+        with m.Elif(read_refused):
+            m.d.comb += host.r_data.eq(0)
         with m.Else():
             m.d.comb += host.r_data.eq(read_register)
         return m
