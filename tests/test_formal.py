@@ -403,7 +403,7 @@ def memory_accesses(parts):
 
 #: Cycles from reset within which a small SerialCore's memories have all been read and
 #: written (a cover trace; see the test that looks for it).
-COVER_DEPTH = 26
+COVER_DEPTH = 30
 
 
 def serial_memory_harness(*, units="assert", extra_output_read=False, host_writes_bases=False):
@@ -475,7 +475,7 @@ def test_serial_core_memory_proof_negative_control(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.duration(180)
+@pytest.mark.duration(300)
 def test_serial_core_units_access_shared_memories_only_while_busy(tmp_path):
     """Bounded, nothing assumed: COVER_DEPTH cycles from reset (real reads and writes of
     every shared memory happen within them, see the cover test) with every host bus
