@@ -41,7 +41,7 @@ the same content, and nothing may hang:
 | weight file | `sd_hw.weight_file.read`, raw and with the CRC fixed up after the mutation (so that the checks behind the CRC are reached), and field overwrites aimed at every header field, table entry, JSON text and section | re-encode byte for byte and run on the golden model (or be refused by it) |
 | inputs and labels (.npy) | what `sd-hw evaluate` reads (`--inputs`, `--labels`) | be int8 inputs of the network's shape that save and parse back equal; labels one integer per input |
 | core configuration (JSON) | `--config FILE` of every command with core options | give a configuration whose description reads back equal |
-| command line | `sim.cli.main` in-process, for `inspect`, `evaluate`, `config`, `compress`, `boards`, `flash --dry-run`, with options and values replaced, dropped, added and swapped | return exit status 0 or 2, never raise (not even SystemExit) |
+| command line | `sim.cli.main` in-process, for `inspect`, `evaluate`, `config`, `compress`, `boards`, `flash --dry-run`, with options and values replaced, dropped, added and swapped | return exit status 0 or 2 (1 only for the verdict that a network does not fit the chosen core), never raise (not even SystemExit) |
 | host link frames | bytes into the simulated link on a core (Amaranth simulator, random stalls on both streams), 1,000 mutants per simulation | be followed by a valid request that is answered within the link's timeout plus a bound in cycles; every reply well-formed; the guard word written before changes only by a valid WRITE |
 
 The quick suite (`make test`) runs 300 mutants of each kind; the slow run
