@@ -8,7 +8,8 @@ from ..errors import ParameterError, check_range
 from ..primitives import Mac16, RegisteredReadPort
 from ..primitives._lowering import checked_lowering
 from ..primitives.mac16 import LATENCY as MAC_LATENCY
-from .mac_lanes import basis_column_layout, basis_read_layout, element_layout, lane_sum_layout
+from .mac_lanes import (basis_column_layout, basis_read_layout, element_layout, emit_sums,
+                        lane_sum_layout)
 
 
 __all__ = ["FactoredLaneArray", "PRODUCT_INPUT_BITS"]
@@ -294,7 +295,7 @@ class FactoredLaneArray(wiring.Component):
         # engine's term by it into a register and adds that to its running sum.
         code_bits = config.code_bits
         width = code_bits + 2                    # present, exponent, negative
-        chain = [Signal(signed(config.accumulator_bits), name=f"sum{l}") for l in range(lanes)]
+        totals = []
         for l in range(lanes):
             row = element.rows[l]
             codes = Signal(3 * width, name=f"codes{l}")
@@ -328,19 +329,10 @@ class FactoredLaneArray(wiring.Component):
             m.d.comb += total.eq((Cat(ones, running)
                                   + Cat(ones, shifted, shifted[-1].replicate(extend)))[1:])
             m.d.sync += running.eq(Mux(restart_sums, 0, total))
-            with m.If(done):
-                m.d.sync += chain[l].eq(total)
+            totals.append(total)
 
-        # The finished sums leave one a cycle, lane 0 first.
-        remaining = Signal(range(lanes + 1))
-        with m.If(done):
-            m.d.sync += remaining.eq(lanes)
-        with m.Elif(remaining != 0):
-            m.d.sync += [chain[l].eq(chain[l + 1]) for l in range(lanes - 1)]
-            m.d.sync += remaining.eq(remaining - 1)
-        m.d.comb += [self.sums.valid.eq(remaining != 0),
-                     self.sums.value.eq(chain[0]),
-                     self.sums.lane.eq(lanes - remaining)]
+        # The finished sums are captured and leave one a cycle, lane 0 first.
+        emit_sums(m, self.sums, totals, done, width=config.accumulator_bits)
         return m
 
     def _shift(self, m, value, present, exponent, negative, lane):

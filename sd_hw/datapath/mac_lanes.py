@@ -11,7 +11,7 @@ from ..primitives.mac16 import LATENCY as MAC_LATENCY
 from .layouts import row_layout
 
 
-__all__ = ["MacLaneArray", "MAC_WEIGHT_BITS", "element_layout", "lane_sum_layout",
+__all__ = ["MacLaneArray", "MAC_WEIGHT_BITS", "emit_sums", "element_layout", "lane_sum_layout",
            "basis_column_layout", "basis_read_layout"]
 
 #: Signed width of a rebuilt weight as the multipliers take it (an iCE40 SB_MAC16 in
@@ -58,6 +58,24 @@ def lane_sum_layout(config, lanes):
         "lane": unsigned(max(1, (lanes - 1).bit_length())),
         "value": signed(config.accumulator_bits),
     })
+
+
+def emit_sums(m, sums, values, done, *, width):
+    """Capture ``values`` (one per lane) in the cycle ``done`` is set, then put them on
+    ``sums`` (a :func:`lane_sum_layout` port) one a cycle, lane 0 first, without
+    back-pressure: the lane arrays' capture chain."""
+    lanes = len(values)
+    chain = [Signal(signed(width), name=f"sum{l}") for l in range(lanes)]
+    remaining = Signal(range(lanes + 1))
+    with m.If(done):
+        m.d.sync += [chain[l].eq(values[l]) for l in range(lanes)]
+        m.d.sync += remaining.eq(lanes)
+    with m.Elif(remaining != 0):
+        m.d.sync += [chain[l].eq(chain[l + 1]) for l in range(lanes - 1)]
+        m.d.sync += remaining.eq(remaining - 1)
+    m.d.comb += [sums.valid.eq(remaining != 0),
+                 sums.value.eq(chain[0]),
+                 sums.lane.eq(lanes - remaining)]
 
 
 class MacLaneArray(wiring.Component):
@@ -228,20 +246,8 @@ class MacLaneArray(wiring.Component):
                          mac.b.eq(activation),
                          mac.clear.eq(clear),
                          mac.en.eq(1)]
-        accumulators = [mac.acc for mac in macs]
-
-        # The finished sums are captured and leave one a cycle, lane 0 first.
-        chain = [Signal(signed(config.accumulator_bits), name=f"sum{l}") for l in range(lanes)]
-        remaining = Signal(range(lanes + 1))
-        with m.If(done):
-            m.d.sync += [chain[l].eq(accumulators[l]) for l in range(lanes)]
-            m.d.sync += remaining.eq(lanes)
-        with m.Elif(remaining != 0):
-            m.d.sync += [chain[l].eq(chain[l + 1]) for l in range(lanes - 1)]
-            m.d.sync += remaining.eq(remaining - 1)
-        m.d.comb += [self.sums.valid.eq(remaining != 0),
-                     self.sums.value.eq(chain[0]),
-                     self.sums.lane.eq(lanes - remaining)]
+        emit_sums(m, self.sums, [mac.acc for mac in macs], done,
+                  width=config.accumulator_bits)
         return m
 
     def _rebuild(self, m, row, column, lane):
