@@ -13,11 +13,12 @@ import warnings
 
 import pytest
 from amaranth.hdl import UnusedElaboratable
-from amaranth.sim import Simulator
 
 from sd_hw.config import AcceleratorConfig
 from sd_hw.datapath.factored_lanes import FactoredLaneArray
 from sd_hw.errors import ParameterError
+from sim.streams import checked_simulator
+from tests.test_mac_lanes import drive_elements, prefetch
 
 
 PERIOD = 1e-6
@@ -98,18 +99,6 @@ def make_job(config, *, basis_group, basis_depth, passes, seed, max_rows=5, extr
     return bases, elements, expected
 
 
-def without_basis(element):
-    return {name: value for name, value in element.items() if name != "basis"}
-
-
-def set_read(ctx, dut, element):
-    if element is None:
-        ctx.set(dut.basis_read.en, 0)
-    else:
-        ctx.set(dut.basis_read, {"en": 1, "basis": element["basis"],
-                                 "column": element["column"]})
-
-
 def run(config, *, basis_group=None, basis_depth=4, passes=20, seed=0, stall=0.0,
         max_rows=5, extreme=False, job=None):
     dut = FactoredLaneArray(config, basis_group=basis_group, basis_depth=basis_depth)
@@ -119,7 +108,7 @@ def run(config, *, basis_group=None, basis_depth=4, passes=20, seed=0, stall=0.0
                        seed=seed, max_rows=max_rows, extreme=extreme)
     bases, elements, expected = job
     received = []
-    timing = {"takes": [], "lasts": [], "firsts": []}
+    timing = {"firsts": []}
     start = {}
 
     async def testbench(ctx):
@@ -130,33 +119,10 @@ def run(config, *, basis_group=None, basis_depth=4, passes=20, seed=0, stall=0.0
                                               "data": [bases[e][b][j][c] for j in range(3)]})
                     await ctx.tick()
         ctx.set(dut.basis_write.en, 0)
-        rng = random.Random(seed + 1)
-        set_read(ctx, dut, elements[0])
-        await ctx.tick()
-        ctx.set(dut.basis_read.en, 0)
-        cycle = 0
+        await prefetch(ctx, dut, elements[0])
         start["cycle"] = 3 * dut.engines * basis_depth + 1
-        for k, element in enumerate(elements):
-            following = elements[k + 1] if k + 1 < len(elements) else None
-            while stall and rng.random() < stall:
-                ctx.set(dut.elements.valid, 0)
-                ctx.set(dut.basis_read.en, 0)
-                await ctx.tick()
-                cycle += 1
-            ctx.set(dut.elements.valid, 1)
-            ctx.set(dut.elements.payload, without_basis(element))
-            while True:
-                ready = ctx.get(dut.elements.ready)
-                set_read(ctx, dut, following if ready else None)
-                await ctx.tick()
-                cycle += 1
-                if ready:
-                    break
-            timing["takes"].append(cycle - 1)
-            if element["last"]:
-                timing["lasts"].append(cycle - 1)
-        ctx.set(dut.elements.valid, 0)
-        ctx.set(dut.basis_read.en, 0)
+        timing["takes"], timing["lasts"] = await drive_elements(
+            ctx, dut, elements, stall=stall, rng=random.Random(seed + 1), cycle=0)
 
     async def monitor(ctx):
         cycle = 0
@@ -168,7 +134,7 @@ def run(config, *, basis_group=None, basis_depth=4, passes=20, seed=0, stall=0.0
                 received.append((int(payload.lane), int(payload.value)))
             cycle += 1
 
-    sim = Simulator(dut)
+    sim = checked_simulator(dut)
     sim.add_clock(PERIOD)
     sim.add_testbench(testbench)
     sim.add_testbench(monitor, background=True)

@@ -96,6 +96,36 @@ async def prefetch(ctx, dut, element):
     ctx.set(dut.basis_read.en, 0)
 
 
+async def drive_elements(ctx, dut, elements, *, stall, rng, cycle):
+    """Offer ``elements`` one after another (idle cycles drawn with probability
+    ``stall`` in between), reading each one's basis column in the cycle its predecessor
+    is taken (the first one's is read ahead, :func:`prefetch`). ``cycle``: the count at
+    the first offer. Returns the cycles each element, and each ``last`` one, was taken."""
+    takes, lasts = [], []
+    for k, element in enumerate(elements):
+        following = elements[k + 1] if k + 1 < len(elements) else None
+        while stall and rng.random() < stall:
+            ctx.set(dut.elements.valid, 0)
+            ctx.set(dut.basis_read.en, 0)
+            await ctx.tick()
+            cycle += 1
+        ctx.set(dut.elements.valid, 1)
+        ctx.set(dut.elements.payload, without_basis(element))
+        while True:
+            ready = ctx.get(dut.elements.ready)
+            set_read(ctx, dut, following if ready else None)
+            await ctx.tick()
+            cycle += 1
+            if ready:
+                break
+        takes.append(cycle - 1)
+        if element["last"]:
+            lasts.append(cycle - 1)
+    ctx.set(dut.elements.valid, 0)
+    ctx.set(dut.basis_read.en, 0)
+    return takes, lasts
+
+
 def run(config, *, basis_depth=4, passes=20, seed=0, stall=0.0, max_elements=12):
     dut = MacLaneArray(config, basis_depth=basis_depth)
     bases, elements, expected = make_job(config, basis_depth=basis_depth, passes=passes,
@@ -112,36 +142,9 @@ def run(config, *, basis_depth=4, passes=20, seed=0, stall=0.0, max_elements=12)
                                               "data": [int(v) for v in bases[l, b, :, c]]})
                     await ctx.tick()
         ctx.set(dut.basis_write.en, 0)
-        rng = random.Random(seed + 1)
-        cycle = 0
-        lasts, takes = [], []
-        # The first element's basis column is read ahead; each later one's in the cycle
-        # its predecessor is taken.
         await prefetch(ctx, dut, elements[0])
-        cycle += 1
-        for k, element in enumerate(elements):
-            following = elements[k + 1] if k + 1 < len(elements) else None
-            while stall and rng.random() < stall:
-                ctx.set(dut.elements.valid, 0)
-                ctx.set(dut.basis_read.en, 0)
-                await ctx.tick()
-                cycle += 1
-            ctx.set(dut.elements.valid, 1)
-            ctx.set(dut.elements.payload, without_basis(element))
-            while True:
-                ready = ctx.get(dut.elements.ready)
-                set_read(ctx, dut, following if ready else None)
-                await ctx.tick()
-                cycle += 1
-                if ready:
-                    break
-            takes.append(cycle - 1)
-            if element["last"]:
-                lasts.append(cycle - 1)
-        ctx.set(dut.elements.valid, 0)
-        ctx.set(dut.basis_read.en, 0)
-        timing["lasts"] = lasts
-        timing["takes"] = takes
+        timing["takes"], timing["lasts"] = await drive_elements(
+            ctx, dut, elements, stall=stall, rng=random.Random(seed + 1), cycle=1)
 
     async def monitor(ctx):
         cycle = 0
