@@ -51,7 +51,8 @@ from run_stamp import run_stamp  # noqa: E402
 from boards import board_module, board as board_spec  # noqa: E402
 from sd_hw import weight_file  # noqa: E402
 from sd_hw.errors import SdHwError  # noqa: E402
-from sim.golden.serial_counts import SerialShape, serial_cycle_estimate, _groups  # noqa: E402
+from sim.golden.serial_counts import (SerialShape, serial_cycle_estimate,  # noqa: E402
+                                     serial_pass_cycles, _groups)
 
 WRITER = "bench_shared.py"
 SECTION = ("<!-- shared-basis table: written by bench/bench_shared.py; bench_compare.py keeps "
@@ -87,16 +88,14 @@ def peak_lane_macs(config):
 
 
 def layer_estimate(net, config):
-    """``{layer: estimated cycles}`` of the records' time per compute layer."""
+    """``{layer: estimated cycles}`` of the passes per compute layer (records, zero
+    elements, the lanes' capture spacing; not the fixed costs)."""
     shape = SerialShape(lanes=config.lanes, record_reads=record_reads(config))
     cycles = {}
     network = net.network
     for op, _, columns in _groups(net, shape):
         name = network.layers[op.compute].name
-        per_record = np.maximum(np.maximum(columns, 1), max(shape.record_reads, 3))
-        spent = int(np.maximum(per_record.sum(axis=1), shape.lanes).sum()) if columns.size \
-            else columns.shape[0]
-        cycles[name] = cycles.get(name, 0) + spent
+        cycles[name] = cycles.get(name, 0) + int(serial_pass_cycles(columns, shape).sum())
     return cycles
 
 
@@ -192,8 +191,9 @@ def markdown(results, builds, hypothesis_rows, layer_rows, *, stamp, images, ecp
         "",
         f"Against the UP5K's DSP roofline ({UP5K_ROOFLINE} MACs a cycle: 8 SB_MAC16 x two "
         f"8x8 products) and MARLANN's {MARLANN_MMACS} MMAC/s (re-measured, quoted). "
-        "Where the cycles go (golden-model estimate of the records' time per layer; "
-        "the measured total includes fixed costs per operation and group):",
+        "Where the cycles go (golden-model estimate of the passes' time per layer: "
+        "records, zero elements, the lanes' capture spacing; the measured total includes "
+        "fixed costs per operation and group):",
         "",
         "| board | core | " + " | ".join(layer_rows[0][2]) + " |",
         "|---|---|" + "---:|" * len(layer_rows[0][2])]

@@ -19,7 +19,8 @@ import numpy as np
 from sd_hw.errors import SdHwError
 
 
-__all__ = ["SerialShape", "serial_plan", "expected_serial_counters", "serial_cycle_estimate"]
+__all__ = ["SerialShape", "serial_plan", "expected_serial_counters", "serial_pass_cycles",
+           "serial_cycle_estimate"]
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,22 @@ def _last_layer(network, op):
     return index
 
 
+def serial_pass_cycles(columns, shape):
+    """Estimated cycles of each pass of a lane group whose records have ``columns``
+    valid columns (``(passes, records)``, :func:`_groups`)."""
+    if columns.size:
+        per_record = np.maximum(columns, 1)
+        # A record arrives every `reads` cycles, and at best every three: its
+        # header goes from the banks to a stage register, then to the issuer's.
+        per_record = np.maximum(per_record, max(shape.record_reads, 3))
+        per_pass = per_record.sum(axis=1) + (columns[:, -1] == 0)
+    else:
+        per_pass = np.ones(columns.shape[0], np.int64)
+    # A pass's sums leave the lanes one a cycle: the next pass ends `lanes` cycles
+    # later at the earliest.
+    return np.maximum(per_pass, shape.lanes)
+
+
 def serial_cycle_estimate(net, shape):
     """Cycles of one inference: per record, the slower of its reads and its elements; a
     zero element where a pass ends with an empty record; at least ``lanes`` cycles a
@@ -168,17 +185,7 @@ def serial_cycle_estimate(net, shape):
             ops.add(op.compute)
             cycles += shape.op_cycles
         cycles += shape.group_cycles + shape.fill_cycles + shape.output_cycles
-        if columns.size:
-            per_record = np.maximum(columns, 1)
-            # A record arrives every `reads` cycles, and at best every three: its
-            # header goes from the banks to a stage register, then to the issuer's.
-            per_record = np.maximum(per_record, max(shape.record_reads, 3))
-            per_pass = per_record.sum(axis=1) + (columns[:, -1] == 0)
-        else:
-            per_pass = np.ones(columns.shape[0], np.int64)
-        # A pass's sums leave the lanes one a cycle: the next pass ends `lanes` cycles
-        # later at the earliest.
-        per_pass = np.maximum(per_pass, shape.lanes)
+        per_pass = serial_pass_cycles(columns, shape)
         cycles += int(per_pass.sum())
         if op.average and columns.size:
             windows = per_pass.reshape(-1, 4).sum(axis=1)
